@@ -1,0 +1,67 @@
+"""The backend registry: every ``ops_<name>.py`` in this folder is a backend, found by name.
+
+Installed as ``microconv.backends``. Nothing here touches hardware at import time: a backend
+module is imported, and its device opened, only when it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from microconv.errors import BackendError
+
+_instances = {}
+_user_factories = {}
+
+
+def names():
+    """Every backend this installation knows, usable or not."""
+    found = [m.name[len("ops_"):] for m in pkgutil.iter_modules(__path__) if m.name.startswith("ops_")]
+    preferred = ["python", "numpy", "opencl"]
+    ordered = [n for n in preferred if n in found] + sorted(n for n in found if n not in preferred)
+    return ordered + [n for n in _user_factories if n not in ordered]
+
+
+def register(name, factory):
+    """Add a backend from user code: ``factory(**options)`` returns a Backend object."""
+    _user_factories[name] = factory
+    _instances.pop(name, None)
+
+
+def _module(name):
+    if name not in names():
+        raise BackendError(f"unknown backend '{name}'; known backends: {', '.join(names())}")
+    return importlib.import_module(f"{__name__}.ops_{name}")
+
+
+def unavailable_reason(name):
+    """None when the backend can run here, otherwise one sentence saying why not."""
+    if name in _user_factories:
+        return None
+    try:
+        return _module(name).unavailable_reason()
+    except BackendError:
+        raise
+    except Exception as exc:  # a broken driver must not break the listing
+        return f"{type(exc).__name__}: {exc}"
+
+
+def available():
+    """The names of the backends that can run on this machine."""
+    return [n for n in names() if unavailable_reason(n) is None]
+
+
+def get(name, **options):
+    """The backend object for a name, created once per set of options."""
+    key = (name, tuple(sorted(options.items())))
+    if key not in _instances:
+        if name in _user_factories:
+            _instances[key] = _user_factories[name](**options)
+        else:
+            module = _module(name)
+            reason = module.unavailable_reason()
+            if reason is not None:
+                raise BackendError(f"backend '{name}' cannot run here: {reason}")
+            _instances[key] = module.create(**options)
+    return _instances[key]

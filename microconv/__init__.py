@@ -1,0 +1,25 @@
+"""microconv: a small, readable deep-learning framework that teaches how convolutional networks work.
+
+The public API uses PyTorch's names::
+
+    import microconv as mc
+    x = mc.tensor(images, backend="numpy")
+    w = mc.tensor(weights, requires_grad=True)
+    loss = mc.nll_loss(mc.log_softmax(mc.flatten(mc.conv2d(x, w, b))), labels)
+    loss.backward(); w.grad
+"""
+
+from microconv import backends
+from microconv.errors import (BackendError, CheckpointError, DataError, MicroconvError, ShapeError,
+                              TrainingError)
+from microconv.ops import (conv2d, dropout, flatten, gelu, linear, log_softmax, matmul, max_pool2d,
+                           nll_loss, one_hot, relu, reshape, tensor)
+from microconv.tensor import Tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError", "CheckpointError", "DataError", "MicroconvError", "ShapeError", "Tensor",
+    "TrainingError", "backends", "conv2d", "dropout", "flatten", "gelu", "linear", "log_softmax",
+    "matmul", "max_pool2d", "nll_loss", "one_hot", "relu", "reshape", "tensor", "__version__",
+]

@@ -1,0 +1,25 @@
+"""Shared test settings: Hypothesis profiles and the backend fixtures."""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import microconv as mc
+
+settings.register_profile("dev", max_examples=15, deadline=None)
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+REQUIRE_OPENCL = os.environ.get("MICROCONV_REQUIRE_OPENCL") == "1"
+
+
+def backend_or_skip(name):
+    """The named backend; skipped with the reason when it cannot run here, unless CI requires it."""
+    reason = mc.backends.unavailable_reason(name) if name in mc.backends.names() else "not installed"
+    if reason is not None:
+        if name == "opencl" and REQUIRE_OPENCL:
+            pytest.fail(f"MICROCONV_REQUIRE_OPENCL=1 but the opencl backend cannot run: {reason}")
+        pytest.skip(f"{name} backend unavailable: {reason}")
+    return mc.backends.get(name)
