@@ -118,14 +118,16 @@ class ConvoAlphabetModel(Module):
     28x28 -> [conv3x3 1->32, max-pool 2, GELU] 32x13x13 -> [conv3x3 32->64, pool, GELU]
     64x6x6 (the 11x11 map pools with truncated edge windows) -> [conv3x3 64->128, pool, GELU]
     128x2x2 -> flatten 512 -> linear 64, GELU -> linear 128, GELU -> linear 26 -> log-softmax.
-    137,178 parameters.
+    137,178 parameters. ``output_gelu`` adds the GELU on fc3 that the seed's sample weights
+    were trained with (seed-spec 5.3); new models leave it off.
     """
 
     architecture = "ConvoAlphabetModel"
     classes = 26
 
-    def __init__(self, backend="numpy", dtype="float32", seed=0, dropout=0.0):
+    def __init__(self, backend="numpy", dtype="float32", seed=0, dropout=0.0, output_gelu=False):
         be = backends.get(backend) if isinstance(backend, str) else backend
+        self.options = {"dropout": float(dropout), "output_gelu": bool(output_gelu)}
         rng = np.random.default_rng(seed)
         self.backend = be
         self.dtype = dtype
@@ -147,4 +149,7 @@ class ConvoAlphabetModel(Module):
             x = self.drop(x)
         x = ops.gelu(x)
         x = ops.gelu(self.fc2(x))                         # (N, 128)
-        return ops.log_softmax(self.fc3(x))               # (N, 26)
+        x = self.fc3(x)                                   # (N, 26)
+        if self.options["output_gelu"]:                   # only the seed's January 2023 weights
+            x = ops.gelu(x)
+        return ops.log_softmax(x)

@@ -1,0 +1,59 @@
+"""How 28x28 uint8 letters become network input, recorded in every checkpoint.
+
+Images enter upright (row = y, col = x), ink bright on black, as EMNIST's pixels are after
+the transpose fix. The seed scales pixels by 1/256 and then normalises every image to mean
+0.172575 and standard deviation 0.25; a blank image (no ink at all) cannot be rescaled and is
+mapped to the constant mean instead of NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from microconv.errors import DataError
+
+SEED_MEAN = 0.172575
+SEED_STD = 0.25
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    scale: float = 1.0 / 256.0     # pixel value 255 -> 0.996, as the seed's reader does
+    normalize: bool = True         # per-image mean/std normalisation, as the seed's trainer does
+    mean: float = SEED_MEAN
+    std: float = SEED_STD
+
+    def apply(self, images):
+        """(N, 28, 28) uint8 upright images -> (N, 1, 28, 28) float32 network input."""
+        images = np.asarray(images)
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DataError(f"preprocess: expected images of shape (N, 28, 28), got {images.shape}")
+        x = images.astype(np.float32) * np.float32(self.scale)
+        if self.normalize:
+            x = normalize_images(x, self.mean, self.std)
+        return x[:, None, :, :]
+
+    def to_json(self):
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(**{k: data[k] for k in ("scale", "normalize", "mean", "std") if k in data})
+
+
+def normalize_images(x, mean=SEED_MEAN, std=SEED_STD):
+    """Rescale each image (last two axes) to the given mean and population std.
+
+    Like the seed: first scale so the mean is right, then stretch around the mean so the std
+    is right. Images whose mean or spread is zero become the constant ``mean``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    axes = (-2, -1)
+    current_mean = x.mean(axis=axes, keepdims=True)
+    safe_mean = np.where(current_mean > 0, current_mean, 1.0)
+    x = np.where(current_mean > 0, x * (mean / safe_mean), mean)
+    spread = np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True))
+    safe_spread = np.where(spread > 0, spread, 1.0)
+    return np.where(spread > 0, mean + (x - mean) * (std / safe_spread), mean).astype(np.float32)
