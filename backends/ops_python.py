@@ -176,7 +176,7 @@ class PythonBackend(Backend):
         return Buf(out, x.shape)
 
     def relu(self, x):
-        return Buf([v if v > 0.0 else 0.0 for v in x.data], x.shape)
+        return Buf([max(0.0, v) for v in x.data], x.shape)
 
     def relu_backward(self, x, g):
         return Buf([gv if v > 0.0 else 0.0 for v, gv in zip(x.data, g.data)], x.shape)

@@ -11,16 +11,56 @@ The public API uses PyTorch's names::
 
 from microconv import backends
 from microconv.checkpoint import load_checkpoint, save_checkpoint
-from microconv.errors import (BackendError, CheckpointError, DataError, MicroconvError, ShapeError,
-                              TrainingError)
-from microconv.ops import (conv2d, dropout, flatten, gelu, linear, log_softmax, matmul, max_pool2d,
-                           nll_loss, one_hot, relu, reshape, tensor)
+from microconv.errors import (
+                              BackendError,
+                              CheckpointError,
+                              DataError,
+                              MicroconvError,
+                              ShapeError,
+                              TrainingError,
+)
+from microconv.ops import (
+                              conv2d,
+                              dropout,
+                              flatten,
+                              gelu,
+                              linear,
+                              log_softmax,
+                              matmul,
+                              max_pool2d,
+                              nll_loss,
+                              one_hot,
+                              relu,
+                              reshape,
+                              tensor,
+)
 from microconv.tensor import Tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "CheckpointError", "DataError", "MicroconvError", "ShapeError", "Tensor",
-    "TrainingError", "backends", "conv2d", "dropout", "flatten", "gelu", "linear", "load_checkpoint", "log_softmax",
-    "matmul", "max_pool2d", "nll_loss", "one_hot", "relu", "reshape", "save_checkpoint", "tensor", "__version__",
+                              "BackendError",
+                              "CheckpointError",
+                              "DataError",
+                              "MicroconvError",
+                              "ShapeError",
+                              "Tensor",
+                              "TrainingError",
+                              "__version__",
+                              "backends",
+                              "conv2d",
+                              "dropout",
+                              "flatten",
+                              "gelu",
+                              "linear",
+                              "load_checkpoint",
+                              "log_softmax",
+                              "matmul",
+                              "max_pool2d",
+                              "nll_loss",
+                              "one_hot",
+                              "relu",
+                              "reshape",
+                              "save_checkpoint",
+                              "tensor",
 ]

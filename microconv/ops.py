@@ -314,7 +314,7 @@ def neg(a):
     return _node(Neg, (a,))
 
 
-def sum(a):  # noqa: A001 - the PyTorch name
+def sum(a):
     return _node(Sum, (a,), a.shape if isinstance(a, Tensor) else None)
 
 

@@ -24,8 +24,21 @@ DTYPES = ("float32", "float64")
 
 
 class Tensor:
-    __slots__ = ("op", "srcs", "arg", "shape", "dtype", "backend", "requires_grad", "name",
-                 "_value", "_grad", "_stamp", "_input_stamps", "_topo")
+    __slots__ = (
+        "_grad",
+        "_input_stamps",
+        "_stamp",
+        "_topo",
+        "_value",
+        "arg",
+        "backend",
+        "dtype",
+        "name",
+        "op",
+        "requires_grad",
+        "shape",
+        "srcs",
+    )
 
     def __init__(self, op, srcs, arg, shape, dtype, backend, requires_grad, name=None):
         self.op = op                  # the rule (see microconv.ops); None for a leaf
@@ -204,4 +217,4 @@ def as_array(data, dtype, where):
 
 
 # Imported last: the rules module needs Tensor, and Tensor's operators need the rules.
-from microconv import ops  # noqa: E402
+from microconv import ops
