@@ -17,7 +17,8 @@ _user_factories = {}
 
 def names():
     """Every backend this installation knows, usable or not."""
-    found = [m.name[len("ops_"):] for m in pkgutil.iter_modules(__path__) if m.name.startswith("ops_")]
+    modules = pkgutil.iter_modules(__path__)
+    found = [m.name[len("ops_"):] for m in modules if m.name.startswith("ops_")]
     preferred = ["python", "numpy", "opencl"]
     ordered = [n for n in preferred if n in found] + sorted(n for n in found if n not in preferred)
     return ordered + [n for n in _user_factories if n not in ordered]

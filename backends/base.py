@@ -84,7 +84,9 @@ class Backend:
         raise NotImplementedError("conv2d_backward")
 
     def max_pool2d(self, x, k):
-        """k x k windows, stride k, ceil mode (edge windows truncated): (N,C,H,W) -> (N,C,ceil(H/k),ceil(W/k))."""
+        """k x k windows, stride k, ceil mode (edge windows truncated).
+
+        (N,C,H,W) -> (N,C,ceil(H/k),ceil(W/k))."""
         raise NotImplementedError("max_pool2d")
 
     def max_pool2d_backward(self, x, y, g, k):

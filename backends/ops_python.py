@@ -70,7 +70,8 @@ class PythonBackend(Backend):
 
     def sum_rows(self, a):
         rows, cols = a.shape
-        return Buf([math.fsum(a.data[r * cols + c] for r in range(rows)) for c in range(cols)], (cols,))
+        sums = [math.fsum(a.data[r * cols + c] for r in range(rows)) for c in range(cols)]
+        return Buf(sums, (cols,))
 
     def reshape(self, a, shape):
         return Buf(list(a.data), shape)
@@ -88,7 +89,8 @@ class PythonBackend(Backend):
         def b_at(t, j):
             return b.data[j * bc + t] if trans_b else b.data[t * bc + j]
 
-        out = [math.fsum(a_at(i, t) * b_at(t, j) for t in range(k)) for i in range(m) for j in range(n)]
+        out = [math.fsum(a_at(i, t) * b_at(t, j) for t in range(k))
+               for i in range(m) for j in range(n)]
         return Buf(out, (m, n))
 
     def linear(self, x, w, b):
@@ -197,7 +199,8 @@ class PythonBackend(Backend):
         for start in range(0, len(y.data), n):
             g_row = g.data[start:start + n]
             g_total = math.fsum(g_row)
-            out.extend(gv - math.exp(yv) * g_total for yv, gv in zip(y.data[start:start + n], g_row))
+            y_row = y.data[start:start + n]
+            out.extend(gv - math.exp(yv) * g_total for yv, gv in zip(y_row, g_row))
         return Buf(out, y.shape)
 
     # --- optimiser updates -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""microconv: a small, readable deep-learning framework that teaches how convolutional networks work.
+"""microconv: a small, readable deep-learning framework that shows how convolutional networks work.
 
 The public API uses PyTorch's names::
 

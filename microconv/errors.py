@@ -1,4 +1,4 @@
-"""The error classes users see. Every expected failure is a MicroconvError with a one-line message."""
+"""The errors users see: every expected failure is a MicroconvError with a one-line message."""
 
 
 class MicroconvError(Exception):

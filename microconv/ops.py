@@ -266,7 +266,8 @@ def _node(rule, srcs, arg=None, name=None):
     first = srcs[0]
     for src in srcs:
         if not isinstance(src, Tensor):
-            raise MicroconvError(f"{rule.name}: inputs must be microconv tensors, got {type(src).__name__}")
+            raise MicroconvError(f"{rule.name}: inputs must be microconv tensors, "
+                                 f"not {type(src).__name__}")
         if src.backend is not first.backend:
             raise MicroconvError(f"{rule.name}: inputs live on different backends "
                                  f"({first.backend.name} and {src.backend.name})")

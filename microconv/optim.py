@@ -45,7 +45,7 @@ class Optimizer:
             for key in self.state_names:
                 array = arrays.get(f"{name}/{key}")
                 if array is None or tuple(array.shape) != p.shape:
-                    raise CheckpointError(f"optimiser state for {name}/{key} is missing or mis-shaped")
+                    raise CheckpointError(f"optimiser state {name}/{key} is missing or mis-shaped")
                 self.state[name][key] = p.backend.from_numpy(np.asarray(array, dtype=p.dtype))
         self.steps = int(saved["steps"])
 

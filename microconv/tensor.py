@@ -67,10 +67,10 @@ class Tensor:
     def assign(self, array):
         """Give a leaf a new value of the same shape; everything downstream becomes stale."""
         if self.op is not None:
-            raise MicroconvError(f"assign: only leaves can be assigned, this node is '{self.op.name}'")
+            raise MicroconvError(f"assign: only leaves can be assigned, not a '{self.op.name}' node")
         array = as_array(array, self.dtype, "assign")
         if array.shape != self.shape:
-            raise ShapeError(f"assign: new value has shape {array.shape}, the leaf has {self.shape}")
+            raise ShapeError(f"assign: the new value has shape {array.shape}, the leaf {self.shape}")
         self._set_value(self.backend.from_numpy(array))
 
     def _set_value(self, buffer):
@@ -127,7 +127,7 @@ class Tensor:
         one), so calling backward twice gives the same gradients, never twice as much.
         """
         if self.shape != ():
-            raise ShapeError(f"backward: needs a scalar (shape ()), this node has shape {self.shape}")
+            raise ShapeError(f"backward: needs a scalar (shape ()), not shape {self.shape}")
         self.realize()
         topo = self.toposort()
         for node in topo:
@@ -217,4 +217,4 @@ def as_array(data, dtype, where):
 
 
 # Imported last: the rules module needs Tensor, and Tensor's operators need the rules.
-from microconv import ops
+from microconv import ops  # noqa: E402

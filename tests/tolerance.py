@@ -11,7 +11,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 
 def assert_close(actual, expected, dtype="float32", terms=1, magnitude=1.0, what=""):
-    """Assert actual ~ expected for a result built from sums of ``terms`` products of size ``magnitude``."""
+    """Assert actual ~ expected for sums of ``terms`` products of size ``magnitude``."""
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
