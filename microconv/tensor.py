@@ -67,10 +67,10 @@ class Tensor:
     def assign(self, array):
         """Give a leaf a new value of the same shape; everything downstream becomes stale."""
         if self.op is not None:
-            raise MicroconvError(f"assign: only leaves can be assigned, not a '{self.op.name}' node")
+            raise MicroconvError(f"assign: only leaves take new values, not '{self.op.name}' nodes")
         array = as_array(array, self.dtype, "assign")
         if array.shape != self.shape:
-            raise ShapeError(f"assign: the new value has shape {array.shape}, the leaf {self.shape}")
+            raise ShapeError(f"assign: new value of shape {array.shape} for a leaf of {self.shape}")
         self._set_value(self.backend.from_numpy(array))
 
     def _set_value(self, buffer):

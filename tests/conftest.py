@@ -16,7 +16,7 @@ REQUIRE_OPENCL = os.environ.get("MICROCONV_REQUIRE_OPENCL") == "1"
 
 
 def backend_or_skip(name):
-    """The named backend, or a skip with the reason when it cannot run here (a failure in CI)."""
+    """The named backend, or a skip with the reason it cannot run here (a failure in CI)."""
     reason = mc.backends.unavailable_reason(name) if name in mc.backends.names() else "not installed"
     if reason is not None:
         if name == "opencl" and REQUIRE_OPENCL:
