@@ -17,7 +17,8 @@ REQUIRE_OPENCL = os.environ.get("MICROCONV_REQUIRE_OPENCL") == "1"
 
 def backend_or_skip(name):
     """The named backend, or a skip with the reason it cannot run here (a failure in CI)."""
-    reason = mc.backends.unavailable_reason(name) if name in mc.backends.names() else "not installed"
+    known = name in mc.backends.names()
+    reason = mc.backends.unavailable_reason(name) if known else "not installed"
     if reason is not None:
         if name == "opencl" and REQUIRE_OPENCL:
             pytest.fail(f"MICROCONV_REQUIRE_OPENCL=1 but the opencl backend cannot run: {reason}")
