@@ -1,0 +1,200 @@
+"""Every op, forward and every input gradient: the NumPy backend (float32) agrees with the
+pure-Python backend (float64 arithmetic) on drawn shapes and values.
+
+The scalar that is differentiated is sum(out * R) with a random, fixed R, so the output gradient
+reaching each op is *not* uniform: a rule that is only right for uniform gradients (as the seed's
+convolution kernel gradient was) fails here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import (
+    arrays,
+    conv_case,
+    distinct_values,
+    dropout_case,
+    floats,
+    linear_case,
+    log_softmax_input,
+    matmul_case,
+    nll_case,
+    pool_case,
+    relu_input,
+    reshape_case,
+    same_shape_pair,
+    small_shapes,
+)
+from tolerance import assert_close
+
+import microconv as mc
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def run(backend, dtype, build, inputs, seed):
+    """Build the graph on one backend, return the output value and every input's gradient."""
+    leaves = [mc.tensor(a, backend=backend, dtype=dtype, requires_grad=True) for a in inputs]
+    out = build(*leaves)
+    if out.shape == ():
+        loss = out
+    else:
+        weights = np.random.default_rng(seed).uniform(-1, 1, out.shape).astype(np.float32)
+        loss = (out * mc.tensor(weights, backend=backend, dtype=dtype)).sum()
+    loss.backward()
+    return out.numpy(), [leaf.grad for leaf in leaves]
+
+
+def check_agree(build, inputs, seed, terms=1, magnitude=1.0):
+    """NumPy float32 against the Python backend's float64 reference, value and gradients."""
+    ref_out, ref_grads = run("python", "float64", build, inputs, seed)
+    out, grads = run("numpy", "float32", build, inputs, seed)
+    assert out.dtype == np.float32
+    assert_close(out, ref_out, terms=terms, magnitude=magnitude, what="forward")
+    for i, (grad, ref_grad) in enumerate(zip(grads, ref_grads)):
+        assert grad is not None and grad.shape == inputs[i].shape
+        assert_close(grad, ref_grad, terms=terms, magnitude=magnitude,
+                     what=f"gradient of input {i}")
+
+
+# --- elementwise ------------------------------------------------------------------------
+
+@given(same_shape_pair(), seeds)
+def test_add(pair, seed):
+    check_agree(lambda a, b: a + b, pair, seed, magnitude=4)
+
+
+@given(same_shape_pair(), seeds)
+def test_sub(pair, seed):
+    check_agree(lambda a, b: a - b, pair, seed, magnitude=4)
+
+
+@given(same_shape_pair(), seeds)
+def test_mul(pair, seed):
+    check_agree(lambda a, b: a * b, pair, seed, magnitude=16)
+
+
+@given(small_shapes().flatmap(arrays), seeds)
+def test_neg(x, seed):
+    check_agree(lambda a: -a, [x], seed, magnitude=4)
+
+
+@given(small_shapes().flatmap(arrays), floats(-3, 3), seeds)
+def test_scale_by_a_number(x, c, seed):
+    check_agree(lambda a: a * c, [x], seed, magnitude=12)
+    check_agree(lambda a: c * a, [x], seed, magnitude=12)
+
+
+@given(small_shapes().flatmap(arrays), seeds)
+def test_sum(x, seed):
+    check_agree(lambda a: a.sum(), [x], seed, terms=x.size, magnitude=4)
+
+
+# --- dense layers -----------------------------------------------------------------------
+
+@given(matmul_case(), seeds)
+def test_matmul(case, seed):
+    check_agree(lambda a, b: a @ b, case, seed, terms=8, magnitude=16)
+    check_agree(mc.matmul, case, seed, terms=8, magnitude=16)
+
+
+@given(linear_case(), seeds)
+def test_linear(case, seed):
+    check_agree(mc.linear, case, seed, terms=8, magnitude=16)
+
+
+# --- convolution and pooling ------------------------------------------------------------
+
+@given(conv_case(), seeds)
+def test_conv2d(case, seed):
+    x, w, _ = case
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    terms = max(c * k * k, o * k * k, n * (h - k + 1) * (wd - k + 1))
+    check_agree(mc.conv2d, case, seed, terms=terms, magnitude=4)
+
+
+@given(pool_case(), seeds)
+def test_max_pool2d(case, seed):
+    x, k = case
+    check_agree(lambda a: mc.max_pool2d(a, k), [x], seed, magnitude=float(np.abs(x).max()))
+
+
+@pytest.mark.parametrize("side, k, pooled", [(11, 2, 6), (5, 2, 3), (7, 3, 3), (4, 3, 2)])
+def test_max_pool2d_truncated_edge_windows(side, k, pooled):
+    """Ceil mode with truncated edge windows: 11x11 -> 6x6 as in the seed, and odd sizes."""
+    rng = np.random.default_rng(side * 10 + k)
+    x = rng.permutation(side * side).astype(np.float32).reshape(1, 1, side, side)
+    check_agree(lambda a: mc.max_pool2d(a, k), [x], seed=side, magnitude=side * side)
+    y = mc.max_pool2d(mc.tensor(x), k)
+    assert y.shape == (1, 1, pooled, pooled)
+    # the bottom-right output sees only the pixels that exist: a truncated window
+    last = (pooled - 1) * k
+    assert y.numpy()[0, 0, -1, -1] == x[0, 0, last:, last:].max()
+
+
+# --- activations ------------------------------------------------------------------------
+
+@given(small_shapes().flatmap(arrays), seeds)
+def test_gelu(x, seed):
+    check_agree(mc.gelu, [x], seed, magnitude=4)
+
+
+@given(relu_input(), seeds)
+def test_relu(x, seed):
+    check_agree(mc.relu, [x], seed, magnitude=4)
+
+
+@given(log_softmax_input(), seeds)
+def test_log_softmax(x, seed):
+    check_agree(mc.log_softmax, [x], seed, terms=x.shape[-1], magnitude=8)
+
+
+@given(small_shapes(min_dims=1, max_dims=1, max_side=6).flatmap(arrays), seeds)
+def test_log_softmax_of_a_vector(x, seed):
+    check_agree(mc.log_softmax, [x], seed, terms=x.shape[-1], magnitude=8)
+
+
+# --- movement, loss, dropout ------------------------------------------------------------
+
+@given(small_shapes(min_dims=2).flatmap(arrays), seeds)
+def test_flatten(x, seed):
+    check_agree(mc.flatten, [x], seed, magnitude=4)
+
+
+@given(reshape_case(), seeds)
+def test_reshape(case, seed):
+    x, shape = case
+    check_agree(lambda a: mc.reshape(a, shape), [x], seed, magnitude=4)
+
+
+@given(nll_case())
+def test_nll_loss_with_integer_labels(case):
+    logits, labels = case
+    check_agree(lambda a: mc.nll_loss(a, labels), [logits], 0, terms=logits.size, magnitude=4)
+    check_agree(lambda a: mc.nll_loss(mc.log_softmax(a), labels), [logits], 0,
+                terms=logits.size, magnitude=8)
+
+
+@given(nll_case())
+def test_nll_loss_with_one_hot_labels(case):
+    logits, labels = case
+    one_hot = mc.one_hot(labels, logits.shape[1])
+    # the one-hot target is an input too, so its gradient (-logp / N) is compared as well
+    check_agree(mc.nll_loss, [logits, one_hot], 0, terms=logits.size, magnitude=4)
+
+
+@given(dropout_case(), seeds)
+def test_dropout_with_a_mask(case, seed):
+    check_agree(mc.dropout, list(case), seed, magnitude=20)
+
+
+@given(st.integers(2, 5).flatmap(lambda side: distinct_values((1, 2, side, side))), seeds)
+def test_pool_then_gelu_then_flatten(x, seed):
+    """Ops feeding each other: gradients flow through several rules on both backends alike."""
+    def build(a):
+        return mc.log_softmax(mc.flatten(mc.gelu(mc.max_pool2d(a, 2))))
+    check_agree(build, [x], seed, terms=x.size, magnitude=float(np.abs(x).max()) + 4)
