@@ -249,7 +249,7 @@ class Reshape(Rule):
     @staticmethod
     def shape(arg, a):
         new, _ = arg
-        if math.prod(new) != math.prod(a):
+        if any(size < 0 for size in new) or math.prod(new) != math.prod(a):
             raise ShapeError(f"reshape: cannot view shape {a} as {new}")
         return new
 
@@ -279,17 +279,28 @@ def _node(rule, srcs, arg=None, name=None):
     return Tensor(rule, srcs, arg, shape, first.dtype, first.backend, requires_grad, name)
 
 
-def _constant_like(value, like):
-    array = np.full(like.shape, value, dtype=like.dtype)
+def _finite_number(value, name):
+    """A plain number operand, refused when NaN or infinite (it would poison every value)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        raise MicroconvError(f"{name}: the number {value} is not finite")
+    return number
+
+
+def _constant_like(value, like, name):
+    array = np.full(like.shape, _finite_number(value, name), dtype=like.dtype)
     return Tensor.leaf(array, like.backend)
 
 
 def _pair(a, b, name):
     """Turn a plain number on either side into a constant tensor shaped like the other side."""
     if isinstance(a, numbers.Real) and isinstance(b, Tensor):
-        return _constant_like(a, b), b
+        return _constant_like(a, b, name), b
     if isinstance(b, numbers.Real) and isinstance(a, Tensor):
-        return a, _constant_like(b, a)
+        return a, _constant_like(b, a, name)
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         return a, b
     raise MicroconvError(f"{name}: cannot combine {type(a).__name__} and {type(b).__name__}")
@@ -305,9 +316,9 @@ def sub(a, b):
 
 def mul(a, b):
     if isinstance(b, numbers.Real) and isinstance(a, Tensor):
-        return _node(Scale, (a,), float(b))
+        return _node(Scale, (a,), _finite_number(b, "mul"))
     if isinstance(a, numbers.Real) and isinstance(b, Tensor):
-        return _node(Scale, (b,), float(a))
+        return _node(Scale, (b,), _finite_number(a, "mul"))
     return _node(Mul, _pair(a, b, "mul"))
 
 
