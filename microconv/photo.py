@@ -1,0 +1,564 @@
+"""Read handwritten letters from a photo: find each letter, prepare it like EMNIST, classify.
+
+The steps, each a small function:
+
+1. ``read_image``: the photo as grey values (float32, 0 = black), scaled down when huge.
+2. ``ink_maps``: adaptive thresholding. The paper's brightness is estimated locally (a box
+   mean that ignores dark pixels), so shading and vignetting move the threshold with them.
+   A pixel is ink when it is clearly darker than its own background; "clearly" is relative
+   to the background and to the paper's noise.
+3. ``connected_components``: 8-connected ink blobs, labelled run by run in NumPy.
+4. ``find_letters``: keep blobs that contain strongly dark ink, drop specks and blobs cut
+   by the image border, attach dots and fragments to the letter below or above them, split
+   blobs where two letters touch by a thin stroke, and sort in reading order.
+5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
+   square keeping the aspect ratio, add a border of 2/24 of the side, bring the strokes to
+   EMNIST's thickness, resize to 28x28, ink bright on black, upright.
+6. ``read_letters`` and ``annotate``: classify each letter, draw boxes and answers.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from microconv.errors import DataError
+
+LETTERS = string.ascii_lowercase
+MAX_SIDE = 2048               # larger photos are scaled down while decoding (bounded memory)
+WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
+STRONG_DARKNESS = 0.25        # ... and every letter holds some pixels 25 % darker
+NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
+EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
+EMNIST_STROKE = 2.0           # stroke width, in pixels of a 24-pixel letter, that letters
+                              # get before shrinking to 28x28 (see docs/seed.md)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Reading the photo
+
+
+def _open_bounded(path, mode):
+    """Open an image file in ``mode``, upright (EXIF orientation) and at most MAX_SIDE."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"image {path} does not exist")
+    try:
+        image = Image.open(path)
+        # JPEG can decode straight to a reduced size, so a huge photo never sits in memory
+        # at full resolution.
+        image.draft(mode, (MAX_SIDE, MAX_SIDE))
+        image = ImageOps.exif_transpose(image)
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
+        return image.convert(mode)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: damaged or unsupported ({exc})") from None
+
+
+def read_image(path):
+    """Grey values (H, W) float32 in 0..255 of an image file, at most MAX_SIDE on each side."""
+    gray = np.asarray(_open_bounded(path, "L"), dtype=np.float32)
+    if gray.size == 0 or gray.max() - gray.min() < 1:
+        raise DataError(f"image {os.fspath(path)} is uniform: there is nothing to read")
+    return gray
+
+
+def as_gray(image):
+    """Grey float32 array from a PIL image or an array (H, W) or (H, W, 3)."""
+    if isinstance(image, Image.Image):
+        image = image.convert("L")
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[..., :3].mean(axis=2)
+    if array.ndim != 2 or array.size == 0:
+        raise DataError(f"expected a grey or RGB image, got an array of shape {array.shape}")
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Adaptive thresholding
+
+
+def box_mean(values, weights, radius):
+    """Weighted mean of ``values`` over a (2r+1)^2 window, with integral images.
+
+    Pixels with weight 0 (ink) do not count, and the window shrinks at the borders, so the
+    paper's brightness near an edge is estimated from the paper that is really there.
+    """
+    def window_sum(a):
+        s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
+        s[1:, 1:] = a.cumsum(0).cumsum(1)
+        h, w = a.shape
+        top = np.clip(np.arange(h) - radius, 0, h)
+        bottom = np.clip(np.arange(h) + radius + 1, 0, h)
+        left = np.clip(np.arange(w) - radius, 0, w)
+        right = np.clip(np.arange(w) + radius + 1, 0, w)
+        return (s[bottom][:, right] - s[top][:, right] - s[bottom][:, left] + s[top][:, left])
+
+    total = window_sum(values * weights)
+    count = window_sum(weights)
+    return (total / np.maximum(count, 1e-9)).astype(np.float32), count
+
+
+def ink_maps(gray):
+    """(weak, strong, darkness): boolean ink maps and the relative darkness 1 - gray/paper.
+
+    The window is about a tenth of the shorter side: much wider than a pen stroke, much
+    narrower than the shading across a photo.
+    """
+    radius = max(8, min(gray.shape) // 20)
+    paper, _ = box_mean(gray, np.ones_like(gray), radius)
+    for _ in range(2):        # re-estimate without the ink, which would pull the mean down
+        not_ink = (gray > paper * (1 - WEAK_DARKNESS)).astype(np.float32)
+        paper_again, count = box_mean(gray, not_ink, radius)
+        paper = np.where(count > 0.25 * (2 * radius + 1) ** 2, paper_again, paper)
+    darkness = 1.0 - gray / np.maximum(paper, 1.0)
+    paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
+    weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
+    weak = darkness > weak_limit
+    strong = darkness > max(STRONG_DARKNESS, 2 * weak_limit)
+    return weak, strong, darkness
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Connected components
+
+
+@dataclass
+class Blob:
+    """One 8-connected ink component: its horizontal runs and bounding box."""
+    rows: np.ndarray            # run row
+    starts: np.ndarray          # run first column
+    ends: np.ndarray            # run end column (exclusive)
+    strong: int                 # strongly dark pixels inside
+
+    @property
+    def box(self):
+        return (int(self.starts.min()), int(self.rows.min()),
+                int(self.ends.max()), int(self.rows.max()) + 1)
+
+    @property
+    def area(self):
+        return int((self.ends - self.starts).sum())
+
+
+def connected_components(mask, strong=None):
+    """8-connected components of a boolean image as Blobs (horizontal runs + union-find).
+
+    Runs of ink in each row are found with one ``np.diff``; a run joins the runs of the next
+    row that touch it (diagonals included), found with ``searchsorted``. Only the runs go
+    through the Python union-find loop, never the pixels.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
+    run_rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    if len(starts) == 0:
+        return []
+    wide = w + 2                                   # keys row * wide + col keep (row, col) order
+    end_keys = run_rows * wide + ends
+    start_keys = run_rows * wide + starts
+    first = np.searchsorted(end_keys, (run_rows + 1) * wide + starts, side="left")
+    last = np.searchsorted(start_keys, (run_rows + 1) * wide + ends, side="right")
+    parent = list(range(len(starts)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a in np.nonzero(last > first)[0]:
+        for b in range(first[a], last[a]):
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    ids = np.array([root(i) for i in range(len(starts))])
+    if strong is not None:
+        strong_sums = np.zeros((h, w + 1), dtype=np.int64)
+        strong_sums[:, 1:] = np.cumsum(strong, axis=1)
+        run_strong = strong_sums[run_rows, ends] - strong_sums[run_rows, starts]
+    else:
+        run_strong = ends - starts
+    blobs = []
+    order = np.argsort(ids, kind="stable")
+    split_at = np.nonzero(np.diff(ids[order]))[0] + 1
+    for group in np.split(order, split_at):
+        blobs.append(Blob(run_rows[group], starts[group], ends[group],
+                          int(run_strong[group].sum())))
+    return blobs
+
+
+def blob_mask(blobs, box):
+    """Boolean mask of the given blobs' pixels inside box (left, top, right, bottom)."""
+    left, top, right, bottom = box
+    mask = np.zeros((bottom - top, right - left), dtype=bool)
+    for blob in blobs:
+        for row, start, end in zip(blob.rows, blob.starts, blob.ends):
+            r = row - top
+            if 0 <= r < mask.shape[0]:
+                mask[r, max(start - left, 0):max(min(end, right) - left, 0)] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Finding letters
+
+
+@dataclass
+class Letter:
+    """A letter found on the photo: its blobs, tight ink box, EMNIST-style square box, and
+    the pen width its line is prepared with."""
+    blobs: list
+    ink_box: tuple
+    box: tuple = field(default=())
+    pen: float = 0.0
+
+
+def _union_box(boxes):
+    boxes = np.array(boxes)
+    return (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
+            int(boxes[:, 2].max()), int(boxes[:, 3].max()))
+
+
+def _stroke_width(mask):
+    """Typical pen width in pixels: the median length of horizontal and vertical ink runs,
+    whichever is shorter (a run along a stroke is long, across it short)."""
+    widths = []
+    for m in (mask, mask.T):
+        e = np.diff(m.astype(np.int8), axis=1, prepend=0, append=0)
+        _, s = np.nonzero(e == 1)
+        _, t = np.nonzero(e == -1)
+        if len(s):
+            widths.append(float(np.median(t - s)))
+    return min(widths) if widths else 1.0
+
+
+def square_box(ink_box, border=EMNIST_BORDER):
+    """EMNIST's frame: a square around the ink box (aspect kept), plus a border on each side."""
+    left, top, right, bottom = ink_box
+    side = max(right - left, bottom - top)
+    pad = int(round(side * border))
+    cx2, cy2 = left + right, top + bottom           # twice the centre, to stay in integers
+    full = side + 2 * pad
+    new_left = (cx2 - full) // 2
+    new_top = (cy2 - full) // 2
+    return (int(new_left), int(new_top), int(new_left + full), int(new_top + full))
+
+
+def find_letter_details(image):
+    """Letters (blobs and boxes) on an image, in reading order. See ``find_letters``."""
+    gray = as_gray(image)
+    h, w = gray.shape
+    weak, strong, _ = ink_maps(gray)
+    blobs = [b for b in connected_components(weak, strong) if b.strong > 0]
+    # Blobs cut by the photo's border are shading or partial objects, never a readable letter.
+    blobs = [b for b in blobs if not _touches_border(b.box, w, h)]
+    if not blobs:
+        return []
+    sizes = np.array([max(b.box[2] - b.box[0], b.box[3] - b.box[1]) for b in blobs])
+    floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
+    big = sizes >= floor
+    if not big.any():
+        return []
+    typical = float(np.median(sizes[big]))            # the writing's letter size
+    letters = [Letter([b], b.box) for b, s in zip(blobs, sizes) if s >= 0.3 * typical]
+    pieces = [b for b, s in zip(blobs, sizes) if floor / 2 <= s < 0.3 * typical]
+    letters = _merge_overlapping(letters)
+    _attach_pieces(letters, pieces, typical)
+    letters = [part for letter in letters for part in _split_touching(letter, typical)]
+    letters = [x for x in letters if _looks_like_writing(x, typical)]
+    for letter in letters:
+        letter.box = square_box(letter.ink_box)
+    return _reading_order(letters)
+
+
+def find_letters(image):
+    """Boxes (left, top, right, bottom) of the handwritten letters on an image.
+
+    ``image`` is a PIL image or an array (grey or RGB, paper bright and ink dark). Boxes are
+    EMNIST frames (square, with a 2/24 border; they may reach past the image's edge), in
+    reading order: lines top to bottom, letters left to right. An image without writing
+    gives an empty list.
+    """
+    return [letter.box for letter in find_letter_details(image)]
+
+
+def _touches_border(box, w, h):
+    left, top, right, bottom = box
+    return left <= 0 or top <= 0 or right >= w or bottom >= h
+
+
+def _merge_overlapping(letters):
+    """Blobs stacked above each other (broken strokes, an i's dot grown large) are one letter:
+    merge when their columns overlap by more than half of the narrower one."""
+    letters = sorted(letters, key=lambda x: x.ink_box[0])
+    merged = []
+    for letter in letters:
+        for other in merged:
+            a, b = letter.ink_box, other.ink_box
+            overlap = min(a[2], b[2]) - max(a[0], b[0])
+            narrower = min(a[2] - a[0], b[2] - b[0])
+            close = max(a[1], b[1]) - min(a[3], b[3]) < 0.5 * max(a[3] - a[1], b[3] - b[1])
+            if overlap > 0.5 * narrower and close:
+                other.blobs += letter.blobs
+                other.ink_box = _union_box([a, b])
+                break
+        else:
+            merged.append(letter)
+    return merged
+
+
+def _attach_pieces(letters, pieces, typical):
+    """Give each small piece (a dot, a cross stroke) to the nearest letter in its column
+    range; pieces far from every letter are specks and are dropped."""
+    for piece in pieces:
+        px = (piece.box[0] + piece.box[2]) / 2
+        py = (piece.box[1] + piece.box[3]) / 2
+        best, best_distance = None, 0.75 * typical
+        for letter in letters:
+            left, top, right, bottom = letter.ink_box
+            dx = max(left - px, 0, px - right)
+            dy = max(top - py, 0, py - bottom)
+            distance = max(dx * 3, dy)                # a dot sits above, not beside
+            if distance < best_distance:
+                best, best_distance = letter, distance
+        if best is not None:
+            best.blobs.append(piece)
+            best.ink_box = _union_box([best.ink_box, piece.box])
+
+
+def _split_touching(letter, typical):
+    """Split a blob that is much wider than the writing's letter size where two letters
+    touch: at the column with the least ink, if that is no more than about one stroke."""
+    left, top, right, bottom = letter.ink_box
+    width, height = right - left, bottom - top
+    if width < 1.3 * max(height, typical):
+        return [letter]
+    mask = blob_mask(letter.blobs, letter.ink_box)
+    column_ink = mask.sum(axis=0)
+    stroke = _stroke_width(mask)
+    lo, hi = int(width * 0.25), int(width * 0.75)
+    cut = lo + int(np.argmin(column_ink[lo:hi]))
+    if column_ink[cut] > 2.0 * stroke:
+        return [letter]
+    parts = []
+    for a, b in ((0, cut), (cut, width)):
+        part_mask = mask[:, a:b]
+        rows = np.nonzero(part_mask.any(axis=1))[0]
+        cols = np.nonzero(part_mask.any(axis=0))[0]
+        if len(rows) == 0:
+            continue
+        box = (left + a + int(cols[0]), top + int(rows[0]),
+               left + a + int(cols[-1]) + 1, top + int(rows[-1]) + 1)
+        parts.append(Letter(_clip_blobs(letter.blobs, left + a, left + b), box))
+    return [q for p in parts for q in _split_touching(p, typical)]
+
+
+def _clip_blobs(blobs, left, right):
+    """The blobs' runs restricted to columns [left, right)."""
+    clipped = []
+    for blob in blobs:
+        starts = np.maximum(blob.starts, left)
+        ends = np.minimum(blob.ends, right)
+        keep = ends > starts
+        if keep.any():
+            clipped.append(Blob(blob.rows[keep], starts[keep], ends[keep], blob.strong))
+    return clipped
+
+
+def _looks_like_writing(letter, typical):
+    """Drop what is not a pen stroke: a filled blob (a shadow, a stain) or a tiny one."""
+    left, top, right, bottom = letter.ink_box
+    if max(right - left, bottom - top) < 0.3 * typical:
+        return False
+    fill = sum(b.area for b in letter.blobs) / max((right - left) * (bottom - top), 1)
+    return fill < 0.6
+
+
+def _reading_order(letters):
+    """Group letters into lines by vertical overlap; lines top to bottom, letters left to right.
+    Every letter of a line gets the pen width of the line's typical letter size."""
+    lines = []
+    for letter in sorted(letters, key=lambda x: (x.ink_box[1] + x.ink_box[3]) / 2):
+        top, bottom = letter.ink_box[1], letter.ink_box[3]
+        for line in lines:
+            overlap = min(bottom, line["bottom"]) - max(top, line["top"])
+            if overlap > 0.5 * min(bottom - top, line["bottom"] - line["top"]):
+                line["letters"].append(letter)
+                line["top"], line["bottom"] = min(top, line["top"]), max(bottom, line["bottom"])
+                break
+        else:
+            lines.append({"top": top, "bottom": bottom, "letters": [letter]})
+    lines.sort(key=lambda line: line["top"])
+    ordered = []
+    for line in lines:
+        size = np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
+                          for x in line["letters"]])
+        for letter in sorted(line["letters"], key=lambda x: x.ink_box[0]):
+            letter.pen = pen_width(float(size))          # one pen per line of writing
+            ordered.append(letter)
+    return ordered
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. EMNIST-like preparation
+
+
+def prepare_letter(gray, box, mask=None, pen=None):
+    """One letter as EMNIST shows it: uint8 (28, 28), upright, ink bright on black.
+
+    ``gray`` is the photo's grey image and ``box`` a frame from ``find_letters`` (any box
+    that holds the letter works: the frame is rebuilt around the ink). ``mask`` (the box's
+    size) marks the letter's own ink, so parts of neighbouring letters inside the frame are
+    left out; without it every clearly dark pixel in the box counts. ``pen`` is the stroke
+    width, in photo pixels, that the letter gets before shrinking (see ``pen_width``); by
+    default it is set from this letter's own size.
+    """
+    gray = as_gray(gray)
+    left, top, right, bottom = (int(v) for v in box)
+    if right <= left or bottom <= top:
+        raise DataError(f"prepare_letter: empty box {box}")
+    crop = _crop_padded(gray, (left, top, right, bottom))
+    paper = float(np.percentile(crop, 75))             # most of a frame is paper
+    darkness = np.clip(1.0 - crop / max(paper, 1.0), 0.0, 1.0)
+    own_ink = darkness > WEAK_DARKNESS if mask is None else np.asarray(mask, dtype=bool)
+    if own_ink.shape != crop.shape:
+        raise DataError(f"prepare_letter: mask shape {own_ink.shape} does not fit box {box}")
+    if not own_ink.any():
+        return np.zeros((28, 28), dtype=np.uint8)
+    # Ink intensity: 0 at the ink threshold, 1 in the stroke's core; soft edges stay soft.
+    core = float(np.percentile(darkness[own_ink], 90))
+    ink = np.clip((darkness - WEAK_DARKNESS) / max(core - WEAK_DARKNESS, 1e-3), 0.0, 1.0)
+    ink = np.where(_grow(own_ink, 1), ink, 0.0)
+    # EMNIST: crop to the ink, centre in a square keeping the aspect ratio, add the border.
+    rows = np.nonzero(own_ink.any(axis=1))[0]
+    cols = np.nonzero(own_ink.any(axis=0))[0]
+    ink_box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    frame = square_box(ink_box)
+    ink = _crop_padded(ink, frame, fill=0.0)
+    # A photo's pen is thin next to NIST's: widen the strokes (never thin them).
+    if pen is None:
+        pen = pen_width(max(ink_box[2] - ink_box[0], ink_box[3] - ink_box[1]))
+    radius = int(round((pen - _stroke_width(own_ink)) / 2))
+    if radius > 0:
+        ink = _grey_dilate(ink, radius)
+    small = Image.fromarray(np.round(ink * 255).astype(np.uint8)).resize((28, 28), Image.BICUBIC)
+    letter = np.asarray(small, dtype=np.float32)
+    if letter.max() > 0:
+        letter = letter * (255.0 / letter.max())       # EMNIST scales each image to 0..255
+    return np.round(letter).astype(np.uint8)
+
+
+def pen_width(letter_size, stroke=EMNIST_STROKE):
+    """Stroke width in photo pixels for writing whose letters are ``letter_size`` pixels.
+
+    EMNIST letters span 24 of their 28 pixels with strokes about ``stroke`` pixels wide. On
+    NIST's forms one writer used one pen, so a small letter was scaled up more and came out
+    bolder; ``find_letters`` therefore gives every letter of a line the same pen, set from
+    the line's typical letter size.
+    """
+    return stroke * letter_size / 24.0
+
+
+def _crop_padded(array, box, fill=None):
+    """array[top:bottom, left:right], padding outside the image with ``fill`` (default: the
+    edge values, i.e. more paper)."""
+    left, top, right, bottom = box
+    h, w = array.shape
+    pad = [(max(0, -top), max(0, bottom - h)), (max(0, -left), max(0, right - w))]
+    inner = array[max(top, 0):min(bottom, h), max(left, 0):min(right, w)]
+    if fill is None:
+        return np.pad(inner, pad, mode="edge") if inner.size else np.zeros(
+            (bottom - top, right - left), dtype=array.dtype)
+    return np.pad(inner, pad, mode="constant", constant_values=fill)
+
+
+def _grow(mask, radius):
+    return _grey_dilate(mask.astype(np.float32), radius) > 0
+
+
+def _grey_dilate(a, radius):
+    """Maximum over a (2r+1)^2 square: separable shifts, no SciPy needed."""
+    if radius <= 0:
+        return a
+    for axis in (0, 1):
+        out = a.copy()
+        for shift in range(1, radius + 1):
+            forward = np.roll(a, shift, axis=axis)
+            backward = np.roll(a, -shift, axis=axis)
+            # np.roll wraps around; the wrapped edge is cleared (the frame's border is paper)
+            index = [slice(None)] * 2
+            index[axis] = slice(0, shift)
+            forward[tuple(index)] = 0
+            index[axis] = slice(a.shape[axis] - shift, None)
+            backward[tuple(index)] = 0
+            out = np.maximum(out, np.maximum(forward, backward))
+        a = out
+    return a
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Reading and drawing
+
+
+def letter_images(gray, letters):
+    """(N, 28, 28) uint8 EMNIST-like images of found letters."""
+    images = [prepare_letter(gray, x.box, blob_mask(x.blobs, x.box), pen=x.pen) for x in letters]
+    return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
+
+
+def read_letters(classifier, path, top=3):
+    """Find, prepare and classify the letters on a photo.
+
+    Returns, in reading order, ``{"box": (l, t, r, b), "letter": "a", "top3": [(letter,
+    probability), ...]}`` per letter. ``classifier`` is a ``checkpoint.Classifier`` (its
+    recorded preprocessing is applied).
+    """
+    gray = read_image(path)
+    letters = find_letter_details(gray)
+    if not letters:
+        return []
+    log_probs = classifier.predict(letter_images(gray, letters))
+    results = []
+    for letter, scores in zip(letters, log_probs):
+        probs = np.exp(scores - scores.max())
+        probs = probs / probs.sum()
+        best = np.argsort(-probs)[:top]
+        results.append({"box": tuple(int(v) for v in letter.box),
+                        "letter": LETTERS[int(best[0])],
+                        "top3": [(LETTERS[int(i)], float(probs[i])) for i in best]})
+    return results
+
+
+def _font(size):
+    try:
+        return ImageFont.load_default(size=size)       # Pillow >= 10.1: scalable built-in font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def annotate(path, results, out_path):
+    """Draw each letter's box and the letter read below it; write the picture to out_path."""
+    image = _open_bounded(path, "RGB")
+    draw = ImageDraw.Draw(image)
+    for result in results:
+        left, top, right, bottom = result["box"]
+        side = right - left
+        draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 170, 0),
+                       width=max(2, side // 40))
+        font = _font(max(12, int(side * 0.6)))
+        draw.text(((left + right) / 2, bottom + side * 0.1), result["letter"], fill=(200, 0, 0),
+                  font=font, anchor="mt")
+    try:
+        image.save(out_path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot write {os.fspath(out_path)}: {exc}") from None
+    return out_path
