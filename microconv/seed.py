@@ -73,12 +73,12 @@ def read_state_tensors(path):
 
 
 def _parse_tensors(path, data):
-    if len(data) % 4 != 0:
-        raise CheckpointError(f"{path}: {len(data)} bytes is not a whole number of float32 values; "
-                              "not a hello-dl state file (or a damaged one)")
-    values = np.frombuffer(data, dtype="<f4")
-    if len(values) < 4 or tuple(values[:2]) != BEGIN_MAGIC:
+    if len(data) < 8 or tuple(np.frombuffer(data[:8], dtype="<f4")) != BEGIN_MAGIC:
         raise CheckpointError(f"{path}: not a hello-dl state file (no begin magic 12345, 67890)")
+    if len(data) % 4 != 0:
+        raise CheckpointError(f"{path}: {len(data)} bytes is not a whole number of float32 "
+                              "values; a damaged hello-dl state file")
+    values = np.frombuffer(data, dtype="<f4")
     tensors = []
     pos = 2
     while True:
@@ -128,10 +128,11 @@ def read_seed_state(path):
     path = os.fspath(path)
     size = os.path.getsize(path) if os.path.isfile(path) else None
     if size is None:
-        raise CheckpointError(f"seed state {path} does not exist")
-    if size not in LAYOUT_BYTES.values() and size >= 8:
-        # Parse anyway so the message says what is wrong (truncated, damaged, other model).
-        read_state_tensors(path)
+        raise CheckpointError(f"seed state {path} does not exist or is not a file")
+    if size not in LAYOUT_BYTES.values():
+        if size <= 2 * HEAD_BYTES:
+            # Parse anyway so the message says what is wrong (truncated, damaged, other model).
+            read_state_tensors(path)
         raise CheckpointError(f"{path}: unknown layout: {size} bytes; a ConvoAlphabetModel state "
                               f"file has {LEGACY_BYTES} (legacy) or {HEAD_BYTES} (head) bytes")
     tensors = read_state_tensors(path)
