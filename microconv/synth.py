@@ -1,0 +1,188 @@
+"""Handwriting-like letters drawn from stroke skeletons, so training works with no files at all.
+
+Every letter A-Z has one or more skeletons: polylines and arcs in a unit box (x to the right,
+y downwards), written here for microconv; several letters also have a lowercase form, because
+EMNIST letters merges the two cases into one class. One sample is drawn like this:
+
+1. pick a skeleton of the letter, move each control point a little (jitter);
+2. squeeze or stretch it horizontally (scale), slant it like italic writing, rotate it slightly;
+3. bend it with a smooth random displacement field (elastic distortion);
+4. frame it like EMNIST: the ink's bounding box, aspect kept, fills the central 24x24 of 28x28;
+5. draw it with a random pen width at 4x resolution, then shrink to 28x28 (anti-aliased) and
+   set a random ink intensity.
+
+The result is an upright uint8 image (row = y, col = x), ink bright on black, like EMNIST after
+the transpose fix. Everything comes from one ``numpy.random.Generator``, so a seed gives the
+same letters on every machine. ``write_emnist_files`` stores a set in EMNIST's own format
+(transposed images, labels 1..26), so the IDX reader can be exercised on it too.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+SIZE = 28
+SUPER = 4                       # draw at 4x and shrink: smooth, anti-aliased strokes
+FRAME = 24                      # the ink's bounding box fills 24 of 28 pixels, as in EMNIST
+
+
+def arc(cx, cy, rx, ry, start, end, steps=16):
+    """Points on an ellipse from angle start to end (degrees; 0 = right, 90 = down)."""
+    angles = np.radians(np.linspace(start, end, steps))
+    return [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
+
+
+def _lower_bowl(cx=0.4, rx=0.4):
+    return arc(cx, 0.72, rx, 0.28, 0, 360, 20)
+
+
+# Each entry: letter -> list of variants; a variant is a list of strokes (lists of points).
+SKELETONS = {
+    "A": [[[(0, 1), (0.5, 0), (1, 1)], [(0.22, 0.6), (0.78, 0.6)]],
+          [_lower_bowl(), [(0.8, 0.45), (0.8, 1)]]],
+    "B": [[[(0, 0), (0, 1)],
+           [(0, 0), (0.5, 0)] + arc(0.5, 0.25, 0.35, 0.25, -90, 90) + [(0, 0.5)],
+           [(0, 0.5), (0.55, 0.5)] + arc(0.55, 0.75, 0.4, 0.25, -90, 90) + [(0, 1)]],
+          [[(0, 0), (0, 1)], _lower_bowl(0.4, 0.4)]],
+    "C": [[arc(0.5, 0.5, 0.5, 0.5, -45, -315)]],
+    "D": [[[(0, 0), (0, 1)], [(0, 0), (0.4, 0)] + arc(0.4, 0.5, 0.6, 0.5, -90, 90) + [(0, 1)]],
+          [[(0.8, 0), (0.8, 1)], _lower_bowl()]],
+    "E": [[[(1, 0), (0, 0), (0, 1), (1, 1)], [(0, 0.5), (0.8, 0.5)]],
+          [[(0.05, 0.7), (0.85, 0.7)] + arc(0.45, 0.72, 0.4, 0.28, 0, -310)]],
+    "F": [[[(1, 0), (0, 0), (0, 1)], [(0, 0.5), (0.8, 0.5)]],
+          [arc(0.7, 0.2, 0.3, 0.2, -20, -180) + [(0.4, 1)], [(0.1, 0.45), (0.8, 0.45)]]],
+    "G": [[arc(0.5, 0.5, 0.5, 0.5, -45, -360) + [(0.55, 0.55)]],
+          [arc(0.4, 0.3, 0.4, 0.3, 0, 360, 20), [(0.8, 0.05), (0.8, 0.8)]
+           + arc(0.45, 0.8, 0.35, 0.2, 0, 160)]],
+    "H": [[[(0, 0), (0, 1)], [(1, 0), (1, 1)], [(0, 0.5), (1, 0.5)]],
+          [[(0, 0), (0, 1)], [(0, 0.65)] + arc(0.4, 0.65, 0.4, 0.25, -180, 0) + [(0.8, 1)]]],
+    "I": [[[(0.5, 0), (0.5, 1)]],
+          [[(0.5, 0), (0.5, 1)], [(0.2, 0), (0.8, 0)], [(0.2, 1), (0.8, 1)]]],
+    "J": [[[(0.8, 0), (0.8, 0.7)] + arc(0.45, 0.7, 0.35, 0.3, 0, 180)],
+          [[(0.3, 0), (1, 0)], [(0.7, 0), (0.7, 0.7)] + arc(0.4, 0.7, 0.3, 0.3, 0, 170)]],
+    "K": [[[(0, 0), (0, 1)], [(1, 0), (0, 0.55)], [(0.3, 0.4), (1, 1)]]],
+    "L": [[[(0, 0), (0, 1), (0.8, 1)]], [[(0.5, 0), (0.5, 1)]]],
+    "M": [[[(0, 1), (0, 0), (0.5, 0.6), (1, 0), (1, 1)]],
+          [[(0, 0.4), (0, 1)], [(0, 0.6)] + arc(0.25, 0.6, 0.25, 0.2, -180, 0) + [(0.5, 1)],
+           [(0.5, 0.6)] + arc(0.75, 0.6, 0.25, 0.2, -180, 0) + [(1, 1)]]],
+    "N": [[[(0, 1), (0, 0), (1, 1), (1, 0)]],
+          [[(0, 0.4), (0, 1)], [(0, 0.65)] + arc(0.4, 0.65, 0.4, 0.25, -180, 0) + [(0.8, 1)]]],
+    "O": [[arc(0.5, 0.5, 0.5, 0.5, -90, 270, 24)]],
+    "P": [[[(0, 1), (0, 0), (0.55, 0)] + arc(0.55, 0.27, 0.4, 0.27, -90, 90) + [(0, 0.55)]]],
+    "Q": [[arc(0.5, 0.5, 0.5, 0.5, -90, 270, 24), [(0.6, 0.7), (1.05, 1.1)]],
+          [arc(0.4, 0.3, 0.4, 0.3, 0, 360, 20), [(0.8, 0.05), (0.8, 1), (1.0, 0.85)]]],
+    "R": [[[(0, 1), (0, 0), (0.55, 0)] + arc(0.55, 0.27, 0.4, 0.27, -90, 90) + [(0, 0.55)],
+           [(0.35, 0.55), (1, 1)]],
+          [[(0, 0.4), (0, 1)], [(0, 0.7)] + arc(0.45, 0.7, 0.45, 0.25, -180, -50)]],
+    "S": [[arc(0.5, 0.25, 0.45, 0.25, -30, -270) + arc(0.5, 0.75, 0.45, 0.25, -90, 150)]],
+    "T": [[[(0, 0), (1, 0)], [(0.5, 0), (0.5, 1)]],
+          [[(0.4, 0), (0.4, 0.85)] + arc(0.6, 0.85, 0.2, 0.15, 180, 60),
+           [(0.1, 0.35), (0.8, 0.35)]]],
+    "U": [[[(0, 0), (0, 0.6)] + arc(0.5, 0.6, 0.5, 0.4, 180, 0) + [(1, 0)]],
+          [[(0, 0), (0, 0.6)] + arc(0.45, 0.6, 0.45, 0.4, 180, 0), [(0.9, 0), (0.9, 1)]]],
+    "V": [[[(0, 0), (0.5, 1), (1, 0)]]],
+    "W": [[[(0, 0), (0.25, 1), (0.5, 0.35), (0.75, 1), (1, 0)]]],
+    "X": [[[(0, 0), (1, 1)], [(1, 0), (0, 1)]]],
+    "Y": [[[(0, 0), (0.5, 0.5), (1, 0)], [(0.5, 0.5), (0.5, 1)]],
+          [[(0, 0), (0.5, 0.6)], [(1, 0), (0.3, 1.2)]]],
+    "Z": [[[(0, 0), (1, 0), (0, 1), (1, 1)]],
+          [[(0, 0), (1, 0), (0, 1), (1, 1)], [(0.25, 0.5), (0.75, 0.5)]]],
+}
+LETTERS = string.ascii_uppercase
+assert "".join(sorted(SKELETONS)) == LETTERS
+
+
+def _densify(stroke, step=0.04):
+    """Insert points so every segment is at most ``step`` long (the elastic field needs them)."""
+    out = [stroke[0]]
+    for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+        pieces = max(1, int(math.hypot(x1 - x0, y1 - y0) / step))
+        out += [(x0 + (x1 - x0) * t / pieces, y0 + (y1 - y0) * t / pieces)
+                for t in range(1, pieces + 1)]
+    return np.array(out, dtype=np.float64)
+
+
+def _distort(strokes, rng):
+    """Jitter, scale, slant, rotate and bend the strokes of one letter (unit-box coordinates)."""
+    # Corners of straight strokes move freely; points along an arc only a little, so curves
+    # stay smooth instead of turning into zigzags.
+    strokes = [np.asarray(s, dtype=np.float64)
+               + rng.normal(0, 0.035 if len(s) <= 6 else 0.005, (len(s), 2)) for s in strokes]
+    strokes = [_densify(s) for s in strokes]
+    x_scale = rng.uniform(0.65, 1.25)
+    slant = rng.uniform(-0.35, 0.35)          # x moves by slant * height above the baseline
+    angle = math.radians(rng.uniform(-10, 10))
+    cos, sin = math.cos(angle), math.sin(angle)
+    # Elastic distortion: two smooth random waves displace every point.
+    waves = [(rng.normal(0, 0.7, 2), rng.uniform(0, 2 * math.pi), rng.uniform(0.02, 0.06))
+             for _ in range(4)]
+    out = []
+    for s in strokes:
+        x, y = s[:, 0] * x_scale, s[:, 1]
+        x = x + slant * (1.0 - y)
+        x, y = cos * x - sin * y, sin * x + cos * y
+        for i, (freq, phase, amp) in enumerate(waves):
+            shift = amp * np.sin(2 * math.pi * (freq[0] * x + freq[1] * y) + phase)
+            if i % 2 == 0:
+                x = x + shift
+            else:
+                y = y + shift
+        out.append(np.stack([x, y], axis=1))
+    return out
+
+
+def draw_letter(letter_index, rng):
+    """One upright uint8 28x28 image of the letter with the given index (0 = A)."""
+    variants = SKELETONS[LETTERS[letter_index]]
+    strokes = _distort(variants[rng.integers(len(variants))], rng)
+    pen = rng.uniform(1.8, 4.0) * SUPER                  # pen width in supersampled pixels
+    points = np.concatenate(strokes)
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = max(float((high - low).max()), 1e-6)
+    scale = (FRAME * SUPER - pen) / extent
+    canvas = SIZE * SUPER
+    centre = (low + high) / 2
+    image = Image.new("L", (canvas, canvas), 0)
+    draw = ImageDraw.Draw(image)
+    radius = pen / 2
+    for s in strokes:
+        pixels = [(float(canvas / 2 + (x - centre[0]) * scale),
+                   float(canvas / 2 + (y - centre[1]) * scale)) for x, y in s]
+        draw.line(pixels, fill=255, width=max(1, round(pen)), joint="curve")
+        for px, py in (pixels[0], pixels[-1]):           # round pen tips
+            draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=255)
+    small = image.resize((SIZE, SIZE), Image.LANCZOS).filter(ImageFilter.GaussianBlur(0.5))
+    pixels = np.asarray(small, dtype=np.float64)
+    ink = rng.uniform(0.75, 1.0) * 255 / max(pixels.max(), 1.0)
+    return np.clip(pixels * ink, 0, 255).round().astype(np.uint8)
+
+
+def generate(n, seed=0):
+    """n letters, classes as balanced as n allows, in shuffled order: (uint8 (n, 28, 28) upright
+    images, int64 labels 0..25)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(LETTERS)).astype(np.int64)
+    images = np.zeros((n, SIZE, SIZE), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        images[i] = draw_letter(int(label), rng)
+    return images, labels
+
+
+def write_emnist_files(folder, train_size, test_size, seed=0, gzipped=True):
+    """Write a generated set as the four emnist-letters IDX files (transposed, labels 1..26)."""
+    from microconv.data import emnist_filename, write_idx
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gzipped else ""
+    for split, n, split_seed in (("train", train_size, seed), ("test", test_size, seed + 1)):
+        images, labels = generate(n, split_seed)
+        write_idx(folder / (emnist_filename("letters", split, "images") + suffix),
+                  images.transpose(0, 2, 1))
+        write_idx(folder / (emnist_filename("letters", split, "labels") + suffix),
+                  (labels + 1).astype(np.uint8))
+    return folder

@@ -1,0 +1,175 @@
+"""The training loop: it learns, reports, checkpoints, resumes exactly and fails cleanly."""
+
+import numpy as np
+import pytest
+
+from microconv import training
+from microconv.checkpoint import load_checkpoint, read_checkpoint
+from microconv.errors import TrainingError
+from microconv.records import Reporter
+from microconv.training import TrainConfig, TrainingInterrupted, train
+
+
+class Recorder(Reporter):
+    def __init__(self, on_batch=None):
+        self.events = []
+        self.batches = []
+        self.validations = []
+        self.hook = on_batch
+
+    def on_start(self, info):
+        self.events.append("start")
+        self.info = info
+
+    def on_batch(self, record):
+        self.batches.append(record)
+        if self.hook:
+            self.hook(record)
+
+    def on_validation(self, record):
+        self.validations.append(record)
+
+    def on_checkpoint(self, record):
+        self.events.append(("checkpoint", record.step))
+
+    def on_end(self, record):
+        self.events.append("end")
+        self.final = record
+
+
+@pytest.fixture(autouse=True)
+def no_emnist_anywhere(tmp_path, monkeypatch):
+    """Tests train on generated letters, whatever is installed on this machine."""
+    monkeypatch.delenv("MICROCONV_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+
+def small(tmp_path, **overrides):
+    settings = dict(epochs=2, limit=128, batch_size=32, eval_every=3, validation_size=40,
+                    out=str(tmp_path / "run.npz"), seed=7)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_short_run_lowers_the_loss_and_reports_everything(tmp_path):
+    recorder = Recorder()
+    final = train(small(tmp_path, epochs=6, lr=3e-3, schedule="constant", augment=False),
+                  recorder)
+    assert "generated letters" in recorder.info.dataset
+    assert recorder.info.train_size == 128 and recorder.info.batches_per_epoch == 4
+    assert recorder.info.total_batches == 24 and recorder.info.validation_size == 40
+    losses = [b.loss for b in recorder.batches]
+    assert [b.step for b in recorder.batches] == list(range(1, 25))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3
+    assert [v.step for v in recorder.validations] == [3, 6, 9, 12, 15, 18, 21, 24]
+    v = recorder.validations[-1]
+    assert v.sample_image.shape == (28, 28) and len(v.sample_top3) == 3
+    assert recorder.events[0] == "start" and recorder.events[-1] == "end"
+    assert final.steps == 24 and final.epochs_completed == 6
+    assert final.test_accuracy == final.extra["accuracy"]
+    assert set(final.extra) >= {"top2_accuracy", "perturbed_accuracy", "confusion"}
+    header, params, optim = read_checkpoint(tmp_path / "run.npz")
+    assert header["progress"]["step"] == 24
+    assert header["optimizer"]["name"] == "adam" and optim
+    assert header["metrics"]["test"]["accuracy"] == final.test_accuracy
+    classifier = load_checkpoint(tmp_path / "run.npz")
+    assert classifier.predict(np.zeros((2, 28, 28), np.uint8)).shape == (2, 26)
+
+
+def test_same_seed_same_run(tmp_path):
+    a = train(small(tmp_path / "a", epochs=1))
+    b = train(small(tmp_path / "b", epochs=1))
+    assert a.extra["confusion"] == b.extra["confusion"]
+    _, pa, _ = read_checkpoint(tmp_path / "a" / "run.npz")
+    _, pb, _ = read_checkpoint(tmp_path / "b" / "run.npz")
+    for name in pa:
+        np.testing.assert_array_equal(pa[name], pb[name])
+
+
+@pytest.fixture
+def folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    return tmp_path
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(folders):
+    for optimizer in ("adam", "sgd"):
+        whole = folders / f"whole-{optimizer}"
+        part = folders / f"part-{optimizer}"
+        whole.mkdir()
+        part.mkdir()
+        train(small(whole, optimizer=optimizer, dropout=0.25))
+
+        def stop(record):
+            if record.step == 5:
+                raise KeyboardInterrupt
+
+        with pytest.raises(TrainingInterrupted) as caught:
+            train(small(part, optimizer=optimizer, dropout=0.25), Recorder(stop))
+        assert caught.value.path == str(part / "run.npz") and caught.value.step == 5
+        assert read_checkpoint(part / "run.npz")[0]["progress"]["step"] == 5
+        recorder = Recorder()
+        train(small(part, optimizer=optimizer, dropout=0.25, resume=str(part / "run.npz")),
+              recorder)
+        assert [b.step for b in recorder.batches] == [6, 7, 8]
+        _, expected, expected_optim = read_checkpoint(whole / "run.npz")
+        _, got, got_optim = read_checkpoint(part / "run.npz")
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+        for name in expected_optim:
+            np.testing.assert_array_equal(got_optim[name], expected_optim[name], err_msg=name)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    models = []
+
+    class Captured(training.ConvoAlphabetModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            models.append(self)
+
+    monkeypatch.setattr(training, "ConvoAlphabetModel", Captured)
+
+    def poison(record):
+        if record.step == 3:
+            weight = models[0].fc2.weight
+            weight._value[...] = np.inf          # what an exploding update would leave behind
+            weight.mark_changed()
+
+    recorder = Recorder(poison)
+    with pytest.raises(TrainingError, match=r"step 4 .*first non-finite gradient"):
+        train(small(tmp_path, eval_every=2), recorder)
+    assert recorder.final.extra["error"]
+    header, params, _ = read_checkpoint(tmp_path / "run.npz")
+    assert header["progress"]["step"] == 2
+    assert all(np.isfinite(v).all() for v in params.values())
+
+
+def test_bad_settings_and_resume_mismatch(tmp_path):
+    with pytest.raises(TrainingError, match="optimizer must be one of"):
+        train(small(tmp_path, optimizer="rmsprop"))
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        train(small(tmp_path, limit=10))
+    train(small(tmp_path, epochs=1))
+    with pytest.raises(training.CheckpointError, match="optimizer 'adam'"):
+        train(small(tmp_path, optimizer="sgd", resume=str(tmp_path / "run.npz")))
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(lr=0.01)
+    assert training.learning_rate(config, 1, 100) == pytest.approx(0.01)
+    assert training.learning_rate(config, 51, 100) == pytest.approx(0.005)
+    assert training.learning_rate(config, 100, 100) < 1e-5
+    assert training.learning_rate(TrainConfig(schedule="constant"), 90, 100) == 2e-3
+
+
+def test_metrics_database_is_written_by_train(tmp_path):
+    from microconv.metrics import read_run
+    db = tmp_path / "m.sqlite3"
+    train(small(tmp_path, epochs=1, metrics=str(db)))
+    run = read_run(db)
+    assert run["run"]["status"] == "finished" and len(run["batches"]) == 4
+    assert [v["step"] for v in run["validations"]] == [3, 4]
+    assert run["evaluation"]["count"] == 128
