@@ -1,0 +1,564 @@
+"""The OpenCL backend: every primitive is a kernel from ``kernels/*.cl``, run through pyopencl.
+
+Values live in device buffers for a whole forward, backward and update step; only
+``to_numpy`` copies back (and waits for the queue). Nothing here touches the hardware when the
+module is imported: pyopencl is imported, and the device opened, on first use.
+
+Device choice, never interactive: the ``device`` option or ``MICROCONV_OPENCL_DEVICE``
+("P:D" platform and device index, "P", or a case-insensitive piece of the device or platform
+name), else ``PYOPENCL_CTX`` (handed to pyopencl itself), else the first GPU on any platform,
+else the first CPU device (PoCL), else whatever device exists.
+
+Every kernel has a simple version (one work-item per output element) and the hot ones have a
+fast version: convolution runs as im2col + a register-tiled matrix product instead of one
+work-item looping over C*K*K products. ``create(kernels="simple")`` uses only the simple
+kernels; the tests check that both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from microconv.backends.base import Backend
+
+from microconv.errors import BackendError
+
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+
+# Every kernel, by file, with its argument types: i = int32, r = a scalar of the buffer dtype
+# (float or double), b = a buffer. Declared once, so pyopencl never guesses a scalar's type.
+KERNELS = {
+    "elementwise.cl": {
+        "fill": "irb", "fill_from_scalar": "ibb",
+        "add": "ibbb", "sub": "ibbb", "mul": "ibbb", "neg": "ibb", "scale": "irbb",
+        "relu": "ibb", "relu_backward": "ibbb", "gelu": "ibb", "gelu_backward": "ibbb",
+        "sum_chunks": "iibb", "sum_rows": "iibb", "row_sums": "iibb", "transpose": "iibb",
+        "sgd_update": "irrrbbb", "adam_update": "irrrrrrrrrbbbb",
+    },
+    "matmul.cl": {
+        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiibbbb",
+    },
+    "conv.cl": {
+        "conv2d_direct": "iiiiiibbbb", "conv2d_dx_direct": "iiiiiibbb",
+        "conv2d_dw_direct": "iiiiiibbb", "conv2d_db_direct": "iiibb",
+        "im2col_rows": "iiiiibb", "im2col_cols": "iiiiibb", "col2im_rows": "iiiiibb",
+        "maps_to_rows": "iiibb", "maps_to_columns": "iiibb",
+    },
+    "pool_softmax.cl": {
+        "max_pool2d": "iiiibb", "max_pool2d_backward": "iiiibbb",
+        "log_softmax": "iibb", "log_softmax_backward": "iibbb",
+    },
+}
+
+TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item
+SUM_CHUNK = 1024      # elements summed by one work-item in the first pass of sum()
+
+INSTALL_HELP = (
+    "To get one: on Debian/Ubuntu install the CPU driver with `sudo apt-get install "
+    "pocl-opencl-icd`; or `pip install \"pyopencl[pocl]\"` (keep the quotes) for PyPI's bundled "
+    "PoCL; or install your GPU vendor's OpenCL driver (NVIDIA, AMD ROCm, Intel compute-runtime). "
+    "Check what is visible with `clinfo -l`; `OCL_ICD_DEBUG=7 clinfo` shows why a driver is not "
+    "loaded. Meanwhile `--backend numpy` runs the same model on the CPU without OpenCL."
+)
+
+_DTYPES = {"float32": "float", "float64": "double"}
+_MEMORY_ERRORS = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY")
+
+
+# --- finding platforms and devices --------------------------------------------------------
+
+def _pyopencl():
+    try:
+        import pyopencl
+        import pyopencl.tools  # noqa: F401 - the memory pool lives here
+    except ImportError as exc:
+        raise BackendError(f"pyopencl is not installed or cannot load libOpenCL ({exc}); "
+                           "`pip install pyopencl`, then see docs/opencl.md. "
+                           + INSTALL_HELP) from None
+    return pyopencl
+
+
+def _devices(cl):
+    """Every (platform index, device index, platform, device) on this machine, or a BackendError."""
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:          # the ICD loader reports "no platform" as an error
+        platforms = []
+    if not platforms:
+        raise BackendError("No OpenCL platform found: no OpenCL driver is installed or none "
+                           "could be loaded. " + INSTALL_HELP)
+    found = []
+    for pi, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error:      # a platform without devices raises DEVICE_NOT_FOUND
+            devices = []
+        found.extend((pi, di, platform, device) for di, device in enumerate(devices))
+    if not found:
+        names = ", ".join(p.name for p in platforms)
+        raise BackendError(f"OpenCL platform(s) {names} found, but no device on any of them. "
+                           + INSTALL_HELP)
+    return found
+
+
+def _describe_listing(found):
+    return "; ".join(f"{pi}:{di} {d.name.strip()} ({p.name.strip()})" for pi, di, p, d in found)
+
+
+def _match_spec(spec, found):
+    """The device a --device / MICROCONV_OPENCL_DEVICE value names: "P:D", "P" or a name piece."""
+    spec = str(spec).strip()
+    numbers = re.fullmatch(r"(\d+)(?::(\d+))?", spec)
+    if numbers:
+        pi, di = int(numbers.group(1)), int(numbers.group(2) or 0)
+        for fpi, fdi, _, device in found:
+            if (fpi, fdi) == (pi, di):
+                return device
+        raise BackendError(f"OpenCL device '{spec}' does not exist; the devices here are: "
+                           f"{_describe_listing(found)}")
+    wanted = spec.lower()
+    for _, _, _, device in found:
+        if wanted in device.name.lower():
+            return device
+    for _, _, platform, device in found:
+        if wanted in platform.name.lower():
+            return device
+    raise BackendError(f"no OpenCL device or platform name contains '{spec}'; the devices here "
+                       f"are: {_describe_listing(found)} (give 'P:D' or a piece of a name)")
+
+
+def _choose_device(cl, spec=None):
+    """The device to use, by the rules in the module docstring."""
+    found = _devices(cl)
+    spec = spec if spec not in (None, "") else os.environ.get("MICROCONV_OPENCL_DEVICE") or None
+    if spec is not None:
+        return _match_spec(spec, found)
+    if os.environ.get("PYOPENCL_CTX"):
+        try:
+            return cl.choose_devices(interactive=False)[0]
+        except Exception as exc:  # noqa: BLE001 - pyopencl raises several kinds here
+            raise BackendError(f"PYOPENCL_CTX={os.environ['PYOPENCL_CTX']!r} does not name an "
+                               f"OpenCL device ({exc}); the devices here are: "
+                               f"{_describe_listing(found)}") from None
+    for kind in (cl.device_type.GPU, cl.device_type.CPU):
+        for _, _, _, device in found:
+            if device.type & kind:
+                return device
+    return found[0][3]
+
+
+def _device_type_name(cl, device):
+    kinds = [name for name in ("GPU", "CPU", "ACCELERATOR")
+             if device.type & getattr(cl.device_type, name)]
+    return "/".join(kinds) or "OTHER"
+
+
+def device_report(device=None):
+    """Every OpenCL device as a dict (platform, device, type, driver, chosen), for the CLI.
+
+    ``chosen`` marks the device ``create(device)`` would use. Raises BackendError when there is
+    no platform or device (the message says how to get one).
+    """
+    cl = _pyopencl()
+    found = _devices(cl)
+    chosen = _choose_device(cl, device)
+    return [{"platform": platform.name.strip(), "device": dev.name.strip(),
+             "index": f"{pi}:{di}", "type": _device_type_name(cl, dev),
+             "driver": dev.driver_version.strip(), "chosen": dev == chosen}
+            for pi, di, platform, dev in found]
+
+
+def unavailable_reason():
+    """None when an OpenCL device can be used, else one sentence saying why not."""
+    try:
+        import pyopencl as cl
+    except ImportError:
+        return "pyopencl is not installed (pip install pyopencl; see docs/opencl.md)"
+    try:
+        _devices(cl)
+    except BackendError as exc:
+        first = str(exc).split(". ")[0]
+        return (f"{first[0].lower()}{first[1:]} (install a driver, e.g. Debian's "
+                "pocl-opencl-icd, check with clinfo; see docs/opencl.md, or use --backend numpy)")
+    return None
+
+
+def create(device=None, kernels="auto"):
+    """The OpenCL backend on the chosen device. kernels="simple" uses only the reference kernels."""
+    if kernels not in ("auto", "simple"):
+        raise BackendError(f"opencl: kernels must be 'auto' or 'simple', not {kernels!r}")
+    cl = _pyopencl()
+    return OpenCLBackend(cl, _choose_device(cl, device), simple=kernels == "simple")
+
+
+# --- contexts, programs and kernels, each made once -----------------------------------------
+
+_contexts = {}        # device -> (context, queue)
+_programs = {}        # (context, dtype name) -> {kernel name: cl.Kernel}
+
+
+def _load_source(filename):
+    return (KERNEL_DIR / filename).read_text()
+
+
+def _context_for(cl, device):
+    if device not in _contexts:
+        context = cl.Context([device])
+        _contexts[device] = (context, cl.CommandQueue(context))
+    return _contexts[device]
+
+
+def _build_kernels(cl, context, device, dtype):
+    """Compile every kernel file for one context and dtype, once; keep the Kernel objects."""
+    key = (context, dtype)
+    if key in _programs:
+        return _programs[key]
+    real = _DTYPES[dtype]
+    options = [f"-Dreal={real}", f"-Dreal8={real}8"]
+    if dtype == "float64":
+        options.append("-DREAL_IS_DOUBLE")
+    scalar = np.dtype(dtype).type
+    arg_types = {"i": np.int32, "r": scalar, "b": None}
+    table = {}
+    for filename, kernels in KERNELS.items():
+        source = _load_source(filename)
+        if dtype == "float64":
+            source = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" + source
+        program = cl.Program(context, source)
+        try:
+            program.build(options=options, devices=[device])
+        except cl.Error as exc:
+            try:
+                log = program.get_build_info(device, cl.program_build_info.LOG).strip()
+            except cl.Error:
+                log = ""
+            raise BackendError(
+                f"OpenCL kernel file {filename} ({real}) failed to build for device "
+                f"'{device.name.strip()}' ({device.platform.name.strip()}, driver "
+                f"{device.driver_version.strip()}): {exc}\nBuild log:\n{log or str(exc)}") from None
+        for name, signature in kernels.items():
+            kernel = cl.Kernel(program, name)
+            kernel.set_scalar_arg_dtypes([arg_types[c] for c in signature])
+            table[name] = kernel
+    _programs[key] = table
+    return table
+
+
+# --- buffers --------------------------------------------------------------------------------
+
+class CLBuffer:
+    """A device buffer with its shape and dtype (always C order, contiguous)."""
+
+    __slots__ = ("data", "dtype", "shape", "size")
+
+    def __init__(self, data, shape, dtype):
+        self.data = data
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.size = math.prod(self.shape)
+
+    def __repr__(self):
+        return f"<CLBuffer {self.shape} {self.dtype}>"
+
+
+def _round_up(n, multiple):
+    return -(-n // multiple) * multiple
+
+
+def _pow2_at_least(n):
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class OpenCLBackend(Backend):
+    name = "opencl"
+
+    def __init__(self, cl, device, simple=False):
+        self.cl = cl
+        self.device = device
+        self.simple = simple
+        self.context, self.queue = _context_for(cl, device)
+        self.pool = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(self.queue))
+        self.has_fp64 = "cl_khr_fp64" in device.extensions
+        self.is_cpu = bool(device.type & cl.device_type.CPU)
+        # Work-group sizes for this device: 1-D kernels use a multiple of the SIMD width,
+        # the tiled product a 2-D group of 8x8 tiles (16 x 4 was fastest on PoCL; a GPU
+        # wants more work-items per group).
+        max_group = device.max_work_group_size
+        self.local_1d = min(64 if self.is_cpu else 128, max_group)
+        self.tile_group = (16, 4) if self.is_cpu else (16, 8)
+        while self.tile_group[0] * self.tile_group[1] > max_group:
+            self.tile_group = (max(1, self.tile_group[0] // 2), max(1, self.tile_group[1] // 2))
+
+    def describe(self):
+        d = self.device
+        return (f"OpenCL: {d.name.strip()} on {d.platform.name.strip()}, "
+                f"driver {d.driver_version.strip()}")
+
+    # --- plumbing ---------------------------------------------------------------------
+    def _kernels(self, dtype):
+        dtype = np.dtype(dtype).name
+        if dtype not in _DTYPES:
+            raise BackendError(f"opencl: dtype {dtype} is not supported (use float32)")
+        if dtype == "float64" and not self.has_fp64:
+            raise BackendError(f"opencl: device '{self.device.name.strip()}' has no float64 "
+                               "support (cl_khr_fp64); use float32, or --backend numpy")
+        return _build_kernels(self.cl, self.context, self.device, dtype)
+
+    def _memory_error(self, exc):
+        return BackendError(f"OpenCL device '{self.device.name.strip()}' is out of memory "
+                            f"({exc}); try a smaller --batch-size, or --backend numpy")
+
+    def _empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        self._kernels(dtype)          # fails early and clearly for an unsupported dtype
+        nbytes = max(1, math.prod(shape)) * dtype.itemsize
+        try:
+            data = self.pool.allocate(nbytes)
+        except self.cl.Error as exc:
+            self.pool.free_held()     # give cached blocks back and try once more
+            try:
+                data = self.pool.allocate(nbytes)
+            except self.cl.Error:
+                raise self._memory_error(exc) from None
+        return CLBuffer(data, shape, dtype)
+
+    def _run(self, name, dtype, global_size, *args, local_size=None):
+        """Enqueue kernel ``name`` for dtype on a 1-D (int) or 2-D (tuple) global size."""
+        kernel = self._kernels(dtype)[name]
+        if isinstance(global_size, int):      # 1-D: round up to whole work-groups
+            if global_size == 0:
+                return
+            local_size = (self.local_1d,)
+            global_size = (_round_up(global_size, self.local_1d),)
+        elif 0 in global_size:                # N-D: exact sizes, the driver picks groups
+            return
+        args = [a.data if isinstance(a, CLBuffer) else a for a in args]
+        try:
+            kernel(self.queue, global_size, local_size, *args)
+        except self.cl.Error as exc:
+            if any(code in str(exc) for code in _MEMORY_ERRORS):
+                raise self._memory_error(exc) from None
+            raise BackendError(f"OpenCL kernel {name} failed on "
+                               f"'{self.device.name.strip()}': {exc}") from None
+
+    def _elementwise(self, name, *inputs, extra=()):
+        first = inputs[0]
+        out = self._empty(first.shape, first.dtype)
+        self._run(name, first.dtype, first.size, first.size, *extra, *inputs, out)
+        return out
+
+    # --- moving data ------------------------------------------------------------------
+    def from_numpy(self, array):
+        array = np.asarray(array)
+        if array.dtype.kind != "f" or array.dtype.name not in _DTYPES:
+            array = array.astype(np.float32)       # integers and bools become float32
+        array = np.ascontiguousarray(array)
+        buf = self._empty(array.shape, array.dtype)
+        if array.size:
+            self.cl.enqueue_copy(self.queue, buf.data, array, is_blocking=True)
+        return buf
+
+    def to_numpy(self, buf):
+        out = np.empty(buf.shape, dtype=buf.dtype)
+        if buf.size:
+            self.cl.enqueue_copy(self.queue, out, buf.data, is_blocking=True)
+        return out
+
+    def full(self, shape, value, dtype):
+        out = self._empty(tuple(shape), dtype)
+        self._run("fill", out.dtype, out.size, out.size, value, out)
+        return out
+
+    # --- elementwise ------------------------------------------------------------------
+    def add(self, a, b):
+        return self._elementwise("add", a, b)
+
+    def sub(self, a, b):
+        return self._elementwise("sub", a, b)
+
+    def mul(self, a, b):
+        return self._elementwise("mul", a, b)
+
+    def neg(self, a):
+        return self._elementwise("neg", a)
+
+    def scale(self, a, c):
+        return self._elementwise("scale", a, extra=(c,))
+
+    # --- reductions and movement ------------------------------------------------------
+    def sum(self, a):
+        """Chunked passes: each work-item adds SUM_CHUNK numbers, until one number is left."""
+        n, current = a.size, a
+        while True:
+            parts = max(1, -(-n // SUM_CHUNK))
+            out = self._empty(() if parts == 1 else (parts,), a.dtype)
+            if n == 0:
+                self._run("fill", a.dtype, 1, 1, 0.0, out)
+            else:
+                self._run("sum_chunks", a.dtype, parts, n, SUM_CHUNK, current, out)
+            if parts == 1:
+                return out
+            n, current = parts, out
+
+    def broadcast_scalar(self, s, shape):
+        out = self._empty(tuple(shape), s.dtype)
+        self._run("fill_from_scalar", s.dtype, out.size, out.size, s, out)
+        return out
+
+    def sum_rows(self, a):
+        rows, cols = a.shape
+        out = self._empty((cols,), a.dtype)
+        self._run("sum_rows", a.dtype, cols, rows, cols, a, out)
+        return out
+
+    def reshape(self, a, shape):
+        return CLBuffer(a.data, shape, a.dtype)       # same memory, new shape: no copy
+
+    def _transpose(self, a):
+        rows, cols = a.shape
+        out = self._empty((cols, rows), a.dtype)
+        self._run("transpose", a.dtype, a.size, rows, cols, a, out)
+        return out
+
+    # --- dense layers -----------------------------------------------------------------
+    def _product(self, a_t, b, bias=None, bias_mode=0, group=None, out_shape=None):
+        """A @ b (+ bias) from a_t = A transposed (K, M) and b (K, N); see matmul.cl for the
+        bias modes and the column groups that let a convolution store NCHW directly."""
+        (k, m), (_, n) = a_t.shape, b.shape
+        group = n if group is None else group
+        out = self._empty(out_shape or (m, n), b.dtype)
+        bias = b if bias is None else bias            # any buffer will do when bias_mode is 0
+        if m * n == 0:
+            return out
+        if self.simple:
+            self._run("matmul_simple", b.dtype, m * n, m, n, k, group, bias_mode, a_t, b, bias,
+                      out)
+        else:
+            tiles_x, tiles_y = -(-n // TILE), -(-m // TILE)
+            lx = min(self.tile_group[0], _pow2_at_least(tiles_x))
+            ly = min(self.tile_group[1], _pow2_at_least(tiles_y))
+            self._run("matmul_tiled", b.dtype, (_round_up(tiles_x, lx), _round_up(tiles_y, ly)),
+                      m, n, k, group, bias_mode, a_t, b, bias, out, local_size=(lx, ly))
+        return out
+
+    def matmul(self, a, b, trans_a=False, trans_b=False):
+        # The product kernels take their first operand transposed, so trans_a costs nothing;
+        # other transposes are materialised (memory-bound, small next to the product).
+        return self._product(a if trans_a else self._transpose(a),
+                             self._transpose(b) if trans_b else b)
+
+    def linear(self, x, w, b):
+        return self._product(self._transpose(x), self._transpose(w), bias=b, bias_mode=2)
+
+    # --- convolution ------------------------------------------------------------------
+    def conv2d(self, x, w, b):
+        n, c, h, wd = x.shape
+        o, _, k, _ = w.shape
+        oh, ow = h - k + 1, wd - k + 1
+        if self.simple:
+            out = self._empty((n, o, oh, ow), x.dtype)
+            self._run("conv2d_direct", x.dtype, out.size, n, c, h, wd, o, k, x, w, b, out)
+            return out
+        # cols (C*k*k, N*OH*OW); w (O, C*k*k) @ cols lands as NCHW with the bias per row.
+        cols = self._empty((c * k * k, n * oh * ow), x.dtype)
+        self._run("im2col_rows", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
+        w_t = self._transpose(self.reshape(w, (o, c * k * k)))              # (C*k*k, O)
+        return self._product(w_t, cols, bias=b, bias_mode=1, group=oh * ow,
+                             out_shape=(n, o, oh, ow))
+
+    def conv2d_backward(self, x, w, g, needs):
+        n, c, h, wd = x.shape
+        o, _, k, _ = w.shape
+        oh, ow = h - k + 1, wd - k + 1
+        if self.simple:
+            return self._conv2d_backward_direct(x, w, g, needs)
+        dx = dw = db = None
+        if needs[0] or needs[2]:
+            # g as an (O, N*OH*OW) matrix; w (O, C*k*k) is already the transposed w^T.
+            g_rows = self._empty((o, n * oh * ow), g.dtype)
+            self._run("maps_to_rows", g.dtype, (oh * ow, n, o), n, o, oh * ow, g, g_rows)
+            if needs[0]:
+                d_cols = self._product(self.reshape(w, (o, c * k * k)), g_rows)   # (C*k*k, N*P)
+                dx = self._empty(x.shape, x.dtype)
+                self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
+            if needs[2]:
+                db = self._empty((o,), g.dtype)
+                self._run("row_sums", g.dtype, o, o, n * oh * ow, g_rows, db)
+        if needs[1]:
+            # dw = g (O, N*P) @ cols (N*P, C*k*k), with g^T (N*P, O) as the first operand.
+            g_cols = self._empty((n * oh * ow, o), g.dtype)
+            self._run("maps_to_columns", g.dtype, (oh * ow, n, o), n, o, oh * ow, g, g_cols)
+            cols = self._empty((n * oh * ow, c * k * k), x.dtype)
+            self._run("im2col_cols", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
+            dw = self.reshape(self._product(g_cols, cols), w.shape)              # (O, C*k*k)
+        return dx, dw, db
+
+    def _conv2d_backward_direct(self, x, w, g, needs):
+        n, c, h, wd = x.shape
+        o, _, k, _ = w.shape
+        dx = dw = db = None
+        if needs[0]:
+            dx = self._empty(x.shape, x.dtype)
+            self._run("conv2d_dx_direct", x.dtype, dx.size, n, c, h, wd, o, k, g, w, dx)
+        if needs[1]:
+            dw = self._empty(w.shape, w.dtype)
+            self._run("conv2d_dw_direct", x.dtype, dw.size, n, c, h, wd, o, k, x, g, dw)
+        if needs[2]:
+            db = self._empty((o,), g.dtype)
+            self._run("conv2d_db_direct", g.dtype, o, n, o, g.shape[2] * g.shape[3], g, db)
+        return dx, dw, db
+
+    # --- pooling ----------------------------------------------------------------------
+    def max_pool2d(self, x, k):
+        n, c, h, w = x.shape
+        out = self._empty((n, c, -(-h // k), -(-w // k)), x.dtype)
+        self._run("max_pool2d", x.dtype, out.shape[::-1][:2] + (n * c,), n * c, h, w, k, x, out)
+        return out
+
+    def max_pool2d_backward(self, x, y, g, k):
+        n, c, h, w = x.shape
+        dx = self._empty(x.shape, x.dtype)
+        self._run("max_pool2d_backward", x.dtype, y.shape[::-1][:2] + (n * c,), n * c, h, w, k,
+                  x, g, dx)
+        return dx
+
+    # --- activations ------------------------------------------------------------------
+    def gelu(self, x):
+        return self._elementwise("gelu", x)
+
+    def gelu_backward(self, x, g):
+        return self._elementwise("gelu_backward", x, g)
+
+    def relu(self, x):
+        return self._elementwise("relu", x)
+
+    def relu_backward(self, x, g):
+        return self._elementwise("relu_backward", x, g)
+
+    def log_softmax(self, x):
+        length = x.shape[-1]
+        rows = x.size // length
+        out = self._empty(x.shape, x.dtype)
+        self._run("log_softmax", x.dtype, rows, rows, length, x, out)
+        return out
+
+    def log_softmax_backward(self, y, g):
+        length = y.shape[-1]
+        rows = y.size // length
+        out = self._empty(y.shape, y.dtype)
+        self._run("log_softmax_backward", y.dtype, rows, rows, length, y, g, out)
+        return out
+
+    # --- optimiser updates, in place --------------------------------------------------
+    def sgd_update(self, p, g, v, lr, momentum, weight_decay):
+        self._run("sgd_update", p.dtype, p.size, p.size, lr, momentum, weight_decay, p, g, v)
+
+    def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
+        # 1 - beta and the bias corrections in double precision on the host, as NumPy does.
+        self._run("adam_update", p.dtype, p.size, p.size, lr, beta1, 1.0 - beta1, beta2,
+                  1.0 - beta2, eps, weight_decay, 1.0 - beta1 ** step, 1.0 - beta2 ** step,
+                  p, g, m, v)
