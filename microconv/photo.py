@@ -109,15 +109,20 @@ def box_mean(values, weights, radius):
 def ink_maps(gray):
     """(weak, strong, darkness): boolean ink maps and the relative darkness 1 - gray/paper.
 
-    The window is about a tenth of the shorter side: much wider than a pen stroke, much
-    narrower than the shading across a photo.
+    The paper's brightness is a local mean over a window of about a tenth of the shorter
+    side (much wider than a pen stroke, much narrower than the shading across a photo) that
+    leaves out the ink. Where ink fills most of that window, a window four times as wide
+    gives the estimate, so a big dark smear is seen as dark rather than as new paper.
     """
     radius = max(8, min(gray.shape) // 20)
-    paper, _ = box_mean(gray, np.ones_like(gray), radius)
+    everything = np.ones_like(gray)
+    paper, _ = box_mean(gray, everything, 4 * radius)
     for _ in range(2):        # re-estimate without the ink, which would pull the mean down
         not_ink = (gray > paper * (1 - WEAK_DARKNESS)).astype(np.float32)
-        paper_again, count = box_mean(gray, not_ink, radius)
-        paper = np.where(count > 0.25 * (2 * radius + 1) ** 2, paper_again, paper)
+        near, near_count = box_mean(gray, not_ink, radius)
+        wide, wide_count = box_mean(gray, not_ink, 4 * radius)
+        enough = near_count > 0.25 * (2 * radius + 1) ** 2
+        paper = np.where(enough, near, np.where(wide_count > 0, wide, paper))
     darkness = 1.0 - gray / np.maximum(paper, 1.0)
     paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
     weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
@@ -273,7 +278,8 @@ def find_letter_details(image):
     pieces = [b for b, s in zip(blobs, sizes) if floor / 2 <= s < 0.3 * typical]
     letters = _merge_overlapping(letters)
     _attach_pieces(letters, pieces, typical)
-    letters = [part for letter in letters for part in _split_touching(letter, typical)]
+    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in letters]))
+    letters = [part for letter in letters for part in _split_touching(letter, height)]
     letters = [x for x in letters if _looks_like_writing(x, typical)]
     for letter in letters:
         letter.box = square_box(letter.ink_box)
@@ -335,20 +341,25 @@ def _attach_pieces(letters, pieces, typical):
             best.ink_box = _union_box([best.ink_box, piece.box])
 
 
-def _split_touching(letter, typical):
-    """Split a blob that is much wider than the writing's letter size where two letters
-    touch: at the column with the least ink, if that is no more than about one stroke."""
+def _split_touching(letter, typical_height):
+    """Split a blob much wider than tall (than the writing's usual letter height, too) where
+    two letters touch: at the column with the least ink, if that is about one stroke. Like the
+    seed's finder, this can also cut a very wide m or w."""
     left, top, right, bottom = letter.ink_box
     width, height = right - left, bottom - top
-    if width < 1.3 * max(height, typical):
+    if width < 1.5 * max(height, typical_height):
         return [letter]
     mask = blob_mask(letter.blobs, letter.ink_box)
     column_ink = mask.sum(axis=0)
     stroke = _stroke_width(mask)
     lo, hi = int(width * 0.25), int(width * 0.75)
-    cut = lo + int(np.argmin(column_ink[lo:hi]))
-    if column_ink[cut] > 2.0 * stroke:
+    thin = np.concatenate([[False], column_ink[lo:hi] <= 1.5 * stroke, [False]])
+    edges = np.diff(thin.astype(np.int8))
+    run_starts, run_ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    if len(run_starts) == 0:
         return [letter]
+    longest = int(np.argmax(run_ends - run_starts))        # cut in the middle of the
+    cut = lo + (run_starts[longest] + run_ends[longest]) // 2   # longest thin stretch
     parts = []
     for a, b in ((0, cut), (cut, width)):
         part_mask = mask[:, a:b]
@@ -359,7 +370,7 @@ def _split_touching(letter, typical):
         box = (left + a + int(cols[0]), top + int(rows[0]),
                left + a + int(cols[-1]) + 1, top + int(rows[-1]) + 1)
         parts.append(Letter(_clip_blobs(letter.blobs, left + a, left + b), box))
-    return [q for p in parts for q in _split_touching(p, typical)]
+    return [q for p in parts for q in _split_touching(p, typical_height)]
 
 
 def _clip_blobs(blobs, left, right):
@@ -375,12 +386,13 @@ def _clip_blobs(blobs, left, right):
 
 
 def _looks_like_writing(letter, typical):
-    """Drop what is not a pen stroke: a filled blob (a shadow, a stain) or a tiny one."""
+    """Drop what is not pen writing: a tiny mark, or a solid smear (a shadow, a stain) whose
+    "stroke" is as wide as the smear itself."""
     left, top, right, bottom = letter.ink_box
-    if max(right - left, bottom - top) < 0.3 * typical:
+    size = max(right - left, bottom - top)
+    if size < 0.3 * typical:
         return False
-    fill = sum(b.area for b in letter.blobs) / max((right - left) * (bottom - top), 1)
-    return fill < 0.6
+    return _stroke_width(blob_mask(letter.blobs, letter.ink_box)) < 0.3 * size
 
 
 def _reading_order(letters):
@@ -549,13 +561,14 @@ def annotate(path, results, out_path):
     """Draw each letter's box and the letter read below it; write the picture to out_path."""
     image = _open_bounded(path, "RGB")
     draw = ImageDraw.Draw(image)
+    sides = [r["box"][2] - r["box"][0] for r in results]
+    size = int(np.median(sides)) if sides else 0
+    font = _font(max(12, int(size * 0.6)))              # one size for the whole picture
     for result in results:
         left, top, right, bottom = result["box"]
-        side = right - left
         draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 170, 0),
-                       width=max(2, side // 40))
-        font = _font(max(12, int(side * 0.6)))
-        draw.text(((left + right) / 2, bottom + side * 0.1), result["letter"], fill=(200, 0, 0),
+                       width=max(2, size // 40))
+        draw.text(((left + right) / 2, bottom + size * 0.1), result["letter"], fill=(200, 0, 0),
                   font=font, anchor="mt")
     try:
         image.save(out_path)

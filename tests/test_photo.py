@@ -1,0 +1,250 @@
+"""Reading handwritten letters from photos: the finder, the EMNIST-like preparation, the
+seed's photo with the seed's own weights, and clear errors for bad images."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from microconv import photo, seed
+from microconv.checkpoint import load_checkpoint
+from microconv.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SAMPLE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
+PHOTO = SHARED / "seed-artifacts" / "test1.jpg"
+
+
+def paper(w=400, h=300, seed=0, level=180.0):
+    """Grey paper with a little sensor noise."""
+    return level + np.random.default_rng(seed).normal(0, 3, (h, w))
+
+
+def draw(image, lines=(), dots=(), width=4, ink=60):
+    """Pen strokes (polylines) and filled dots drawn on a grey image."""
+    picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    pen = ImageDraw.Draw(picture)
+    for line in lines:
+        pen.line(line, fill=ink, width=width)
+    for x, y, r in dots:
+        pen.ellipse((x - r, y - r, x + r, y + r), fill=ink)
+    return np.asarray(picture, dtype=np.float32)
+
+
+def letter_k(x, y):
+    return [[(x, y), (x, y + 80)], [(x, y + 50), (x + 40, y + 20)],
+            [(x + 10, y + 45), (x + 45, y + 80)]]
+
+
+def centre(box):
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+# ---------------------------------------------------------------------------- the letter finder
+
+def test_blank_paper_has_no_letters():
+    assert photo.find_letters(paper()) == []
+    assert photo.find_letters(np.full((50, 60), 200.0)) == []
+
+
+def test_one_drawn_letter_gives_one_square_padded_box():
+    boxes = photo.find_letters(draw(paper(), letter_k(100, 100)))
+    assert len(boxes) == 1
+    left, top, right, bottom = boxes[0]
+    assert right - left == bottom - top                      # square, like EMNIST's frame
+    assert left < 100 and top < 100 and right > 145 and bottom > 180   # holds all the ink
+    assert (right - left) > 82                               # ... plus a border
+
+
+def test_letters_come_in_reading_order():
+    strokes = letter_k(250, 40) + letter_k(60, 50) + letter_k(150, 180)
+    boxes = photo.find_letters(draw(paper(), strokes))
+    xs_ys = [centre(b) for b in boxes]
+    assert len(boxes) == 3
+    # first line (y ~ 90): x = 80 then 270; second line (y ~ 220)
+    assert xs_ys[0][0] < xs_ys[1][0] and xs_ys[2][1] > xs_ys[1][1] + 80
+
+
+def test_an_i_with_its_dot_is_one_letter():
+    image = draw(paper(), [[(150, 120), (150, 190)]], dots=[(150, 100, 4)])
+    boxes = photo.find_letters(image)
+    assert len(boxes) == 1
+    assert boxes[0][1] < 96 and boxes[0][3] > 190            # the dot is inside the box
+
+
+@pytest.mark.parametrize("kind", ["gradient", "vignette", "shadow"])
+def test_shading_alone_gives_no_letters(kind):
+    h, w = 300, 400
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = paper()
+    if kind == "gradient":
+        image = image * (0.35 + 0.65 * xx / w)                # dark left edge, as on test1.jpg
+    elif kind == "vignette":
+        image = image * (1 - 0.3 * (((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2))
+    else:
+        image[:, :80] *= 0.55                                  # a hard shadow at the edge
+    assert photo.find_letters(image) == []
+
+
+def test_a_solid_smear_is_not_a_letter():
+    image = paper()
+    image[100:160, 100:170] = 70                              # a stain, not a pen stroke
+    assert photo.find_letters(image) == []
+
+
+def test_letter_in_the_dark_shaded_corner_is_found():
+    h, w = 300, 400
+    xx = np.mgrid[0:h, 0:w][1]
+    shaded = paper() * (0.35 + 0.65 * xx / w)
+    boxes = photo.find_letters(draw(shaded, letter_k(30, 100), ink=25))
+    assert len(boxes) == 1 and boxes[0][0] < 30 < boxes[0][2]
+
+
+def test_specks_are_not_letters():
+    image = paper()
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        y, x = rng.integers(10, 290), rng.integers(10, 390)
+        image[y:y + 2, x:x + 2] = 40
+    assert photo.find_letters(image) == []
+    image = draw(image, letter_k(150, 100))
+    assert len(photo.find_letters(image)) == 1
+
+
+def test_letters_touching_by_a_thin_stroke_are_split():
+    # two L shapes whose bases run into each other
+    strokes = [[(60, 100), (60, 180), (170, 180)], [(170, 100), (170, 180), (220, 180)]]
+    boxes = photo.find_letters(draw(paper(), strokes))
+    assert len(boxes) == 2
+    assert centre(boxes[0])[0] < 140 < centre(boxes[1])[0]
+
+
+def test_finder_takes_pil_images_and_rgb_arrays():
+    gray = draw(paper(), letter_k(100, 100)).astype(np.uint8)
+    rgb = np.stack([gray] * 3, axis=2)
+    assert photo.find_letters(Image.fromarray(rgb)) == photo.find_letters(gray)
+    assert len(photo.find_letters(rgb)) == 1
+
+
+def test_connected_components_count_8_connected_blobs():
+    mask = np.zeros((6, 8), dtype=bool)
+    mask[0, 0] = mask[1, 1] = True                 # diagonal neighbours: one blob
+    mask[4:6, 3:7] = True                          # a block
+    mask[0, 7] = True                              # a lone pixel
+    blobs = photo.connected_components(mask)
+    assert sorted(b.area for b in blobs) == [1, 2, 8]
+    assert sorted(b.box for b in blobs) == [(0, 0, 2, 2), (3, 4, 7, 6), (7, 0, 8, 1)]
+
+
+# ---------------------------------------------------------------------------- preparation
+
+def test_prepare_letter_is_upright_bright_ink_centred_with_emnist_border():
+    # an L: tall stem on the left, foot at the bottom; twice as tall as wide
+    image = draw(paper(), [[(100, 60), (100, 220), (180, 220)]], width=6)
+    box = photo.find_letters(image)[0]
+    letter = photo.prepare_letter(image, box)
+    assert letter.shape == (28, 28) and letter.dtype == np.uint8
+    assert letter.max() == 255 and letter[0].max() == 0 and letter[:, 0].max() == 0
+    rows = np.nonzero(letter.max(axis=1) > 60)[0]
+    cols = np.nonzero(letter.max(axis=0) > 60)[0]
+    assert 22 <= rows[-1] - rows[0] + 1 <= 26                 # long side spans ~24 of 28
+    assert 9 <= cols[-1] - cols[0] + 1 <= 15                  # aspect ratio kept (1:2)
+    left_half, right_half = letter[:, :14].sum(), letter[:, 14:].sum()
+    assert left_half > right_half                             # stem on the left: not mirrored
+    assert letter[rows[-1] - 1, cols].min() > 60              # foot at the bottom: not flipped
+
+
+def test_prepare_letter_leaves_out_neighbours_with_a_mask():
+    image = draw(paper(), letter_k(100, 100) + [[(160, 100), (160, 180)]])
+    details = photo.find_letter_details(image)
+    assert len(details) == 2
+    k = details[0]
+    with_mask = photo.prepare_letter(image, k.box, photo.blob_mask(k.blobs, k.box))
+    without = photo.prepare_letter(image, k.box)
+    assert with_mask.sum() < without.sum()
+
+
+def test_prepare_letter_of_an_empty_box_is_blank():
+    assert photo.prepare_letter(paper(), (10, 10, 50, 50)).max() == 0
+    with pytest.raises(DataError, match="empty box"):
+        photo.prepare_letter(paper(), (10, 10, 10, 50))
+
+
+# ---------------------------------------------------------------------------- reading images
+
+def test_read_image_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        photo.read_image(tmp_path / "missing.jpg")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    with pytest.raises(DataError, match="cannot read image"):
+        photo.read_image(text)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 48), 200).save(blank)
+    with pytest.raises(DataError, match="uniform"):
+        photo.read_image(blank)
+    cut = tmp_path / "cut.jpg"
+    good = tmp_path / "good.jpg"
+    Image.fromarray(draw(paper(), letter_k(100, 100)).astype(np.uint8)).save(good)
+    cut.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(DataError, match="cannot read image"):
+        photo.read_image(cut)
+
+
+def test_huge_images_are_scaled_down(tmp_path, monkeypatch):
+    monkeypatch.setattr(photo, "MAX_SIDE", 200)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(draw(paper(800, 600), letter_k(300, 250)).astype(np.uint8)).save(path)
+    gray = photo.read_image(path)
+    assert max(gray.shape) <= 200
+    assert gray.shape[1] > gray.shape[0]                      # landscape stays landscape
+
+
+def test_image_too_large_to_decode_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (400, 300), 128).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)     # Pillow refuses > 2x this
+    with pytest.raises(DataError, match="cannot read image"):
+        photo.read_image(path)
+
+
+# ---------------------------------------------------------------------------- the seed's photo
+
+@pytest.fixture(scope="module")
+def seed_classifier(tmp_path_factory):
+    if not SAMPLE.exists() or not PHOTO.exists():
+        pytest.skip(f"seed artifacts not present in {SAMPLE.parent}")
+    out = tmp_path_factory.mktemp("seed") / "seed.npz"
+    seed.import_seed(SAMPLE, out)
+    return load_checkpoint(out)
+
+
+def test_seed_photo_reads_at_least_8_of_11_letters(seed_classifier):
+    results = photo.read_letters(seed_classifier, PHOTO)
+    # exactly the 11 letters: the seed's own finder also boxed 11 patches of shading
+    assert len(results) == 11
+    lefts = [r["box"][0] for r in results]
+    assert lefts == sorted(lefts)
+    text = "".join(r["letter"] for r in results)
+    correct = sum(a == b for a, b in zip(text, "abcdefghijk"))
+    assert correct >= 8, f"read {text!r}"                     # measured: 'jlcdefyhijk'
+    for r in results:
+        letters = [letter for letter, _ in r["top3"]]
+        probs = [p for _, p in r["top3"]]
+        assert letters[0] == r["letter"] and probs == sorted(probs, reverse=True)
+        assert 0 < sum(probs) <= 1 + 1e-6
+
+
+def test_annotate_draws_on_a_copy_of_the_photo(seed_classifier, tmp_path):
+    results = photo.read_letters(seed_classifier, PHOTO)
+    out = tmp_path / "boxed.png"
+    photo.annotate(PHOTO, results, out)
+    drawn = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.int16)
+    assert drawn.shape == original.shape
+    left, top, right, _ = results[0]["box"]
+    assert tuple(drawn[top, (left + right) // 2]) == (0, 170, 0)     # the box outline
+    assert np.abs(drawn - original)[:, :200].max() == 0             # shading left untouched
+    with pytest.raises(DataError, match="cannot write"):
+        photo.annotate(PHOTO, results, tmp_path / "boxed.unknown-extension")
