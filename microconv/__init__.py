@@ -11,6 +11,7 @@ The public API uses PyTorch's names::
 
 from microconv import backends
 from microconv.checkpoint import load_checkpoint, save_checkpoint
+from microconv.data import generated_letters, load_emnist, perturb
 from microconv.errors import (
                               BackendError,
                               CheckpointError,
@@ -19,6 +20,7 @@ from microconv.errors import (
                               ShapeError,
                               TrainingError,
 )
+from microconv.evaluate import evaluate
 from microconv.ops import (
                               conv2d,
                               dropout,
@@ -35,6 +37,7 @@ from microconv.ops import (
                               tensor,
 )
 from microconv.tensor import Tensor
+from microconv.training import TrainConfig, TrainingInterrupted, train
 
 __version__ = "0.1.0"
 
@@ -45,22 +48,29 @@ __all__ = [
                               "MicroconvError",
                               "ShapeError",
                               "Tensor",
+                              "TrainConfig",
                               "TrainingError",
+                              "TrainingInterrupted",
                               "__version__",
                               "backends",
                               "conv2d",
                               "dropout",
+                              "evaluate",
                               "flatten",
                               "gelu",
+                              "generated_letters",
                               "linear",
                               "load_checkpoint",
+                              "load_emnist",
                               "log_softmax",
                               "matmul",
                               "max_pool2d",
                               "nll_loss",
                               "one_hot",
+                              "perturb",
                               "relu",
                               "reshape",
                               "save_checkpoint",
                               "tensor",
+                              "train",
 ]

@@ -82,7 +82,7 @@ class TrainConfig:
     device: str | None = None          # backend option, e.g. an OpenCL device
     data_dir: str | None = None        # None: MICROCONV_DATA, the user cache, else generated
     dataset: str = "letters"
-    epochs: int | None = 20
+    epochs: int | None = 12
     max_minutes: float | None = None   # stop (and evaluate) after this much wall time
     batch_size: int = 64
     lr: float | None = None            # None: the optimiser's default (DEFAULT_LR)
