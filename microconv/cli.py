@@ -1,0 +1,767 @@
+"""The ``microconv`` command: train, evaluate, predict, inspect backends, data and graphs.
+
+Each command only turns its options into arguments for a library function (training.train,
+evaluate.evaluate, photo.read_letters, ...) and shows the result. Every expected failure is
+a MicroconvError (or an OSError about a path the user gave); they are caught in one place,
+``_Commands.invoke``, and become one red line on stderr and exit code 1, never a traceback.
+Ctrl-C during training saves a checkpoint, says where, and exits with 130.
+
+Options that several commands share are defined once, as ``Annotated`` types below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import numpy as np
+import typer
+from rich.columns import Columns
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+import microconv
+from microconv.errors import DataError, MicroconvError
+
+EXIT_INTERRUPTED = 130
+
+
+class Backend(str, Enum):
+    python = "python"
+    numpy = "numpy"
+    opencl = "opencl"
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+# --- one place for expected failures ---------------------------------------------------------
+
+def _error_console():
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _one_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split())
+
+
+class _Commands(TyperGroup):
+    """The app's command group: turns expected failures into one line and an exit code."""
+
+    def invoke(self, ctx):
+        from microconv.training import TrainingInterrupted
+        try:
+            return super().invoke(ctx)
+        except TrainingInterrupted as exc:
+            _error_console().print(f"[yellow]{escape(_one_line(exc))}[/]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (MicroconvError, OSError) as exc:
+            _error_console().print(f"[bold red]error:[/] [red]{escape(_one_line(exc))}[/]")
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="microconv",
+    cls=_Commands,
+    help="microconv: a small, readable deep-learning framework that learns to read "
+         "handwritten letters. Train the seed's ConvoAlphabetModel, watch it learn, and "
+         "ask it to read your own handwriting.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Inspect, verify and download the EMNIST letters data.",
+                       no_args_is_help=True, rich_markup_mode="rich")
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"microconv {microconv.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+):
+    """microconv: train and use a small convolutional network that reads handwritten letters."""
+
+
+# --- shared option definitions -----------------------------------------------------------------
+
+BackendOption = Annotated[Backend, typer.Option(
+    "--backend", "-b", case_sensitive=False, envvar="MICROCONV_BACKEND",
+    help="Where the arithmetic runs: [bold]python[/] (reference loops, very slow), "
+         "[bold]numpy[/] (CPU) or [bold]opencl[/] (a GPU or CPU through OpenCL).")]
+DeviceOption = Annotated[Optional[str], typer.Option(
+    "--device", help="OpenCL device: 'P:D' (platform:device index) or a piece of its name. "
+                     "See [bold]microconv backends[/].")]
+DataDirOption = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder with the EMNIST files (emnist-letters-*-ubyte.gz). Default: "
+                       "$MICROCONV_DATA, then ~/.cache/microconv/emnist, else generated "
+                       "letters.")]
+DatasetOption = Annotated[str, typer.Option(
+    "--dataset", help="EMNIST split: letters (26 classes; the model has 26 outputs).")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object instead of tables.")]
+CheckpointArgument = Annotated[Path, typer.Argument(
+    help="A checkpoint (.npz) written by [bold]microconv train[/] or "
+         "[bold]microconv import-seed[/].", show_default=False)]
+DataFolderArgument = Annotated[Optional[Path], typer.Argument(
+    help="The data folder; default: $MICROCONV_DATA, then ~/.cache/microconv/emnist.",
+    show_default=False)]
+LimitOption = Annotated[Optional[int], typer.Option(
+    "--limit", min=1, help="Use only the first N images (quick trials).")]
+
+
+def _console():
+    return Console(highlight=False)
+
+
+def _print_json(value):
+    typer.echo(json.dumps(_plain(value), indent=2))
+
+
+def _plain(value):
+    """Make a value JSON-safe: NumPy numbers become Python ones, NaN becomes null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _percent(value):
+    return "-" if value is None or value != value else f"{value:.1%}"
+
+
+def _backend_options(device):
+    return {"device": device} if device else {}
+
+
+# --- train -------------------------------------------------------------------------------------
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    backend: BackendOption = Backend.numpy,
+    device: DeviceOption = None,
+    data_dir: DataDirOption = None,
+    dataset: DatasetOption = "letters",
+    epochs: Annotated[Optional[int], typer.Option(
+        min=1, help="Passes over the training set (with --max-minutes, whichever ends "
+                    "first).")] = 20,
+    max_minutes: Annotated[Optional[float], typer.Option(
+        help="Stop after this many minutes, then evaluate and save.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 64,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Learning rate (default: 0.002 for adam, 0.05 for sgd), "
+                                     "decayed to 0 on a cosine over the run.")] = None,
+    optimizer: Annotated[Optimizer, typer.Option(
+        case_sensitive=False, help="adam, or sgd with heavy-ball momentum.")] = Optimizer.adam,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+    augment: Annotated[bool, typer.Option(
+        help="Shift and speckle half of every batch (the seed's robustness test).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")
+    ] = 0,
+    limit: LimitOption = None,
+    out: Annotated[Path, typer.Option(
+        help="Checkpoint file, rewritten at every validation and at the end.")
+    ] = Path("microconv-letters.npz"),
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue from a checkpoint; its settings are kept unless given here.")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(
+        help="SQLite metrics database (see [bold]microconv report[/]).")] = None,
+    eval_every: Annotated[int, typer.Option(
+        min=1, help="Validate and save a checkpoint every N batches.")] = 100,
+    dashboard: Annotated[Optional[bool], typer.Option(
+        "--dashboard/--no-dashboard",
+        help="Live Rich dashboard; default: on when stdout is a terminal, otherwise one "
+             "plain line every few seconds.", show_default=False)] = None,
+):
+    """Train the letter reader and watch it learn on a live dashboard.
+
+    Uses EMNIST letters when found (--data-dir, $MICROCONV_DATA, the user cache), otherwise
+    generated letters, and says which. Ctrl-C saves a checkpoint and stops (exit code 130).
+    """
+    from microconv import training
+    from microconv.dashboard import LineReporter, LiveDashboard
+
+    settings = dict(backend=backend.value, device=device, data_dir=_str(data_dir),
+                    dataset=dataset, epochs=epochs, max_minutes=max_minutes,
+                    batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
+                    weight_decay=weight_decay, augment=augment, seed=seed, limit=limit,
+                    out=str(out), resume=_str(resume), metrics=_str(metrics),
+                    eval_every=eval_every)
+    if resume is not None:
+        # Keep the checkpoint's settings except those given on this command line.
+        given = {name: value for name, value in settings.items() if name != "resume"
+                 and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+        config = training.resume_config(resume, **given)
+    else:
+        config = training.TrainConfig(**settings)
+
+    console = _console()
+    use_dashboard = console.is_terminal if dashboard is None else dashboard
+    if use_dashboard:
+        reporter = LiveDashboard(console)
+    else:
+        note = ("(no dashboard: stdout is not a terminal; progress every 5 s)"
+                if dashboard is None else None)
+        reporter = LineReporter(note=note)
+    try:
+        final = training.train(config, reporter)
+    finally:
+        if use_dashboard:
+            reporter.close()
+    console.print(f"test accuracy [bold]{_percent(final.test_accuracy)}[/] (top-2 "
+                  f"{_percent(final.test_top2_accuracy)}); checkpoint saved to "
+                  f"[bold]{escape(str(final.checkpoint))}[/]")
+
+
+def _str(path):
+    return None if path is None else str(path)
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+def _test_split(data_dir, dataset, limit, header):
+    """The test images to evaluate on, and a sentence saying what they are."""
+    from microconv import training
+    from microconv.data import find_data_dir, generated_letters, load_emnist
+
+    folder = find_data_dir(_str(data_dir), dataset)
+    if folder is not None:
+        images, labels = load_emnist(folder, "test", dataset)
+        what = f"EMNIST {dataset} test split from {folder}"
+    else:
+        if dataset != "letters":
+            raise DataError(f"no EMNIST {dataset} files found; pass --data-dir")
+        # The same generated test letters a run without data trained against.
+        seed = int((header.get("config") or {}).get("seed", 0))
+        count = min(limit or training.GENERATED_TEST, training.GENERATED_TEST)
+        images, labels = generated_letters(count, seed + 1_000_003)
+        what = "generated letters (no EMNIST files found; pass --data-dir)"
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, what
+
+
+def _confusion_table(matrix, names):
+    """The confusion matrix with rows = true letter; the diagonal green, mistakes red."""
+    matrix = np.asarray(matrix)
+    table = Table(title="confusion matrix (row: true letter, column: letter read)",
+                  box=None, padding=(0, 0), show_edge=False, title_justify="left")
+    table.add_column("", style="bold", justify="right", width=2)
+    for name in names:
+        table.add_column(name, justify="right", width=4, header_style="bold")
+    worst = max(1, int((matrix - np.diag(np.diag(matrix))).max()))
+    for i, name in enumerate(names):
+        total = max(1, int(matrix[i].sum()))
+        cells = []
+        for j, count in enumerate(matrix[i]):
+            if count == 0:
+                cells.append(Text("·", style="dim"))
+            elif i == j:
+                share = count / total
+                cells.append(Text(str(count), style="bold green" if share >= 0.8 else "green"))
+            else:
+                style = "bold red" if count / worst > 0.5 else "red" if count / worst > 0.2 \
+                    else "yellow"
+                cells.append(Text(str(count), style=style))
+        table.add_row(name, *cells)
+    return table
+
+
+def _per_class_table(per_class):
+    table = Table(title="accuracy per letter", box=None, padding=(0, 1), title_justify="left")
+    names = list(per_class)
+    half = (len(names) + 1) // 2
+    for row_names in (names[:half], names[half:]):
+        table.add_row(*(Text(name, style="bold") for name in row_names))
+        cells = []
+        for name in row_names:
+            value = per_class[name]
+            style = "green" if value is not None and value >= 0.9 else \
+                "yellow" if value is not None and value >= 0.7 else "red"
+            cells.append(Text("-" if value is None else f"{value:.0%}", style=style))
+        table.add_row(*cells)
+    return table
+
+
+@app.command()
+def evaluate(
+    checkpoint: CheckpointArgument,
+    data_dir: DataDirOption = None,
+    backend: BackendOption = Backend.numpy,
+    device: DeviceOption = None,
+    dataset: DatasetOption = "letters",
+    limit: LimitOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the perturbed copy of the test set.")] = 0,
+    as_json: JsonOption = False,
+):
+    """How well a checkpoint reads the test letters.
+
+    Accuracy, top-2, accuracy on shifted and speckled copies, per-letter accuracy, the
+    confusion matrix and the most-confused pairs.
+    """
+    from microconv.checkpoint import load_checkpoint
+    from microconv.evaluate import evaluate as evaluate_classifier
+
+    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(device))
+    images, labels, what = _test_split(data_dir, dataset, limit, classifier.header)
+    names = classifier.header.get("class_names")
+    from microconv.data import class_names
+    names = names or class_names(dataset)
+    result = evaluate_classifier(classifier, images, labels, seed=seed, class_names=names)
+    result["checkpoint"] = str(checkpoint)
+    result["data"] = what
+    result["backend"] = classifier.model.backend.describe()
+    if as_json:
+        _print_json(result)
+        return
+    console = _console()
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("accuracy", _percent(result["accuracy"]))
+    summary.add_row("top-2 accuracy", _percent(result["top2_accuracy"]))
+    summary.add_row("perturbed accuracy", _percent(result["perturbed_accuracy"]))
+    summary.add_row("loss", f"{result['loss']:.4f}")
+    summary.add_row("test images", f"{result['count']:,}")
+    console.print(Panel(summary, title=escape(f"{checkpoint}"), subtitle=escape(what),
+                        expand=False))
+    console.print(_confusion_table(result["confusion"], names))
+    console.print(_per_class_table(result["per_class"]))
+    pairs = result["most_confused"]
+    if pairs:
+        console.print("most confused (true -> read): " + ", ".join(
+            f"[bold]{t}[/]->[bold]{p}[/] x{n}" for t, p, n in pairs))
+
+
+# --- predict -----------------------------------------------------------------------------------
+
+@app.command()
+def predict(
+    checkpoint: CheckpointArgument,
+    images: Annotated[list[Path], typer.Argument(
+        help="PNG or JPEG files: one letter, or a row of handwritten letters.",
+        show_default=False)],
+    annotate: Annotated[Optional[Path], typer.Option(
+        help="Write the picture with a box around each letter and the letter read "
+             "(one IMAGE only).")] = None,
+    backend: BackendOption = Backend.numpy,
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+):
+    """Read the handwritten letters in pictures; prints each letter with its top-3 guesses."""
+    from microconv import photo
+    from microconv.checkpoint import load_checkpoint
+    from microconv.viz import letter_art
+
+    if annotate is not None and len(images) != 1:
+        raise MicroconvError("--annotate writes one picture: give exactly one IMAGE")
+    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(device))
+    found = []
+    for path in images:
+        results = photo.read_letters(classifier, path)
+        found.append({"image": str(path), "text": "".join(r["letter"] for r in results),
+                      "letters": [{"box": list(r["box"]), "letter": r["letter"],
+                                   "top3": [[c, p] for c, p in r["top3"]]} for r in results]})
+        if annotate is not None:
+            photo.annotate(path, results, annotate)
+    if as_json:
+        _print_json({"checkpoint": str(checkpoint), "images": found,
+                     "annotated": _str(annotate)})
+        return
+    console = _console()
+    for path, entry in zip(images, found):
+        if not entry["letters"]:
+            console.print(f"{escape(str(path))}: [yellow]no letters found[/]")
+            continue
+        console.print(f"{escape(str(path))}: read [bold green]{escape(entry['text'])}[/]")
+        table = Table(box=None, padding=(0, 2))
+        table.add_column("#", justify="right")
+        table.add_column("letter", style="bold")
+        table.add_column("top-3")
+        table.add_column("box (left, top, right, bottom)", style="dim")
+        for i, letter in enumerate(entry["letters"], 1):
+            top3 = "  ".join(f"{c} {p:.0%}" for c, p in letter["top3"])
+            table.add_row(str(i), letter["letter"], top3, str(tuple(letter["box"])))
+        if len(entry["letters"]) == 1:
+            # One letter: also show it the way the network saw it.
+            gray = photo.read_image(path)
+            prepared = photo.letter_images(gray, photo.find_letter_details(gray))
+            console.print(Columns([Panel(letter_art(prepared[0]), title="as the network sees "
+                                         "it", expand=False), table]))
+        else:
+            console.print(table)
+    if annotate is not None:
+        console.print(f"annotated picture written to [bold]{escape(str(annotate))}[/]")
+
+
+# --- backends ----------------------------------------------------------------------------------
+
+def backend_report(device=None):
+    """Every backend with its availability, and every OpenCL device (for ``backends``)."""
+    from microconv import backends as registry
+    from microconv.errors import BackendError
+
+    entries = []
+    for name in registry.names():
+        reason = registry.unavailable_reason(name)
+        entry = {"name": name, "available": reason is None, "reason": reason,
+                 "description": None}
+        if reason is None and name != "opencl":
+            entry["description"] = registry.get(name).describe()
+        entries.append(entry)
+    opencl = {"devices": [], "error": None}
+    try:
+        import importlib
+        module = importlib.import_module("microconv.backends.ops_opencl")
+        opencl["devices"] = module.device_report(device)
+        chosen = [d for d in opencl["devices"] if d["chosen"]]
+        if chosen:
+            for entry in entries:
+                if entry["name"] == "opencl" and entry["available"]:
+                    entry["description"] = (f"{chosen[0]['device']} on {chosen[0]['platform']}"
+                                            f", driver {chosen[0]['driver']}")
+    except (BackendError, ImportError) as exc:
+        opencl["error"] = _one_line(exc)
+    return {"backends": entries, "opencl": opencl}
+
+
+@app.command()
+def backends(
+    device: DeviceOption = None,
+    as_json: JsonOption = False,
+):
+    """Which backends can run here, and why not.
+
+    Also lists every OpenCL platform and device with its type and driver, marking the one
+    that would be chosen.
+    """
+    report = backend_report(device)
+    if as_json:
+        _print_json(report)
+        return
+    console = _console()
+    table = Table(title="backends", title_justify="left")
+    table.add_column("backend", style="bold")
+    table.add_column("available")
+    table.add_column("device, or why not")
+    for entry in report["backends"]:
+        table.add_row(entry["name"], "[green]yes[/]" if entry["available"] else "[red]no[/]",
+                      escape(entry["description"] or entry["reason"] or ""))
+    console.print(table)
+    devices = report["opencl"]["devices"]
+    if devices:
+        cl_table = Table(title="OpenCL devices (--device P:D or a piece of the name)",
+                         title_justify="left")
+        for column in ("", "P:D", "platform", "device", "type", "driver"):
+            cl_table.add_column(column)
+        for d in devices:
+            cl_table.add_row("[green]chosen[/]" if d["chosen"] else "", d.get("index", ""),
+                             escape(d["platform"]), escape(d["device"]), d["type"],
+                             escape(d["driver"]))
+        console.print(cl_table)
+    elif report["opencl"]["error"]:
+        console.print(f"[dim]OpenCL: {escape(report['opencl']['error'])}[/]")
+
+
+# --- bench -------------------------------------------------------------------------------------
+
+@app.command()
+def bench(
+    backend: Annotated[Optional[list[Backend]], typer.Option(
+        "--backend", "-b", case_sensitive=False,
+        help="Backend to measure; repeat for several (default: numpy).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 64,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="Limit the BLAS (and PyTorch) thread pools.")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per measurement.")] = 5,
+    compare_torch: Annotated[bool, typer.Option(
+        help="Also time the same model in PyTorch, if it is installed.")] = False,
+    profile: Annotated[bool, typer.Option(
+        help="Also show where one training step spends its time, per op.")] = False,
+    as_json: JsonOption = False,
+):
+    """Training and inference speed in images per second, per backend."""
+    from microconv.bench import profile_step, render_bench, render_profile, run_bench
+
+    names = [b.value for b in backend] if backend else ["numpy"]
+    result = run_bench(names, batch_size=batch_size, threads=threads, runs=runs,
+                       compare_torch=compare_torch)
+    rows = None
+    if profile:
+        rows = {name: profile_step(name, batch_size=batch_size)
+                for name in result["backends"] if name != "python"}
+        result["profile"] = {name: [{"op": op, "forward_ms": f, "backward_ms": b}
+                                    for op, f, b in r] for name, r in rows.items()}
+    if as_json:
+        _print_json(result)
+        return
+    console = _console()
+    console.print(render_bench(result))
+    for name, r in (rows or {}).items():
+        console.print(render_profile(name, r))
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def _data_folder(folder, dataset="letters"):
+    from microconv.data import default_cache_dir, find_data_dir
+
+    found = find_data_dir(_str(folder), dataset)
+    if found is None:
+        raise DataError(f"no EMNIST {dataset} files found in $MICROCONV_DATA or "
+                        f"{default_cache_dir()}; pass a folder or run 'microconv data download'")
+    return found
+
+
+def _sample_letters(folder, dataset, count):
+    """One test image for each of the first ``count`` classes, drawn as half-block art."""
+    from microconv.data import class_names, load_emnist
+    from microconv.viz import letter_art
+
+    images, labels = load_emnist(folder, "test", dataset)
+    names = class_names(dataset)
+    panels = []
+    for label in range(min(count, len(names))):
+        where = np.flatnonzero(labels == label)
+        if len(where):
+            panels.append(Panel(letter_art(images[where[0]]), title=names[label], expand=False))
+    return panels
+
+
+@data_app.command("info")
+def data_info(
+    folder: DataFolderArgument = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Only this EMNIST split (default: every split present).")] = None,
+    samples: Annotated[int, typer.Option(
+        min=0, help="Letters drawn in the terminal.")] = 4,
+    as_json: JsonOption = False,
+):
+    """What a data folder holds: images per class, an orientation check, a few letters."""
+    from microconv.data import describe_data_dir
+
+    folder = _data_folder(folder, dataset or "letters") if folder is None else folder
+    info = describe_data_dir(folder, dataset)
+    if as_json:
+        _print_json(info)
+        return
+    console = _console()
+    for name, entry in info["datasets"].items():
+        table = Table(title=f"EMNIST {name} in {escape(str(folder))}", title_justify="left")
+        table.add_column("split", style="bold")
+        table.add_column("images", justify="right")
+        table.add_column("per class (min-max)", justify="right")
+        table.add_column("orientation")
+        for split, s in entry["splits"].items():
+            if s.get("missing"):
+                table.add_row(split, "[red]missing[/]", "", "")
+                continue
+            counts = list(s["per_class"].values())
+            table.add_row(split, f"{s['count']:,}", f"{min(counts):,}-{max(counts):,}",
+                          f"{s['orientation']} (vertical-stroke ratio "
+                          f"{s['vertical_stroke_ratio']})")
+        console.print(table)
+        test = entry["splits"].get("test", {})
+        if test and not test.get("missing"):
+            counts = Table(box=None, padding=(0, 1), title="test images per class",
+                           title_justify="left")
+            names = list(test["per_class"])
+            half = (len(names) + 1) // 2
+            for part in (names[:half], names[half:]):
+                counts.add_row(*(Text(n, style="bold") for n in part))
+                counts.add_row(*(str(test["per_class"][n]) for n in part))
+            console.print(counts)
+            if samples:
+                console.print(Columns(_sample_letters(folder, name, samples)))
+
+
+@data_app.command("verify")
+def data_verify(
+    folder: DataFolderArgument = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Only this EMNIST split (default: every split present).")] = None,
+    as_json: JsonOption = False,
+):
+    """Check every EMNIST file: structure, sizes and SHA-256 against known files."""
+    from microconv.data import verify_data_dir
+
+    folder = _data_folder(folder, dataset or "letters") if folder is None else folder
+    result = verify_data_dir(folder, dataset)
+    if as_json:
+        _print_json(result)
+    else:
+        table = Table(title=f"files in {escape(str(folder))}", title_justify="left")
+        table.add_column("file", style="bold")
+        table.add_column("bytes", justify="right")
+        table.add_column("sha256")
+        table.add_column("check")
+        for f in result["files"]:
+            check = "[green]ok[/]" if f["ok"] else f"[red]{escape(f['problem'] or 'bad')}[/]"
+            if f.get("known"):
+                check += " [dim](known file)[/]"
+            table.add_row(escape(f["name"]), f"{f.get('size', 0):,}",
+                          (f.get("sha256") or "")[:16], check)
+        _console().print(table)
+    if not result["ok"]:
+        bad = sum(not f["ok"] for f in result["files"])
+        raise DataError(f"{bad} of {len(result['files'])} files in {folder} failed the check")
+
+
+@data_app.command("download")
+def data_download(
+    dest: Annotated[Optional[Path], typer.Argument(
+        help="Where to put the files (default: ~/.cache/microconv/emnist).",
+        show_default=False)] = None,
+    url: Annotated[Optional[str], typer.Option(
+        help="Archive to fetch instead of NIST's gzip.zip (also file:// URLs).")] = None,
+    sha256: Annotated[Optional[str], typer.Option(
+        help="Expected SHA-256 of the archive.")] = None,
+    as_json: JsonOption = False,
+):
+    """Download EMNIST and unpack the letters files.
+
+    The archive is about 560 MB; an interrupted download resumes, and the archive is
+    checksummed before anything is unpacked.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from microconv import download
+    from microconv.data import default_cache_dir
+
+    dest = dest or default_cache_dir()
+    url = url or download.OFFICIAL_URL
+    console = _console()
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=as_json or not console.is_terminal) as bar:
+        task = bar.add_task("download", total=None)
+
+        def progress(done, total):
+            bar.update(task, completed=done, total=total)
+
+        result = download.download_emnist(dest, url=url, progress=progress,
+                                          expected_sha256=sha256)
+    if as_json:
+        _print_json(result)
+    elif result.get("already_present"):
+        console.print(f"the letters are already in [bold]{escape(str(dest))}[/]")
+    else:
+        console.print(f"unpacked {len(result['files'])} files into "
+                      f"[bold]{escape(str(dest))}[/] (archive sha256 {result['archive_sha256']})")
+
+
+# --- report, graph, import-seed ----------------------------------------------------------------
+
+@app.command()
+def report(
+    database: Annotated[Path, typer.Argument(
+        help="The SQLite file written by [bold]microconv train --metrics[/].",
+        show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG charts.")] = Path("report"),
+    run: Annotated[Optional[int], typer.Option(help="Run id (default: the latest).")] = None,
+):
+    """PNG charts of a training run from its metrics database.
+
+    Loss and accuracy over time, and the test confusion matrix as a heatmap. Needs
+    matplotlib: pip install 'microconv\\[report]'.
+    """
+    from microconv.report import write_report
+
+    written = write_report(database, out, run_id=run)
+    console = _console()
+    for path in written:
+        console.print(f"wrote [bold]{escape(str(path))}[/]")
+
+
+@app.command()
+def graph(
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size of the input node.")] = 1,
+    training: Annotated[bool, typer.Option(
+        "--train/--inference", help="Include the loss (the graph training differentiates).")
+    ] = False,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Write the dot text to a file instead of stdout.")] = None,
+):
+    """The model's graph as Graphviz dot text, nodes labelled with op and shape.
+
+    Try: microconv graph | dot -Tsvg > graph.svg
+    """
+    from microconv.viz import model_graph_dot
+
+    text = model_graph_dot(batch_size=batch_size, train=training)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        _console().print(f"wrote [bold]{escape(str(out))}[/]")
+
+
+@app.command("import-seed")
+def import_seed(
+    state: Annotated[Path, typer.Argument(
+        help="A hello-dl .state file (legacy or HEAD layout).", show_default=False)],
+    out: Annotated[Path, typer.Option(help="The checkpoint to write.")
+    ] = Path("seed-letters.npz"),
+    as_json: JsonOption = False,
+):
+    """Convert the seed's (hello-dl) trained weights into a microconv checkpoint."""
+    from microconv.seed import import_seed as convert
+
+    summary = convert(state, out)
+    if as_json:
+        _print_json(summary)
+        return
+    console = _console()
+    console.print(f"wrote [bold]{escape(str(out))}[/] from {escape(str(state))} "
+                  f"({summary['layout']} layout, {summary['parameters']:,} parameters)")
+    if summary.get("caveat"):
+        console.print(f"[yellow]note: {escape(summary['caveat'])}[/]")
+
+
+def main():
+    """The console-script entry point."""
+    app(prog_name="microconv")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
