@@ -303,7 +303,8 @@ def _confusion_table(matrix, names):
 
 
 def _per_class_table(per_class):
-    table = Table(title="accuracy per letter", box=None, padding=(0, 1), title_justify="left")
+    table = Table(title="accuracy per letter", box=None, padding=(0, 1), title_justify="left",
+                  show_header=False)
     names = list(per_class)
     half = (len(names) + 1) // 2
     for row_names in (names[:half], names[half:]):
@@ -358,8 +359,8 @@ def evaluate(
     summary.add_row("perturbed accuracy", _percent(result["perturbed_accuracy"]))
     summary.add_row("loss", f"{result['loss']:.4f}")
     summary.add_row("test images", f"{result['count']:,}")
-    console.print(Panel(summary, title=escape(f"{checkpoint}"), subtitle=escape(what),
-                        expand=False))
+    console.print(Panel(summary, title=escape(f"{checkpoint}"), expand=False))
+    console.print(f"[dim]on {escape(what)}, backend {escape(result['backend'])}[/]")
     console.print(_confusion_table(result["confusion"], names))
     console.print(_per_class_table(result["per_class"]))
     pairs = result["most_confused"]
@@ -599,7 +600,7 @@ def data_info(
         test = entry["splits"].get("test", {})
         if test and not test.get("missing"):
             counts = Table(box=None, padding=(0, 1), title="test images per class",
-                           title_justify="left")
+                           title_justify="left", show_header=False)
             names = list(test["per_class"])
             half = (len(names) + 1) // 2
             for part in (names[:half], names[half:]):

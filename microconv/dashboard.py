@@ -214,12 +214,12 @@ def render_header(state):
 
 
 def render_metrics(state):
-    table = Table(box=box.SIMPLE_HEAD, expand=True, show_edge=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = Table(box=None, expand=True, show_header=False, padding=(0, 1))
+    table.add_column("metric", no_wrap=True, overflow="ellipsis")
+    table.add_column("value", justify="right", no_wrap=True)
     v = state.validation
-    table.add_row("train loss (last 50 batches)", _number(state.running_loss()))
-    table.add_row("train accuracy (last 50)", _percent(state.running_accuracy()))
+    table.add_row("train loss (running)", _number(state.running_loss()))
+    table.add_row("train accuracy (running)", _percent(state.running_accuracy()))
     table.add_row("validation accuracy", _percent(v.accuracy if v else None))
     table.add_row("validation top-2", _percent(v.top2_accuracy if v else None))
     table.add_row("validation loss", _number(v.loss if v else None))
@@ -299,10 +299,10 @@ def render_dashboard(state, progress=None):
     )
     left = Layout(name="left")
     left.split_column(
-        Layout(Panel(render_metrics(state), title="metrics"), name="metrics", size=11),
+        Layout(Panel(render_metrics(state), title="metrics"), name="metrics", size=9),
         Layout(Panel(Sparkline(state.losses), title="train loss over the run"),
                name="loss", size=3),
-        Layout(render_confusions(state), name="confused", size=4),
+        Layout(render_confusions(state), name="confused", size=6),
     )
     layout["body"].split_row(left, Layout(render_letter(state), name="letter",
                                           size=LETTER_PANEL_WIDTH))
@@ -464,8 +464,10 @@ class LineReporter(Reporter):
                     f"loss {record.loss:.4f}" + (f"; most confused {pairs}" if pairs else ""))
 
     def on_checkpoint(self, record):
+        previous = self.state.checkpoint
         self.state.add_checkpoint(record)
-        self._print(f"checkpoint {record.path} (step {record.step})")
+        if previous is None or (previous.path, previous.step) != (record.path, record.step):
+            self._print(f"checkpoint {record.path} (step {record.step})")
 
     def on_warning(self, message):
         self._print(f"warning: {message}")
