@@ -1,0 +1,535 @@
+"""Throughput benchmarks users can trust: what is timed, how often, and on which BLAS kernel.
+
+One training step is exactly what training does: assign a preprocessed batch and its one-hot
+labels, forward and backward through the full ConvoAlphabetModel, read the loss, and take an
+SGD step (momentum 0.9). Inference is the same model without the loss, at batch 256, with the
+log-probabilities copied back to the host. Each backend is warmed up first (graph built,
+buffers allocated, caches filled), then timed over ``runs`` runs of several steps; we report
+the median run and the fastest and slowest ones.
+
+PyTorch, when it happens to be importable, runs the same architecture with the same weights,
+batch, thread count and optimiser in the same process, so the ratios compare like with like.
+It is never a dependency: without it the result says why there is no comparison.
+
+The BLAS library decides most of the speed, so the result names it (through threadpoolctl,
+which is optional: without it the kernel is reported as 'unknown').
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from microconv import backends as backend_registry
+from microconv import ops
+from microconv.errors import MicroconvError
+from microconv.nn import ConvoAlphabetModel
+from microconv.optim import SGD
+from microconv.preprocess import Preprocessing
+from microconv.tensor import Tensor
+
+INFER_BATCH_SIZE = 256
+LEARNING_RATE = 0.01
+MOMENTUM = 0.9
+MIN_RUN_SECONDS = 0.3          # a timed run repeats steps until it lasts about this long
+DATA_POOL_BATCHES = 4          # distinct batches cycled through, so no step sees cached input
+
+
+# --- the machine and its BLAS --------------------------------------------------------------
+
+def machine_info():
+    """CPU, core count, Python and NumPy versions, and the BLAS-related environment."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "env": {name: os.environ.get(name) for name in
+                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                 "OMP_NUM_THREADS")},
+    }
+
+
+def blas_info():
+    """The BLAS libraries loaded in this process, or 'unknown' without threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "unknown"
+    keys = ("internal_api", "version", "architecture", "num_threads", "threading_layer")
+    found = []
+    for lib in threadpoolctl.threadpool_info():
+        if lib.get("user_api") == "blas":
+            entry = {key: lib.get(key, "unknown") for key in keys}
+            entry["library"] = os.path.basename(lib.get("filepath", ""))
+            found.append(entry)
+    return found or "unknown"
+
+
+@contextlib.contextmanager
+def blas_threads(threads):
+    """Limit the BLAS thread pools to ``threads`` inside the block (no limit for None)."""
+    if threads is None:
+        yield
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise MicroconvError(f"bench: threads must be a positive integer, got {threads!r}")
+    try:
+        import threadpoolctl
+    except ImportError:
+        raise MicroconvError("bench: limiting threads needs threadpoolctl "
+                             "(pip install threadpoolctl)") from None
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+        yield
+
+
+def _blas_thread_count(blas):
+    if isinstance(blas, list) and blas:
+        return blas[0]["num_threads"]
+    return os.cpu_count()
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+def _timed_runs(step, images_per_step, runs, warmup, sync=lambda: None, min_seconds=None):
+    """Warm up, then time ``runs`` runs of equal step counts; throughput summary in images/s."""
+    min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    step()
+    sync()
+    one_step = max(time.perf_counter() - start, 1e-9)
+    steps = max(1, math.ceil(min_seconds / one_step)) if min_seconds > 0 else 1
+    rates = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        rates.append(steps * images_per_step / (time.perf_counter() - start))
+    median = statistics.median(rates)
+    return {
+        "batch_size": images_per_step,
+        "steps_per_run": steps,
+        "runs_images_per_s": rates,
+        "median": median,
+        "min": min(rates),
+        "max": max(rates),
+        "ms_per_step": 1000.0 * images_per_step / median,
+        "seconds_per_image": 1.0 / median,
+    }
+
+
+def random_batches(count, batch_size, seed=0, classes=ConvoAlphabetModel.classes):
+    """``count`` batches of random uint8 letters, preprocessed like real ones, with labels."""
+    rng = np.random.default_rng(seed)
+    prep = Preprocessing()
+    batches = []
+    for _ in range(count):
+        images = rng.integers(0, 256, size=(batch_size, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, classes, size=batch_size)
+        batches.append((prep.apply(images), labels))
+    return batches
+
+
+class TrainingStep:
+    """One microconv training step on a fixed graph, fed new batches through leaf assignment."""
+
+    def __init__(self, backend, batch_size, seed=0, dtype="float32"):
+        self.model = ConvoAlphabetModel(backend, dtype=dtype, seed=seed)
+        be = self.model.backend
+        classes = self.model.classes
+        self.x = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=dtype), be)
+        self.target = Tensor.leaf(np.zeros((batch_size, classes), dtype=dtype), be)
+        self.logp = self.model(self.x, train=True)
+        self.loss = ops.nll_loss(self.logp, self.target)
+        self.optimizer = SGD(self.model.named_parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+        self.classes = classes
+        self.dtype = dtype
+
+    def __call__(self, images, labels):
+        self.x.assign(images)
+        self.target.assign(ops.one_hot(labels, self.classes, self.dtype))
+        self.loss.backward()
+        loss = self.loss.item()
+        self.optimizer.step()
+        return loss
+
+    def sync(self):
+        """Wait for the device: read back one parameter the last update wrote."""
+        self.model.fc3.bias.numpy()
+
+
+class InferenceStep:
+    def __init__(self, model, batch_size):
+        be = model.backend
+        self.x = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype), be)
+        self.logp = model(self.x, train=False)
+
+    def __call__(self, images):
+        self.x.assign(images)
+        return self.logp.numpy()
+
+
+def _cycle(items):
+    index = 0
+
+    def take():
+        nonlocal index
+        item = items[index % len(items)]
+        index += 1
+        return item
+    return take
+
+
+def bench_backend(name, batch_size, infer_batch_size, runs, warmup=2, seed=0,
+                  min_seconds=None):
+    """Training and inference throughput of one microconv backend."""
+    be = backend_registry.get(name)
+    train = TrainingStep(be, batch_size, seed=seed)
+    train_data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
+    train_summary = _timed_runs(lambda: train(*train_data()), batch_size, runs, warmup,
+                                train.sync, min_seconds)
+    infer = InferenceStep(train.model, infer_batch_size)
+    infer_data = _cycle(random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1))
+    infer_summary = _timed_runs(lambda: infer(infer_data()[0]), infer_batch_size, runs, warmup,
+                                min_seconds=min_seconds)
+    return {
+        "device": be.describe(),
+        "train_images_per_s": train_summary["median"],
+        "infer_images_per_s": infer_summary["median"],
+        "train": train_summary,
+        "infer": infer_summary,
+    }
+
+
+# --- PyTorch, when it happens to be installed -----------------------------------------------
+
+def torch_model(torch, weights=None):
+    """The ConvoAlphabetModel in PyTorch layers, optionally with microconv's weights."""
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
+        nn.Conv2d(32, 64, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
+        nn.Conv2d(64, 128, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
+        nn.Flatten(),
+        nn.Linear(512, 64), nn.GELU(),
+        nn.Linear(64, 128), nn.GELU(),
+        nn.Linear(128, 26), nn.LogSoftmax(dim=1),
+    )
+    if weights is not None:
+        layer_index = {"c1": 0, "c2": 3, "c3": 6, "fc1": 10, "fc2": 12, "fc3": 14}
+        state = {}
+        for name, array in weights.items():
+            layer, kind = name.split(".")
+            state[f"{layer_index[layer]}.{kind}"] = torch.from_numpy(np.array(array))
+        model.load_state_dict(state)
+    return model
+
+
+def bench_torch(batch_size, infer_batch_size, threads, runs, warmup=2, seed=0, min_seconds=None):
+    """The same model, batch, threads and optimiser in PyTorch; or why that cannot run."""
+    try:
+        import torch
+    except ImportError as exc:
+        return {"available": False, "reason": f"PyTorch is not importable ({exc})"}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        weights = ConvoAlphabetModel("numpy", seed=seed).state_dict()
+        model = torch_model(torch, weights)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+        train_data = _cycle([(torch.from_numpy(x), torch.from_numpy(y))
+                             for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
+
+        def train_step():
+            x, y = train_data()
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.nll_loss(model(x), y)
+            loss.backward()
+            loss_value = loss.item()
+            optimizer.step()
+            return loss_value
+
+        infer_data = _cycle([torch.from_numpy(x) for x, _ in
+                             random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
+
+        def infer_step():
+            with torch.inference_mode():
+                return model(infer_data()).numpy()
+
+        train_summary = _timed_runs(train_step, batch_size, runs, warmup, min_seconds=min_seconds)
+        infer_summary = _timed_runs(infer_step, infer_batch_size, runs, warmup,
+                                    min_seconds=min_seconds)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {
+        "available": True,
+        "version": torch.__version__,
+        "threads": threads,
+        "device": f"PyTorch {torch.__version__} on the CPU",
+        "train_images_per_s": train_summary["median"],
+        "infer_images_per_s": infer_summary["median"],
+        "train": train_summary,
+        "infer": infer_summary,
+    }
+
+
+# --- the whole benchmark ------------------------------------------------------------------
+
+def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_torch=False,
+              python_images=1, infer_batch_size=INFER_BATCH_SIZE, warmup=2, seed=0,
+              min_run_seconds=None):
+    """Measure training and inference throughput; returns a JSON-able dict.
+
+    ``backends``: microconv backend names (unavailable ones are listed under ``skipped``
+    with the reason). The python backend trains and infers on ``python_images`` images per
+    step, one warm-up step, since it needs seconds per image. ``threads`` limits the BLAS
+    thread pools (and PyTorch's) for the whole run. ``min_run_seconds`` is how long each
+    timed run lasts at least (0: one step per run, for tests).
+    """
+    backends = list(backends)
+    for value, what in ((batch_size, "batch_size"), (runs, "runs"),
+                        (python_images, "python_images"), (infer_batch_size, "infer_batch_size")):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MicroconvError(f"bench: {what} must be a positive integer, got {value!r}")
+    known = backend_registry.names()
+    for name in backends:
+        if name not in known:
+            raise MicroconvError(f"bench: unknown backend '{name}'; known: {', '.join(known)}")
+
+    result = {
+        "batch_size": batch_size,
+        "infer_batch_size": infer_batch_size,
+        "runs": runs,
+        "threads_requested": threads,
+        "machine": machine_info(),
+        "backends": {},
+        "skipped": {},
+    }
+    with blas_threads(threads):
+        blas = blas_info()
+        used_threads = threads if threads is not None else _blas_thread_count(blas)
+        result["blas"] = blas
+        result["threads"] = used_threads
+        for name in backends:
+            reason = backend_registry.unavailable_reason(name)
+            if reason is not None:
+                result["skipped"][name] = reason
+                continue
+            if name == "python":
+                entry = bench_backend(name, python_images, python_images, runs, warmup=1,
+                                      seed=seed, min_seconds=0)
+            else:
+                entry = bench_backend(name, batch_size, infer_batch_size, runs, warmup=warmup,
+                                      seed=seed, min_seconds=min_run_seconds)
+            result["backends"][name] = entry
+        if compare_torch:
+            result["torch"] = bench_torch(batch_size, infer_batch_size, used_threads, runs,
+                                          warmup=warmup, seed=seed, min_seconds=min_run_seconds)
+            if result["torch"]["available"]:
+                torch_entry = result["torch"]
+                result["ratios_to_torch"] = {
+                    name: {"train": entry["train_images_per_s"] / torch_entry["train_images_per_s"],
+                           "infer": entry["infer_images_per_s"] / torch_entry["infer_images_per_s"]}
+                    for name, entry in result["backends"].items()
+                }
+    return result
+
+
+# --- where the time goes --------------------------------------------------------------------
+
+class _TimedBackend:
+    """Wraps a backend so that every primitive call adds its wall time to a table.
+
+    Time is booked under the current ``phase`` ('forward' or 'backward'); the optimiser update
+    is booked under 'backward'. A backend that computes asynchronously may offer ``finish()``;
+    it is called after every primitive so that the time lands on the primitive that caused it.
+    """
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.name = inner.name
+        self.phase = "forward"
+        self.times = {}
+        self._finish = getattr(inner, "finish", None)
+        from microconv.backends.base import PRIMITIVES
+        for primitive in PRIMITIVES:
+            setattr(self, primitive, self._timed(primitive, getattr(inner, primitive)))
+
+    def _timed(self, primitive, method):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            out = method(*args, **kwargs)
+            if self._finish is not None:
+                self._finish()
+            key = (primitive, self.phase)
+            self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - start
+            return out
+        return call
+
+    def describe(self):
+        return self._inner.describe()
+
+    def __getattr__(self, attribute):
+        return getattr(self._inner, attribute)
+
+
+def _op_of(primitive):
+    """The model-level op a primitive serves: conv2d_backward belongs to conv2d."""
+    return primitive[:-len("_backward")] if primitive.endswith("_backward") else primitive
+
+
+def profile_step(backend="numpy", batch_size=64, steps=5, seed=0):
+    """Per-op time of one training step: a list of (op name, forward ms, backward ms).
+
+    Averages ``steps`` steps after one warm-up step. The backward column includes the
+    optimiser update (op 'sgd_update'). The last row, 'engine (Python)', is the step's wall
+    time not spent inside any primitive: graph walking, stamps, assignment, bookkeeping.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise MicroconvError(f"profile: steps must be a positive integer, got {steps!r}")
+    inner = backend_registry.get(backend) if isinstance(backend, str) else backend
+    timed = _TimedBackend(inner)
+    train = TrainingStep(timed, batch_size, seed=seed)
+    data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
+    wall = {"forward": 0.0, "backward": 0.0}
+
+    def one_step():
+        images, labels = data()
+        start = time.perf_counter()
+        timed.phase = "forward"
+        train.x.assign(images)
+        train.target.assign(ops.one_hot(labels, train.classes, train.dtype))
+        train.loss.realize()
+        middle = time.perf_counter()
+        timed.phase = "backward"
+        train.loss.backward()
+        train.loss.item()
+        train.optimizer.step()
+        train.sync()
+        end = time.perf_counter()
+        wall["forward"] += middle - start
+        wall["backward"] += end - middle
+
+    one_step()
+    timed.times.clear()
+    wall.update(forward=0.0, backward=0.0)
+    for _ in range(steps):
+        one_step()
+
+    table = {}
+    for (primitive, phase), seconds in timed.times.items():
+        row = table.setdefault(_op_of(primitive), {"forward": 0.0, "backward": 0.0})
+        row[phase] += seconds
+    rows = [(op, 1000.0 * t["forward"] / steps, 1000.0 * t["backward"] / steps)
+            for op, t in table.items()]
+    rows.sort(key=lambda row: row[1] + row[2], reverse=True)
+    in_primitives = {phase: sum(s for (_, p), s in timed.times.items() if p == phase)
+                     for phase in ("forward", "backward")}
+    rows.append(("engine (Python)",
+                 1000.0 * max(0.0, wall["forward"] - in_primitives["forward"]) / steps,
+                 1000.0 * max(0.0, wall["backward"] - in_primitives["backward"]) / steps))
+    return rows
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+def _blas_line(blas):
+    if not isinstance(blas, list):
+        return "BLAS: unknown (install threadpoolctl to see the kernel)"
+    return "; ".join(f"BLAS: {b['internal_api']} {b['version']}, kernel {b['architecture']}, "
+                     f"{b['num_threads']} threads" for b in blas)
+
+
+def _rate_cell(summary):
+    return f"{summary['median']:,.0f} ({summary['min']:,.0f}-{summary['max']:,.0f})"
+
+
+def render_bench(result):
+    """A Rich renderable: one table row per backend (and PyTorch), plus machine and BLAS."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    ratios = result.get("ratios_to_torch", {})
+    table = Table(title=f"Training (batch {result['batch_size']}) and inference "
+                        f"(batch {result['infer_batch_size']}), images/s: median (min-max) "
+                        f"of {result['runs']} runs")
+    table.add_column("backend")
+    table.add_column("train img/s", justify="right")
+    table.add_column("ms/step", justify="right")
+    table.add_column("infer img/s", justify="right")
+    if ratios:
+        table.add_column("train vs torch", justify="right")
+        table.add_column("infer vs torch", justify="right")
+    for name, entry in result["backends"].items():
+        label = name
+        if entry["train"]["batch_size"] != result["batch_size"]:
+            label += f" ({entry['train']['batch_size']} img/step)"
+        row = [label, _rate_cell(entry["train"]), f"{entry['train']['ms_per_step']:,.1f}",
+               _rate_cell(entry["infer"])]
+        if ratios:
+            row += [f"{ratios[name]['train']:.2f}x", f"{ratios[name]['infer']:.2f}x"]
+        table.add_row(*row)
+    torch_entry = result.get("torch")
+    if torch_entry and torch_entry["available"]:
+        row = [f"torch {torch_entry['version']}", _rate_cell(torch_entry["train"]),
+               f"{torch_entry['train']['ms_per_step']:,.1f}", _rate_cell(torch_entry["infer"])]
+        if ratios:
+            row += ["1.00x", "1.00x"]
+        table.add_row(*row)
+
+    notes = []
+    for name, entry in result["backends"].items():
+        if entry["train"]["batch_size"] != result["batch_size"]:
+            notes.append(f"{name}: {entry['train']['seconds_per_image']:.2f} s per image "
+                         f"training, {entry['infer']['seconds_per_image']:.2f} s inference")
+    for name, reason in result["skipped"].items():
+        notes.append(f"{name}: skipped, {reason}")
+    if torch_entry and not torch_entry["available"]:
+        notes.append(f"torch: no comparison, {torch_entry['reason']}")
+    machine = result["machine"]
+    notes.append(f"{machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, "
+                 f"NumPy {machine['numpy']}; {result['threads']} threads")
+    notes.append(_blas_line(result["blas"]))
+    coretype = machine["env"].get("OPENBLAS_CORETYPE")
+    if coretype:
+        notes.append(f"OPENBLAS_CORETYPE={coretype} is set; it may force a slower kernel "
+                     f"(run with env -u OPENBLAS_CORETYPE to compare)")
+    return Group(table, *(Text(note, style="dim") for note in notes))
+
+
+def render_profile(backend, rows):
+    """A Rich table of ``profile_step`` rows, slowest first, with the share of the step."""
+    from rich.table import Table
+
+    total = sum(f + b for _, f, b in rows) or 1.0
+    table = Table(title=f"One training step on {backend}, ms (backward includes the update)")
+    table.add_column("op")
+    table.add_column("forward", justify="right")
+    table.add_column("backward", justify="right")
+    table.add_column("share", justify="right")
+    for op, forward, backward in rows:
+        table.add_row(op, f"{forward:.2f}", f"{backward:.2f}",
+                      f"{100 * (forward + backward) / total:.0f}%")
+    table.add_row("total", f"{sum(f for _, f, _ in rows):.2f}",
+                  f"{sum(b for _, _, b in rows):.2f}", "100%", style="bold")
+    return table
