@@ -267,6 +267,7 @@ class _Run:
         self.step = 0
         self.epoch = 1
         self.batch_in_epoch = 0          # batches of self.epoch already done
+        self.warnings = []               # found during setup, reported after on_start
 
     def elapsed(self):
         return self.elapsed_before + time.perf_counter() - self.started
@@ -314,6 +315,10 @@ class _Run:
         self.optimizer.load_state_dict({"steps": header.get("optimizer_steps", 0),
                                         "arrays": optim_arrays})
         self.preprocessing = Preprocessing.from_json(header.get("preprocessing") or {})
+        before = (header.get("dataset") or {}).get("description")
+        if before and before != self.data.description:
+            self.warnings.append(f"resuming a run trained on {before}; now training on "
+                                 f"{self.data.description}")
         progress = header.get("progress") or {}
         self.step = int(progress.get("step", 0))
         self.epoch = int(progress.get("epoch", 1))
@@ -387,6 +392,7 @@ class _Run:
 
     def one_step(self, indices):
         config = self.config
+        tick = time.perf_counter()
         rng = step_rng(config.seed, self.step + 1)
         images = self.data.train_images[indices]
         if config.augment:
@@ -397,7 +403,6 @@ class _Run:
         self.model.drop.resample(rng)
         lr = learning_rate(config, self.step + 1, self.total_batches)
         self.optimizer.lr = lr
-        tick = time.perf_counter()
         self.loss.backward()
         loss = float(self.loss.numpy())
         bad = None if math.isfinite(loss) else first_bad_gradient(self.model) or "the loss"
@@ -487,6 +492,8 @@ def _train(config, reporter):
         validation_size=len(run.validation), test_size=len(run.data.test_images),
         dataset=run.data.description, config=asdict(config),
         batches_per_epoch=run.batches_per_epoch, total_batches=run.total_batches))
+    for message in run.warnings:
+        reporter.on_warning(message)
     run.build_graph()
 
     def ending(**fields):

@@ -164,3 +164,15 @@ def test_metrics_database_is_written_by_train(tmp_path):
     assert run["run"]["status"] == "finished" and len(run["batches"]) == 4
     assert [v["step"] for v in run["validations"]] == [3, 4]
     assert run["evaluation"]["count"] == 64
+
+
+def test_resuming_on_other_data_warns(tmp_path):
+    train(small(tmp_path, epochs=1))
+    warnings = []
+
+    class Warned(Recorder):
+        def on_warning(self, message):
+            warnings.append(message)
+
+    train(small(tmp_path, epochs=2, limit=48, resume=str(tmp_path / "run.npz")), Warned())
+    assert len(warnings) == 1 and "64 training" in warnings[0] and "48 training" in warnings[0]
