@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
+    KINK_GAP,
+    POOL_SPACING,
     arrays,
+    cnn_case,
     conv_case,
     distinct_values,
     dropout_case,
@@ -31,6 +34,7 @@ from strategies import (
 from tolerance import assert_close
 
 import microconv as mc
+from microconv.optim import SGD
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -198,3 +202,65 @@ def test_pool_then_gelu_then_flatten(x, seed):
     def build(a):
         return mc.log_softmax(mc.flatten(mc.gelu(mc.max_pool2d(a, 2))))
     check_agree(build, [x], seed, terms=x.size, magnitude=float(np.abs(x).max()) + 4)
+
+
+# --- a whole small model ------------------------------------------------------------------
+
+@given(cnn_case())
+def test_small_cnn_loss_gradients_and_one_sgd_step(case):
+    """The same tiny CNN from the same numbers: loss, every parameter gradient, and the
+    parameters after one SGD step agree between the backends."""
+    names = ["w", "b", "fw", "fb"]
+    results = {}
+    for backend, dtype in (("python", "float64"), ("numpy", "float32")):
+        x = mc.tensor(case["x"].astype(np.float32), backend=backend, dtype=dtype)
+        params = {n: mc.tensor(case[n].astype(np.float32), backend=backend, dtype=dtype,
+                               requires_grad=True) for n in names}
+        hidden = mc.gelu(mc.max_pool2d(mc.conv2d(x, params["w"], params["b"]), 2))
+        logp = mc.log_softmax(mc.linear(mc.flatten(hidden), params["fw"], params["fb"]))
+        loss = mc.nll_loss(logp, case["labels"])
+        loss.backward()
+        grads = {n: params[n].grad for n in names}
+        SGD(params.items(), lr=0.1, momentum=0.9).step()
+        results[backend] = loss.item(), grads, {n: params[n].numpy() for n in names}
+    (ref_loss, ref_grads, ref_after), (loss, grads, after) = results["python"], results["numpy"]
+    terms = case["x"].size
+    assert_close(loss, ref_loss, terms=terms, magnitude=4, what="loss")
+    for n in names:
+        assert_close(grads[n], ref_grads[n], terms=terms, magnitude=4, what=f"gradient of {n}")
+        assert_close(after[n], ref_after[n], terms=terms, magnitude=4, what=f"{n} after SGD")
+
+
+# --- the strategies themselves ------------------------------------------------------------
+
+@given(conv_case())
+def test_conv_cases_are_valid_and_small(case):
+    x, w, b = case
+    assert x.shape[1] == w.shape[1] and w.shape[0] == b.shape[0]
+    assert x.shape[2] >= w.shape[2] and x.shape[3] >= w.shape[3]
+    assert x.size <= 2 * 2 * 6 * 6 and np.isfinite(x).all()
+
+
+@given(pool_case())
+def test_pool_cases_have_separated_values(case):
+    x, k = case
+    gaps = np.diff(np.sort(x.ravel()))
+    assert gaps.size == 0 or gaps.min() >= POOL_SPACING * 0.999
+
+
+def test_pool_cases_cover_truncated_edges_and_exact_fits():
+    """Over many draws, sizes that divide by k and sizes that do not both occur."""
+    seen = set()
+
+    @settings(max_examples=60, derandomize=True)
+    @given(pool_case())
+    def record(case):
+        x, k = case
+        seen.add(x.shape[2] % k == 0 and x.shape[3] % k == 0)
+    record()
+    assert seen == {True, False}
+
+
+@given(relu_input())
+def test_relu_inputs_stay_away_from_the_kink(x):
+    assert np.abs(x).min() >= KINK_GAP

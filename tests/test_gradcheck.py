@@ -10,6 +10,7 @@ engine's recompute-after-assign path.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import (
@@ -161,3 +162,58 @@ def test_composed_cnn_along_a_random_direction(case):
 
     numeric = (loss_at(FD_STEP) - loss_at(-FD_STEP)) / (2 * FD_STEP)
     assert_matches_finite_difference(predicted, numeric, what="directional derivative")
+
+
+# --- adjoint (dot-product) tests of the linear primitives, on both backends -----------------
+# For a linear map A and its claimed transpose A^T: <A x, y> == <x, A^T y> for random x, y.
+# This proves a backward primitive is the exact transpose of its forward, without differences.
+
+def inner(a, b):
+    return float(np.sum(np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)))
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@given(conv_case(), seeds)
+def test_conv2d_backward_is_the_transpose_of_conv2d(backend, case, seed):
+    be = mc.backends.get(backend)
+    x, w, _ = (np.asarray(a, dtype=np.float64) for a in case)
+    n, _, h, wd = x.shape
+    o, _, k, _ = w.shape
+    y = np.random.default_rng(seed).uniform(-1, 1, (n, o, h - k + 1, wd - k + 1))
+    bufs = [be.from_numpy(a) for a in (x, w, np.zeros(o), y)]
+    conv = be.to_numpy(be.conv2d(*bufs[:3]))
+    dx, dw, _ = be.conv2d_backward(bufs[0], bufs[1], bufs[3], (True, True, False))
+    dx, dw = be.to_numpy(dx), be.to_numpy(dw)
+    # conv is linear in x (for fixed w) and in w (for fixed x)
+    assert inner(conv, y) == pytest.approx(inner(x, dx), rel=1e-9, abs=1e-9)
+    assert inner(conv, y) == pytest.approx(inner(w, dw), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@given(matmul_case(), seeds)
+def test_matmul_transposes_are_adjoint(backend, case, seed):
+    be = mc.backends.get(backend)
+    a, b = (np.asarray(t, dtype=np.float64) for t in case)
+    g = np.random.default_rng(seed).uniform(-1, 1, (a.shape[0], b.shape[1]))
+    ab, bb, gb = (be.from_numpy(t) for t in (a, b, g))
+    product = be.to_numpy(be.matmul(ab, bb))
+    da = be.to_numpy(be.matmul(gb, bb, trans_b=True))
+    db = be.to_numpy(be.matmul(ab, gb, trans_a=True))
+    assert inner(product, g) == pytest.approx(inner(a, da), rel=1e-9, abs=1e-9)
+    assert inner(product, g) == pytest.approx(inner(db, b), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@given(reshape_case(), floats(-3, 3))
+def test_sum_and_broadcast_and_reshape_are_adjoint(backend, case, s):
+    be = mc.backends.get(backend)
+    x, shape = case
+    x = np.asarray(x, dtype=np.float64)
+    xb = be.from_numpy(x)
+    total = be.to_numpy(be.sum(xb))
+    spread = be.to_numpy(be.broadcast_scalar(be.from_numpy(np.asarray(s)), x.shape))
+    assert float(total) * s == pytest.approx(inner(x, spread), rel=1e-9, abs=1e-9)
+    y = np.random.default_rng(0).uniform(-1, 1, shape)
+    there = be.to_numpy(be.reshape(xb, shape))
+    back = be.to_numpy(be.reshape(be.from_numpy(y), x.shape))
+    assert inner(there, y) == pytest.approx(inner(x, back), rel=1e-9, abs=1e-9)
