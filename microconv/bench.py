@@ -58,6 +58,8 @@ def machine_info():
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "numpy": np.__version__,
+        # Other programs competing for the cores change every number; say how busy it was.
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "env": {name: os.environ.get(name) for name in
                 ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                  "OMP_NUM_THREADS")},
@@ -334,12 +336,16 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
             if reason is not None:
                 result["skipped"][name] = reason
                 continue
-            if name == "python":
-                entry = bench_backend(name, python_images, python_images, runs, warmup=1,
-                                      seed=seed, min_seconds=0)
-            else:
-                entry = bench_backend(name, batch_size, infer_batch_size, runs, warmup=warmup,
-                                      seed=seed, min_seconds=min_run_seconds)
+            try:
+                if name == "python":
+                    entry = bench_backend(name, python_images, python_images, runs, warmup=1,
+                                          seed=seed, min_seconds=0)
+                else:
+                    entry = bench_backend(name, batch_size, infer_batch_size, runs,
+                                          warmup=warmup, seed=seed, min_seconds=min_run_seconds)
+            except MicroconvError as exc:          # e.g. a driver that fails to build kernels
+                result["skipped"][name] = f"failed: {str(exc).splitlines()[0]}"
+                continue
             result["backends"][name] = entry
         if compare_torch:
             result["torch"] = bench_torch(batch_size, infer_batch_size, used_threads, runs,
@@ -351,6 +357,8 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
                            "infer": entry["infer_images_per_s"] / torch_entry["infer_images_per_s"]}
                     for name, entry in result["backends"].items()
                 }
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     return result
 
 
@@ -360,8 +368,9 @@ class _TimedBackend:
     """Wraps a backend so that every primitive call adds its wall time to a table.
 
     Time is booked under the current ``phase`` ('forward' or 'backward'); the optimiser update
-    is booked under 'backward'. A backend that computes asynchronously may offer ``finish()``;
-    it is called after every primitive so that the time lands on the primitive that caused it.
+    is booked under 'backward'. A backend that computes asynchronously may offer ``finish()``
+    (or an OpenCL ``queue`` with one); it is called after every primitive so that the time lands
+    on the primitive that caused it, not on the next host copy.
     """
 
     def __init__(self, inner):
@@ -369,7 +378,8 @@ class _TimedBackend:
         self.name = inner.name
         self.phase = "forward"
         self.times = {}
-        self._finish = getattr(inner, "finish", None)
+        queue = getattr(inner, "queue", None)
+        self._finish = getattr(inner, "finish", None) or getattr(queue, "finish", None)
         from microconv.backends.base import PRIMITIVES
         for primitive in PRIMITIVES:
             setattr(self, primitive, self._timed(primitive, getattr(inner, primitive)))

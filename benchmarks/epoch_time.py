@@ -1,0 +1,66 @@
+"""Wall time of one full training epoch at EMNIST letters' size: 124,800 images.
+
+The images are random uint8 letters (the pixels' values do not change the work), kept as
+uint8 like the real training set and turned into network input one batch at a time through
+``Preprocessing``; each epoch is shuffled. Every batch does what a training step does:
+preprocess, one-hot labels, forward, backward, read the loss, SGD update.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/epoch_time.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from microconv.bench import TrainingStep, blas_info, blas_threads, machine_info
+from microconv.preprocess import Preprocessing
+
+EMNIST_LETTERS_TRAIN = 124_800
+
+
+def epoch_time(backend="numpy", images=EMNIST_LETTERS_TRAIN, batch_size=64, seed=0):
+    """Seconds for one shuffled epoch over ``images`` random letters (the last partial batch
+    is dropped, as the training loop does with a fixed-size graph)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(images, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 26, size=images)
+    prep = Preprocessing()
+    train = TrainingStep(backend, batch_size, seed=seed)
+    order = rng.permutation(images)
+    batches = images // batch_size
+    start = time.perf_counter()
+    for b in range(batches):
+        index = order[b * batch_size:(b + 1) * batch_size]
+        train(prep.apply(pixels[index]), labels[index])
+    train.sync()
+    seconds = time.perf_counter() - start
+    return {"backend": backend, "images": batches * batch_size, "batch_size": batch_size,
+            "seconds": seconds, "images_per_s": batches * batch_size / seconds}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--images", type=int, default=EMNIST_LETTERS_TRAIN)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    with blas_threads(args.threads):
+        result = epoch_time(args.backend, args.images, args.batch_size)
+        result["blas"] = blas_info()
+    result["machine"] = machine_info()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.backend}: {result['images']:,} images in {result['seconds']:.1f} s "
+              f"({result['images_per_s']:,.0f} images/s, batch {args.batch_size}), "
+              f"load average {result['machine']['load_average_1m']}")
+
+
+if __name__ == "__main__":
+    main()
