@@ -308,6 +308,12 @@ class _Run:
 
     def _restore(self, header, optim_arrays):
         saved = header.get("optimizer") or {}
+        if not saved:
+            # Weights from elsewhere (e.g. the seed's imported state file): fine-tune them
+            # with a fresh optimiser from step 0.
+            self.warnings.append(f"{self.config.resume} holds no training state; training "
+                                 "its weights with a fresh optimiser from step 0")
+            return
         if saved.get("name") != self.config.optimizer:
             raise CheckpointError(f"{self.config.resume} was trained with optimizer "
                                   f"'{saved.get('name')}', this run asks for "

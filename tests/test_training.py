@@ -176,3 +176,20 @@ def test_resuming_on_other_data_warns(tmp_path):
 
     train(small(tmp_path, epochs=2, limit=48, resume=str(tmp_path / "run.npz")), Warned())
     assert len(warnings) == 1 and "64 training" in warnings[0] and "48 training" in warnings[0]
+
+
+def test_weights_without_training_state_are_fine_tuned(tmp_path):
+    from microconv.checkpoint import save_checkpoint
+    from microconv.nn import ConvoAlphabetModel
+    from microconv.preprocess import Preprocessing
+    save_checkpoint(tmp_path / "plain.npz", ConvoAlphabetModel(seed=3), Preprocessing())
+    warnings = []
+
+    class Warned(Recorder):
+        def on_warning(self, message):
+            warnings.append(message)
+
+    recorder = Warned()
+    train(small(tmp_path, epochs=1, resume=str(tmp_path / "plain.npz")), recorder)
+    assert "no training state" in warnings[0]
+    assert [b.step for b in recorder.batches] == [1, 2, 3, 4]
