@@ -18,7 +18,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import numpy as np
 import typer
 from rich.columns import Columns
@@ -224,8 +223,8 @@ def train(
                     eval_every=eval_every)
     if resume is not None:
         # Keep the checkpoint's settings except those given on this command line.
-        given = {name: value for name, value in settings.items() if name != "resume"
-                 and ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+        given = {name: value for name, value in settings.items()
+                 if name != "resume" and _given(ctx, name)}
         config = training.resume_config(resume, **given)
     else:
         config = training.TrainConfig(**settings)
@@ -246,6 +245,12 @@ def train(
     console.print(f"test accuracy [bold]{_percent(final.test_accuracy)}[/] (top-2 "
                   f"{_percent(final.test_top2_accuracy)}); checkpoint saved to "
                   f"[bold]{escape(str(final.checkpoint))}[/]")
+
+
+def _given(ctx, name):
+    """Whether an option was set on the command line or by an environment variable."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _str(path):

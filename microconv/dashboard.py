@@ -35,7 +35,7 @@ from microconv.viz import letter_art
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 RUNNING_WINDOW = 50          # batches averaged for the running train loss and accuracy
 LOSS_HISTORY = 4096          # losses kept for the sparkline; older ones are merged in pairs
-ROWS = {"header": 5, "progress": 4, "body": 18}   # fixed heights; the footer grows with warnings
+ROWS = {"header": 6, "progress": 4, "body": 18}   # fixed heights; the footer grows with warnings
 LETTER_PANEL_WIDTH = 34      # 28 columns of letter art, borders and padding
 
 
@@ -202,14 +202,18 @@ def render_header(state):
     if info is None:
         return Panel(Text("waiting for the run to start...", style="dim"), title="microconv")
     config = info.config or {}
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("backend", f"{info.backend}: {info.device}")
-    grid.add_row("model", f"ConvoAlphabetModel, {info.parameters:,} parameters, "
-                          f"{config.get('optimizer', '?')} optimiser, batch "
-                          f"{config.get('batch_size', '?')}, seed {config.get('seed', '?')}")
-    grid.add_row("data", f"{info.dataset}; validation on {info.validation_size:,}")
+    # The dataset sentence ends with its sizes; they get a line of their own so that a long
+    # description can be cut short without losing them.
+    description = info.dataset.rsplit(": ", 1)[0] if info.dataset.endswith(" images") \
+        else info.dataset
+    rows = [("backend", f"{info.backend}: {info.device}"),
+            ("model", f"{info.parameters:,} parameters; {config.get('optimizer', '?')}, "
+                      f"batch {config.get('batch_size', '?')}, seed {config.get('seed', '?')}"),
+            ("data", description),
+            ("images", f"{info.train_size:,} training, {info.validation_size:,} validation, "
+                       f"{info.test_size:,} test")]
+    grid = Group(*(Text.assemble((f"{label:<9}", "bold"), value, no_wrap=True,
+                                 overflow="ellipsis") for label, value in rows))
     return Panel(grid, title="[bold]microconv train[/]", border_style="blue", box=box.ROUNDED)
 
 
@@ -268,8 +272,8 @@ def render_footer(state):
     c = state.checkpoint
     if c is not None:
         when = state.checkpoint_time.strftime("%H:%M:%S") if state.checkpoint_time else "?"
-        lines.append(Text.assemble(("last checkpoint ", "dim"), (c.path, "bold"),
-                                   (f" at step {c.step}, {when}", "")))
+        lines.append(Text.assemble(("last checkpoint ", "dim"), f"{when}, step {c.step}: ",
+                                   (c.path, "bold"), no_wrap=True, overflow="ellipsis"))
     else:
         lines.append(Text("no checkpoint yet", style="dim"))
     final = state.final
@@ -281,7 +285,8 @@ def render_footer(state):
         elif final.test_accuracy is not None:
             lines.append(Text(f"finished: test accuracy {final.test_accuracy:.1%}, top-2 "
                               f"{final.test_top2_accuracy:.1%}", style="bold green"))
-    lines += [Text(f"warning: {w}", style="yellow") for w in state.warnings]
+    lines += [Text(f"warning: {w}", style="yellow", no_wrap=True, overflow="ellipsis")
+              for w in state.warnings]
     return Panel(Group(*lines), border_style="dim")
 
 
@@ -310,15 +315,15 @@ def render_dashboard(state, progress=None):
 
 
 class FixedHeight:
-    """Render a Layout at a fixed height (capped by the terminal), not the full screen."""
+    """Render a Layout at a fixed height, instead of the full height of the screen."""
 
     def __init__(self, renderable, height):
         self.renderable = renderable
         self.height = height
 
     def __rich_console__(self, console, options):
-        height = min(self.height, options.height or console.height or self.height)
-        yield from console.render(self.renderable, options.update(height=height))
+        # Live crops what does not fit a terminal; a log or a pipe gets every line.
+        yield from console.render(self.renderable, options.update(height=self.height))
 
 
 def footer_height(state):
@@ -414,6 +419,8 @@ class LiveDashboard(Reporter):
         if self._started:
             self.live.refresh()
             self.live.stop()
+            if not self.console.is_terminal:
+                self.console.line()         # a log gets the final frame, then a new line
             self._started = False
 
     def __enter__(self):

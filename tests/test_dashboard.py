@@ -143,14 +143,14 @@ def test_dashboard_shows_the_run_the_numbers_and_the_letter():
     state = fed_state()
     text = shown(FixedHeight(render_dashboard(state), dashboard_height(state)))
     for expected in ("numpy: NumPy 9.9 on the CPU", "137,178 parameters",
-                     "generated letters: 960 training, 400 test images",
-                     "validation on 200",
+                     "data     generated letters",
+                     "960 training, 200 validation, 400 test",
                      "71.3%",             # latest validation accuracy
                      "85.0%",             # top-2
                      "0.002",             # learning rate
                      "812 images/s",
                      "I→L ×4", "G→Q ×2",
-                     "runs/letters.npz at step 40",
+                     "step 40: runs/letters.npz",
                      "warning: loss spiked at step 33"):
         assert expected in text, expected
     # The letter is drawn with half blocks, row for row.
