@@ -29,13 +29,15 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from microconv.errors import DataError
 
 LETTERS = string.ascii_lowercase
+CROP_SIDE = 256               # pictures this small are crops: letters may touch their edges
 MAX_SIDE = 2048               # larger photos are scaled down while decoding (bounded memory)
 WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
 STRONG_DARKNESS = 0.25        # ... and every letter holds some pixels 25 % darker
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
+WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
-EMNIST_STROKE = 2.0           # stroke width, in pixels of a 24-pixel letter, that letters
-                              # get before shrinking to 28x28 (see docs/seed.md)
+EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
+                              # them); the one tuned number, see docs/seed.md
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +80,16 @@ def as_gray(image):
         array = array[..., :3].mean(axis=2)
     if array.ndim != 2 or array.size == 0:
         raise DataError(f"expected a grey or RGB image, got an array of shape {array.shape}")
+    if _bright_ink(array):
+        array = array.max() + array.min() - array       # chalk on a board, or an EMNIST image
     return array
+
+
+def _bright_ink(gray):
+    """True when the writing is brighter than its background: ink is the minority, so the
+    far tail of the grey values lies on the ink's side of the median."""
+    low, median, high = np.percentile(gray, [1, 50, 99])
+    return median < 128 and (high - median) > 2 * (median - low)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,24 +97,44 @@ def as_gray(image):
 
 
 def box_mean(values, weights, radius):
-    """Weighted mean of ``values`` over a (2r+1)^2 window, with integral images.
+    """Weighted mean of ``values`` over a (2r+1)^2 window, and the weight in each window.
 
     Pixels with weight 0 (ink) do not count, and the window shrinks at the borders, so the
-    paper's brightness near an edge is estimated from the paper that is really there.
+    paper's brightness near an edge is estimated from the paper that is really there. Wide
+    windows are summed on blocks of pixels: the paper's brightness changes slowly, and a
+    photo's estimate then costs milliseconds.
     """
-    def window_sum(a):
-        s = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
-        s[1:, 1:] = a.cumsum(0).cumsum(1)
-        h, w = a.shape
-        top = np.clip(np.arange(h) - radius, 0, h)
-        bottom = np.clip(np.arange(h) + radius + 1, 0, h)
-        left = np.clip(np.arange(w) - radius, 0, w)
-        right = np.clip(np.arange(w) + radius + 1, 0, w)
-        return (s[bottom][:, right] - s[top][:, right] - s[bottom][:, left] + s[top][:, left])
+    block = max(1, radius // 8)
+    h, w = values.shape
+    weighted = _block_sum(values * weights, block)
+    weight = _block_sum(weights.astype(np.float64), block)
+    r = max(1, round(radius / block))
+    total = _window_sum(_window_sum(weighted, r, 0), r, 1)
+    count = _window_sum(_window_sum(weight, r, 0), r, 1)
+    mean = total / np.maximum(count, 1e-9)
+    if block > 1:                 # back to full size: each block's value for its pixels
+        mean = np.repeat(np.repeat(mean, block, axis=0), block, axis=1)[:h, :w]
+        count = np.repeat(np.repeat(count, block, axis=0), block, axis=1)[:h, :w]
+    return mean.astype(np.float32), count
 
-    total = window_sum(values * weights)
-    count = window_sum(weights)
-    return (total / np.maximum(count, 1e-9)).astype(np.float32), count
+
+def _block_sum(a, block):
+    if block == 1:
+        return np.asarray(a, dtype=np.float64)
+    h, w = a.shape
+    padded = np.zeros((-(-h // block) * block, -(-w // block) * block))
+    padded[:h, :w] = a
+    return padded.reshape(padded.shape[0] // block, block, -1, block).sum(axis=(1, 3))
+
+
+def _window_sum(a, radius, axis):
+    """Sum over [i - r, i + r] along one axis (clipped at the ends), from a running sum."""
+    n = a.shape[axis]
+    running = np.cumsum(a, axis=axis, dtype=np.float64)
+    running = np.concatenate([np.zeros_like(running.take([0], axis=axis)), running], axis=axis)
+    hi = np.minimum(np.arange(n) + radius + 1, n)
+    lo = np.maximum(np.arange(n) - radius, 0)
+    return running.take(hi, axis=axis) - running.take(lo, axis=axis)
 
 
 def ink_maps(gray):
@@ -220,11 +251,11 @@ def blob_mask(blobs, box):
 @dataclass
 class Letter:
     """A letter found on the photo: its blobs, tight ink box, EMNIST-style square box, and
-    the pen width its line is prepared with."""
+    the typical letter size of its line (which sets the pen width it is prepared with)."""
     blobs: list
     ink_box: tuple
     box: tuple = field(default=())
-    pen: float = 0.0
+    line_size: float = 0.0
 
 
 def _union_box(boxes):
@@ -261,6 +292,23 @@ def square_box(ink_box, border=EMNIST_BORDER):
 def find_letter_details(image):
     """Letters (blobs and boxes) on an image, in reading order. See ``find_letters``."""
     gray = as_gray(image)
+    if max(gray.shape) <= CROP_SIDE:
+        # A small picture is a crop of a letter or a word, which may touch its edges: give it
+        # a margin of paper so nothing is mistaken for the cut-off edge of a photo.
+        margin = max(gray.shape) // 4
+        padded = np.pad(gray, margin, mode="constant", constant_values=np.median(gray))
+        return [_shifted(x, -margin) for x in _find_in(padded)]
+    return _find_in(gray)
+
+
+def _shifted(letter, offset):
+    blobs = [Blob(b.rows + offset, b.starts + offset, b.ends + offset, b.strong)
+             for b in letter.blobs]
+    move = lambda box: tuple(int(v) + offset for v in box)
+    return Letter(blobs, move(letter.ink_box), move(letter.box), letter.line_size)
+
+
+def _find_in(gray):
     h, w = gray.shape
     weak, strong, _ = ink_maps(gray)
     blobs = [b for b in connected_components(weak, strong) if b.strong > 0]
@@ -392,7 +440,7 @@ def _looks_like_writing(letter, typical):
     size = max(right - left, bottom - top)
     if size < 0.3 * typical:
         return False
-    return _stroke_width(blob_mask(letter.blobs, letter.ink_box)) < 0.3 * size
+    return _stroke_width(blob_mask(letter.blobs, letter.ink_box)) < 0.45 * size
 
 
 def _reading_order(letters):
@@ -415,7 +463,7 @@ def _reading_order(letters):
         size = np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
                           for x in line["letters"]])
         for letter in sorted(line["letters"], key=lambda x: x.ink_box[0]):
-            letter.pen = pen_width(float(size))          # one pen per line of writing
+            letter.line_size = float(size)              # one pen per line of writing
             ordered.append(letter)
     return ordered
 
@@ -456,13 +504,18 @@ def prepare_letter(gray, box, mask=None, pen=None):
     ink_box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
     frame = square_box(ink_box)
     ink = _crop_padded(ink, frame, fill=0.0)
+    # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
+    # in quarter pixels of the result.
+    zoom = WORK_SIDE / (frame[2] - frame[0])
+    work = Image.fromarray(np.round(ink * 255).astype(np.uint8))
+    work = np.asarray(work.resize((WORK_SIDE, WORK_SIDE), Image.BICUBIC), dtype=np.float32)
     # A photo's pen is thin next to NIST's: widen the strokes (never thin them).
     if pen is None:
         pen = pen_width(max(ink_box[2] - ink_box[0], ink_box[3] - ink_box[1]))
-    radius = int(round((pen - _stroke_width(own_ink)) / 2))
+    radius = int(round((pen - _stroke_width(own_ink)) * zoom / 2))
     if radius > 0:
-        ink = _grey_dilate(ink, radius)
-    small = Image.fromarray(np.round(ink * 255).astype(np.uint8)).resize((28, 28), Image.BICUBIC)
+        work = _grey_dilate(work, radius)
+    small = Image.fromarray(np.round(work).astype(np.uint8)).resize((28, 28), Image.BICUBIC)
     letter = np.asarray(small, dtype=np.float32)
     if letter.max() > 0:
         letter = letter * (255.0 / letter.max())       # EMNIST scales each image to 0..255
@@ -472,10 +525,10 @@ def prepare_letter(gray, box, mask=None, pen=None):
 def pen_width(letter_size, stroke=EMNIST_STROKE):
     """Stroke width in photo pixels for writing whose letters are ``letter_size`` pixels.
 
-    EMNIST letters span 24 of their 28 pixels with strokes about ``stroke`` pixels wide. On
+    Letters span 24 of their 28 pixels and get strokes ``stroke`` pixels wide there. On
     NIST's forms one writer used one pen, so a small letter was scaled up more and came out
-    bolder; ``find_letters`` therefore gives every letter of a line the same pen, set from
-    the line's typical letter size.
+    bolder; ``read_letters`` therefore gives every letter of a line the same pen, set from
+    the line's typical letter size (an undotted i stays a short, bold stroke, not an l).
     """
     return stroke * letter_size / 24.0
 
@@ -521,24 +574,25 @@ def _grey_dilate(a, radius):
 # 6. Reading and drawing
 
 
-def letter_images(gray, letters):
+def letter_images(gray, letters, stroke=EMNIST_STROKE):
     """(N, 28, 28) uint8 EMNIST-like images of found letters."""
-    images = [prepare_letter(gray, x.box, blob_mask(x.blobs, x.box), pen=x.pen) for x in letters]
+    images = [prepare_letter(gray, x.box, blob_mask(x.blobs, x.box),
+                             pen=pen_width(x.line_size, stroke)) for x in letters]
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 
-def read_letters(classifier, path, top=3):
+def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
     """Find, prepare and classify the letters on a photo.
 
     Returns, in reading order, ``{"box": (l, t, r, b), "letter": "a", "top3": [(letter,
     probability), ...]}`` per letter. ``classifier`` is a ``checkpoint.Classifier`` (its
-    recorded preprocessing is applied).
+    recorded preprocessing is applied); ``stroke`` is the pen width of the 28x28 letters.
     """
     gray = read_image(path)
     letters = find_letter_details(gray)
     if not letters:
         return []
-    log_probs = classifier.predict(letter_images(gray, letters))
+    log_probs = classifier.predict(letter_images(gray, letters, stroke))
     results = []
     for letter, scores in zip(letters, log_probs):
         probs = np.exp(scores - scores.max())
