@@ -66,7 +66,21 @@ INSTALL_HELP = (
 )
 
 _DTYPES = {"float32": "float", "float64": "double"}
-_MEMORY_ERRORS = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY")
+# Status codes that mean "the device (or the host behind it) ran out of memory":
+# MEM_OBJECT_ALLOCATION_FAILURE, OUT_OF_RESOURCES, OUT_OF_HOST_MEMORY, INVALID_BUFFER_SIZE
+# (a single buffer larger than the device allows).
+_MEMORY_CODES = (-4, -5, -6, -61)
+
+
+def _status_code(exc):
+    """The OpenCL status code inside a pyopencl error (its record, or the code argument)."""
+    record = exc.args[0] if exc.args else None
+    code = getattr(record, "code", None)
+    if callable(code):
+        return code()
+    if len(exc.args) > 1 and isinstance(exc.args[1], int):
+        return exc.args[1]
+    return None
 
 
 # --- finding platforms and devices --------------------------------------------------------
@@ -310,7 +324,8 @@ class OpenCLBackend(Backend):
 
     def _memory_error(self, exc):
         return BackendError(f"OpenCL device '{self.device.name.strip()}' is out of memory "
-                            f"({exc}); try a smaller --batch-size, or --backend numpy")
+                            f"({exc}, status {_status_code(exc)}); try a smaller --batch-size, "
+                            "or --backend numpy")
 
     def _empty(self, shape, dtype):
         dtype = np.dtype(dtype)
@@ -319,6 +334,9 @@ class OpenCLBackend(Backend):
         try:
             data = self.pool.allocate(nbytes)
         except self.cl.Error as exc:
+            if _status_code(exc) not in _MEMORY_CODES:
+                raise BackendError(f"OpenCL could not allocate {nbytes} bytes on "
+                                   f"'{self.device.name.strip()}': {exc}") from None
             self.pool.free_held()     # give cached blocks back and try once more
             try:
                 data = self.pool.allocate(nbytes)
@@ -340,7 +358,7 @@ class OpenCLBackend(Backend):
         try:
             kernel(self.queue, global_size, local_size, *args)
         except self.cl.Error as exc:
-            if any(code in str(exc) for code in _MEMORY_ERRORS):
+            if _status_code(exc) in _MEMORY_CODES:
                 raise self._memory_error(exc) from None
             raise BackendError(f"OpenCL kernel {name} failed on "
                                f"'{self.device.name.strip()}': {exc}") from None
