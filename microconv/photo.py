@@ -31,6 +31,7 @@ from microconv.errors import DataError
 LETTERS = string.ascii_lowercase
 CROP_SIDE = 256               # pictures this small are crops: letters may touch their edges
 MAX_SIDE = 2048               # larger photos are scaled down while decoding (bounded memory)
+MAX_PIXELS = 64_000_000       # formats that cannot decode at a reduced size stop here
 WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
 STRONG_DARKNESS = 0.25        # ... and every letter holds some pixels 25 % darker
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
@@ -54,6 +55,9 @@ def _open_bounded(path, mode):
         # JPEG can decode straight to a reduced size, so a huge photo never sits in memory
         # at full resolution.
         image.draft(mode, (MAX_SIDE, MAX_SIDE))
+        if image.width * image.height > MAX_PIXELS:
+            raise DataError(f"image {path} is too large to read ({image.width} x "
+                            f"{image.height} pixels); scale it down first")
         image = ImageOps.exif_transpose(image)
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         return image.convert(mode)
@@ -391,8 +395,9 @@ def _attach_pieces(letters, pieces, typical):
 
 def _split_touching(letter, typical_height):
     """Split a blob much wider than tall (than the writing's usual letter height, too) where
-    two letters touch: at the column with the least ink, if that is about one stroke. Like the
-    seed's finder, this can also cut a very wide m or w."""
+    two letters touch: in the middle of the longest stretch of columns, in the blob's middle
+    half, that hold about one stroke of ink. Like the seed's finder, this can also cut a
+    very wide m or w."""
     left, top, right, bottom = letter.ink_box
     width, height = right - left, bottom - top
     if width < 1.5 * max(height, typical_height):
@@ -535,14 +540,15 @@ def pen_width(letter_size, stroke=EMNIST_STROKE):
 
 def _crop_padded(array, box, fill=None):
     """array[top:bottom, left:right], padding outside the image with ``fill`` (default: the
-    edge values, i.e. more paper)."""
+    median of what is inside, i.e. more paper)."""
     left, top, right, bottom = box
     h, w = array.shape
     pad = [(max(0, -top), max(0, bottom - h)), (max(0, -left), max(0, right - w))]
     inner = array[max(top, 0):min(bottom, h), max(left, 0):min(right, w)]
     if fill is None:
-        return np.pad(inner, pad, mode="edge") if inner.size else np.zeros(
-            (bottom - top, right - left), dtype=array.dtype)
+        fill = float(np.median(inner)) if inner.size else float(np.median(array))
+    if inner.size == 0:
+        return np.full((bottom - top, right - left), fill, dtype=array.dtype)
     return np.pad(inner, pad, mode="constant", constant_values=fill)
 
 

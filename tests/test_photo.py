@@ -217,6 +217,9 @@ def test_huge_images_are_scaled_down(tmp_path, monkeypatch):
 def test_image_too_large_to_decode_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"
     Image.new("L", (400, 300), 128).save(path)
+    monkeypatch.setattr(photo, "MAX_PIXELS", 100_000)         # PNG cannot decode smaller
+    with pytest.raises(DataError, match="too large"):
+        photo.read_image(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)     # Pillow refuses > 2x this
     with pytest.raises(DataError, match="cannot read image"):
         photo.read_image(path)
