@@ -23,11 +23,15 @@ so fc1's weight columns are permuted to give identical results.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 
 import numpy as np
 
+from microconv.checkpoint import save_checkpoint
 from microconv.errors import CheckpointError
+from microconv.nn import ConvoAlphabetModel
+from microconv.preprocess import Preprocessing
 
 BEGIN_MAGIC = (12345.0, 67890.0)
 END_MAGIC = (9876.0, 54321.0)
@@ -193,7 +197,6 @@ def write_seed_state(path, layout, tensors):
 
 def inference_options(layout):
     """(model options, preprocessing) the network of this layout was trained with."""
-    from microconv.preprocess import Preprocessing
     if layout == "legacy":
         # January 2023: GELU on fc3, raw pixels / 256, no per-image normalisation (5.3).
         return {"output_gelu": True}, Preprocessing(scale=1.0 / 256.0, normalize=False)
@@ -207,10 +210,12 @@ HEAD_CAVEAT = ("hello-dl HEAD has no GELU after its pooling layers; microconv's 
 
 
 def import_seed(state_path, out_path, backend="numpy"):
-    """Convert a hello-dl state file into a microconv checkpoint; returns a summary dict."""
-    from microconv.checkpoint import save_checkpoint
-    from microconv.nn import ConvoAlphabetModel
+    """Convert a hello-dl state file into a microconv checkpoint; returns a summary dict.
 
+    The summary (JSON-ready) holds the source file, its sha256, the layout, the output path,
+    the parameter count, the model options and preprocessing recorded, and for the HEAD
+    layout a ``caveat`` (see docs/seed.md).
+    """
     state_path = os.fspath(state_path)
     layout, params = read_seed_state(state_path)
     with open(state_path, "rb") as f:
@@ -286,5 +291,4 @@ def _max_pool_ceil(x, k=2):
 
 
 def _gelu(x):
-    from math import erf, sqrt
-    return 0.5 * x * (1.0 + np.vectorize(erf)(x / sqrt(2.0)))
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
