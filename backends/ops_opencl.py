@@ -36,11 +36,12 @@ KERNELS = {
         "fill": "irb", "fill_from_scalar": "ibb",
         "add": "ibbb", "sub": "ibbb", "mul": "ibbb", "neg": "ibb", "scale": "irbb",
         "relu": "ibb", "relu_backward": "ibbb", "gelu": "ibb", "gelu_backward": "ibbb",
-        "sum_chunks": "iibb", "sum_rows": "iibb", "row_sums": "iibb", "transpose": "iibb",
+        "sum_chunks": "iibb", "sum_slices": "iibb", "sum_rows": "iibb", "row_sums": "iibb",
+        "transpose": "iibb",
         "sgd_update": "irrrbbb", "adam_update": "irrrrrrrrrbbbb",
     },
     "matmul.cl": {
-        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiibbbb",
+        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiibbbb",
     },
     "conv.cl": {
         "conv2d_direct": "iiiiiibbbb", "conv2d_dx_direct": "iiiiiibbb",
@@ -56,6 +57,7 @@ KERNELS = {
 
 TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item
 SUM_CHUNK = 1024      # elements summed by one work-item in the first pass of sum()
+K_CHUNK = 512         # products summing more than 4 * K_CHUNK terms are split into slices
 
 INSTALL_HELP = (
     "To get one: on Debian/Ubuntu install the CPU driver with `sudo apt-get install "
@@ -306,6 +308,9 @@ class OpenCLBackend(Backend):
         self.tile_group = (16, 4) if self.is_cpu else (16, 8)
         while self.tile_group[0] * self.tile_group[1] > max_group:
             self.tile_group = (max(1, self.tile_group[0] // 2), max(1, self.tile_group[1] // 2))
+        # A product should give every compute unit a few work-groups, or one unit idles
+        # while another finishes (the weight gradients have few, long-running tiles).
+        self.min_groups = 4 * device.max_compute_units
 
     def describe(self):
         d = self.device
@@ -457,11 +462,31 @@ class OpenCLBackend(Backend):
                       out)
         else:
             tiles_x, tiles_y = -(-n // TILE), -(-m // TILE)
-            lx = min(self.tile_group[0], _pow2_at_least(tiles_x))
-            ly = min(self.tile_group[1], _pow2_at_least(tiles_y))
-            self._run("matmul_tiled", b.dtype, (_round_up(tiles_x, lx), _round_up(tiles_y, ly)),
-                      m, n, k, group, bias_mode, a_t, b, bias, out, local_size=(lx, ly))
+            lx, ly = self._tile_group_for(tiles_x, tiles_y)
+            grid = (_round_up(tiles_x, lx), _round_up(tiles_y, ly))
+            slices = -(-k // K_CHUNK) if k > 4 * K_CHUNK and bias_mode == 0 and group == n else 1
+            if slices == 1:
+                self._run("matmul_tiled", b.dtype, grid + (1,), m, n, k, group, bias_mode, k,
+                          a_t, b, bias, out, local_size=(lx, ly, 1))
+            else:
+                partial = self._empty((slices, m, n), b.dtype)
+                self._run("matmul_tiled", b.dtype, grid + (slices,), m, n, k, group, bias_mode,
+                          K_CHUNK, a_t, b, bias, partial, local_size=(lx, ly, 1))
+                self._run("sum_slices", b.dtype, m * n, m * n, slices, partial, out)
         return out
+
+    def _tile_group_for(self, tiles_x, tiles_y):
+        """The device's preferred group of tiles, halved (x first, down to 4) until the product
+        has at least min_groups work-groups."""
+        lx = min(self.tile_group[0], _pow2_at_least(tiles_x))
+        ly = min(self.tile_group[1], _pow2_at_least(tiles_y))
+        groups = lambda: -(-tiles_x // lx) * -(-tiles_y // ly)
+        while groups() < self.min_groups and (lx > 4 or ly > 1):
+            if lx > 4:
+                lx //= 2
+            else:
+                ly //= 2
+        return lx, ly
 
     def matmul(self, a, b, trans_a=False, trans_b=False):
         # The product kernels take their first operand transposed, so trans_a costs nothing;

@@ -194,8 +194,9 @@ def test_conv2d_forward_and_backward(cl_backend, cl_simple, ref, case, seed):
 
 
 def test_fast_kernels_match_the_simple_ones_on_whole_and_partial_tiles(cl_backend, cl_simple):
-    """Sizes chosen so the tiled product runs whole 8x8 tiles, edge tiles, and (in the
-    convolution) 8-column groups that straddle two images in the NCHW store."""
+    """Sizes chosen so the tiled product runs whole 8x8 tiles, edge tiles, a sum long enough to
+    be split into slices, and (in the convolution) 8-column groups that straddle two images in
+    the NCHW store."""
     rng = np.random.default_rng(11)
 
     def both(method, arrays_, *extra):
@@ -205,7 +206,7 @@ def test_fast_kernels_match_the_simple_ones_on_whole_and_partial_tiles(cl_backen
         simple = simple if isinstance(simple, tuple) else (simple,)
         return [(cl_backend.to_numpy(f), cl_simple.to_numpy(s)) for f, s in zip(fast, simple)]
 
-    for m, k, n in ((16, 13, 24), (19, 7, 21), (8, 300, 8), (3, 5, 2)):
+    for m, k, n in ((16, 13, 24), (19, 7, 21), (8, 300, 8), (17, 2100, 9), (3, 5, 2)):
         a, b = rng.uniform(-1, 1, (m, k)), rng.uniform(-1, 1, (k, n))
         for ta, tb in ((False, False), (True, False), (False, True), (True, True)):
             args = [a.T if ta else a, b.T if tb else b]

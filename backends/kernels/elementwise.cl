@@ -133,6 +133,18 @@ __kernel void sum_chunks(const int n, const int chunk, __global const real *a,
     partial[t] = acc;
 }
 
+/* sum_slices: a holds `slices` blocks of n numbers; out[i] = sum over z of a[z*n + i]
+ * (adds the split-K partial products of matmul_tiled) */
+__kernel void sum_slices(const int n, const int slices, __global const real *a,
+                         __global real *out)
+{
+    int i = get_global_id(0);
+    if (i >= n) return;
+    real acc = 0;
+    for (int z = 0; z < slices; z++) acc += a[z * n + i];
+    out[i] = acc;
+}
+
 /* sum_rows: a is (rows, cols); out[j] = sum over i of a[i*cols + j], one work-item per column */
 __kernel void sum_rows(const int rows, const int cols, __global const real *a,
                        __global real *out)

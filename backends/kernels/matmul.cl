@@ -3,7 +3,8 @@
  * of A with one vector load (measured 2-3x faster on PoCL than 8 strided loads), and in the
  * convolution's gradients the operand is already stored that way.
  *
- * Both kernels take the same arguments, so the backend can swap one for the other:
+ * Both kernels take the same arguments (the tiled one also k_chunk, see there), so the backend
+ * can swap one for the other:
  *   bias_mode 0: no bias; 1: bias[i] added to row i (conv channels); 2: bias[j] to column j.
  *   P groups the columns for the store: column j of C goes to
  *       C[(j / P) * M * P + i * P + (j % P)].
@@ -45,22 +46,32 @@ __kernel void matmul_simple(const int M, const int N, const int K, const int P,
  *   and a = At[k*M + i0 .. i0+7] and adds a[r] * b to row r of the tile: 64 multiply-adds
  *   per 2 vector loads, where the simple kernel does 1 per 2 scalar loads. The vectors map
  *   onto SIMD lanes on a CPU (PoCL) and the tile stays in registers on a GPU.
- *   Tiles that stick out past row M or column N take a plain scalar path with bounds checks. */
+ *   Tiles that stick out past row M or column N take a plain scalar path with bounds checks.
+ *
+ *   Split K: a third range dimension cuts the sum over k into slices of k_chunk terms, slice
+ *   z = get_global_id(2) summing k = z*k_chunk .. min(K, (z+1)*k_chunk)-1 into its own block
+ *   C + z*M*N (the backend then adds the blocks with sum_slices, and passes bias_mode 0 and
+ *   P == N). A long sum (the weight gradient sums over batch * pixels) otherwise streams far
+ *   more rows than the cache holds before the next work-item re-reads them; slices also give
+ *   a product with few tiles enough work-items. With one slice, k_chunk = K. */
 #define TILE 8
 
 __kernel void matmul_tiled(const int M, const int N, const int K, const int P,
-                           const int bias_mode, __global const real *At,
+                           const int bias_mode, const int k_chunk, __global const real *At,
                            __global const real *B, __global const real *bias,
                            __global real *C)
 {
     int j0 = get_global_id(0) * TILE;
     int i0 = get_global_id(1) * TILE;
+    int k_begin = get_global_id(2) * k_chunk;
+    int k_end = min(K, k_begin + k_chunk);
+    C += get_global_id(2) * M * N;
     if (i0 >= M || j0 >= N) return;
 
     if (i0 + TILE <= M && j0 + TILE <= N) {
         real8 acc[TILE];
         for (int r = 0; r < TILE; r++) acc[r] = (real8)(0);
-        for (int k = 0; k < K; k++) {
+        for (int k = k_begin; k < k_end; k++) {
             real8 b = vload8(0, B + k * N + j0);
             real8 a = vload8(0, At + k * M + i0);
             acc[0] = fma((real8)(a.s0), b, acc[0]);
@@ -91,7 +102,7 @@ __kernel void matmul_tiled(const int M, const int N, const int K, const int P,
     for (int r = 0; r < TILE && i0 + r < M; r++) {
         for (int c = 0; c < TILE && j0 + c < N; c++) {
             real acc = 0;
-            for (int k = 0; k < K; k++) acc = fma(At[k * M + i0 + r], B[k * N + j0 + c], acc);
+            for (int k = k_begin; k < k_end; k++) acc = fma(At[k * M + i0 + r], B[k * N + j0 + c], acc);
             C[store_index(i0 + r, j0 + c, M, P)] = acc + bias_for(bias_mode, bias, i0 + r, j0 + c);
         }
     }
