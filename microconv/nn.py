@@ -118,16 +118,20 @@ class ConvoAlphabetModel(Module):
     28x28 -> [conv3x3 1->32, max-pool 2, GELU] 32x13x13 -> [conv3x3 32->64, pool, GELU]
     64x6x6 (the 11x11 map pools with truncated edge windows) -> [conv3x3 64->128, pool, GELU]
     128x2x2 -> flatten 512 -> linear 64, GELU -> linear 128, GELU -> linear 26 -> log-softmax.
-    137,178 parameters. ``output_gelu`` adds the GELU on fc3 that the seed's sample weights
-    were trained with (seed-spec 5.3); new models leave it off.
+    137,178 parameters. Two options exist only to run the seed's own weights faithfully:
+    ``output_gelu`` adds the GELU on fc3 that its January 2023 sample was trained with
+    (seed-spec 5.3), and ``pool_gelu=False`` drops the post-pool GELUs that its HEAD code lost
+    by accident (seed-spec 3.2). New models keep the defaults.
     """
 
     architecture = "ConvoAlphabetModel"
     classes = 26
 
-    def __init__(self, backend="numpy", dtype="float32", seed=0, dropout=0.0, output_gelu=False):
+    def __init__(self, backend="numpy", dtype="float32", seed=0, dropout=0.0, output_gelu=False,
+                 pool_gelu=True):
         be = backends.get(backend) if isinstance(backend, str) else backend
-        self.options = {"dropout": float(dropout), "output_gelu": bool(output_gelu)}
+        self.options = {"dropout": float(dropout), "output_gelu": bool(output_gelu),
+                        "pool_gelu": bool(pool_gelu)}
         rng = np.random.default_rng(seed)
         self.backend = be
         self.dtype = dtype
@@ -141,9 +145,10 @@ class ConvoAlphabetModel(Module):
 
     def __call__(self, x, train=False):
         """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
-        x = ops.gelu(ops.max_pool2d(self.c1(x), 2))       # (N, 32, 13, 13)
-        x = ops.gelu(ops.max_pool2d(self.c2(x), 2))       # (N, 64, 6, 6)
-        x = ops.gelu(ops.max_pool2d(self.c3(x), 2))       # (N, 128, 2, 2)
+        for conv in (self.c1, self.c2, self.c3):          # (N,32,13,13) (N,64,6,6) (N,128,2,2)
+            x = ops.max_pool2d(conv(x), 2)
+            if self.options["pool_gelu"]:
+                x = ops.gelu(x)
         x = self.fc1(ops.flatten(x))                      # (N, 64)
         if train:
             x = self.drop(x)

@@ -200,21 +200,16 @@ def inference_options(layout):
     if layout == "legacy":
         # January 2023: GELU on fc3, raw pixels / 256, no per-image normalisation (5.3).
         return {"output_gelu": True}, Preprocessing(scale=1.0 / 256.0, normalize=False)
-    # HEAD: no GELU on fc3, pixels / 256 then normalize(0.172575, 0.25) (3.2, 3.4).
-    return {"output_gelu": False}, Preprocessing()
-
-
-HEAD_CAVEAT = ("hello-dl HEAD has no GELU after its pooling layers; microconv's "
-               "ConvoAlphabetModel always applies one, so HEAD-trained weights compute a "
-               "different function here (see docs/seed.md)")
+    # HEAD: no GELU after the pools nor on fc3, pixels / 256 then normalize(0.172575, 0.25)
+    # (3.2, 3.4).
+    return {"output_gelu": False, "pool_gelu": False}, Preprocessing()
 
 
 def import_seed(state_path, out_path, backend="numpy"):
     """Convert a hello-dl state file into a microconv checkpoint; returns a summary dict.
 
     The summary (JSON-ready) holds the source file, its sha256, the layout, the output path,
-    the parameter count, the model options and preprocessing recorded, and for the HEAD
-    layout a ``caveat`` (see docs/seed.md).
+    the parameter count, and the model options and preprocessing recorded (docs/seed.md).
     """
     state_path = os.fspath(state_path)
     layout, params = read_seed_state(state_path)
@@ -226,14 +221,10 @@ def import_seed(state_path, out_path, backend="numpy"):
     source = {"file": os.path.basename(state_path), "sha256": digest, "layout": layout,
               "bytes": os.path.getsize(state_path)}
     header = {"imported_from": "hello-dl", "seed_state": source}
-    if layout == "head":
-        header["caveat"] = HEAD_CAVEAT
     save_checkpoint(out_path, model, preprocessing, header=header)
     summary = dict(source)
     summary.update(out=os.fspath(out_path), parameters=model.parameter_count(),
                    model_options=model.options, preprocessing=preprocessing.to_json())
-    if layout == "head":
-        summary["caveat"] = HEAD_CAVEAT
     return summary
 
 
