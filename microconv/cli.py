@@ -632,7 +632,7 @@ def data_verify(
         _print_json(result)
     else:
         table = Table(title=f"files in {escape(str(folder))}", title_justify="left")
-        table.add_column("file", style="bold")
+        table.add_column("file", style="bold", overflow="fold")
         table.add_column("bytes", justify="right")
         table.add_column("sha256")
         table.add_column("check")

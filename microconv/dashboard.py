@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import string
 import sys
+import threading
 import time
 from collections import deque
 from datetime import datetime
@@ -305,7 +306,7 @@ def render_dashboard(state, progress=None):
     left = Layout(name="left")
     left.split_column(
         Layout(Panel(render_metrics(state), title="metrics"), name="metrics", size=9),
-        Layout(Panel(Sparkline(state.losses), title="train loss over the run"),
+        Layout(Panel(Sparkline(list(state.losses)), title="train loss over the run"),
                name="loss", size=3),
         Layout(render_confusions(state), name="confused", size=6),
     )
@@ -370,44 +371,53 @@ class LiveDashboard(Reporter):
     """The live dashboard: records update the state, one Live redraws it ~4 times a second.
 
     Use as a context manager (or call ``close``) so the terminal is restored even when
-    training fails before ``on_end``.
+    training fails before ``on_end``. Live redraws from its own thread, so the state is
+    changed and read under a lock.
     """
 
     def __init__(self, console=None, refresh_per_second=4):
         self.console = console or Console()
         self.state = DashboardState()
         self.progress = make_progress()
+        self._lock = threading.Lock()
         self.live = Live(console=self.console, refresh_per_second=refresh_per_second,
                          get_renderable=self.renderable, transient=False,
                          redirect_stdout=False, redirect_stderr=False)
         self._started = False
 
     def renderable(self):
-        return FixedHeight(render_dashboard(self.state, self.progress),
-                           dashboard_height(self.state))
+        with self._lock:
+            return FixedHeight(render_dashboard(self.state, self.progress),
+                               dashboard_height(self.state))
 
     def on_start(self, info):
-        self.state.start(info)
+        with self._lock:
+            self.state.start(info)
         if not self._started:
             self.live.start()
             self._started = True
 
     def on_batch(self, record):
-        self.state.add_batch(record)
+        with self._lock:
+            self.state.add_batch(record)
 
     def on_validation(self, record):
-        self.state.add_validation(record)
+        with self._lock:
+            self.state.add_validation(record)
         self.refresh()
 
     def on_checkpoint(self, record):
-        self.state.add_checkpoint(record)
+        with self._lock:
+            self.state.add_checkpoint(record)
 
     def on_warning(self, message):
-        self.state.warnings.append(message)
+        with self._lock:
+            self.state.warnings.append(message)
         self.refresh()
 
     def on_end(self, record):
-        self.state.final = record
+        with self._lock:
+            self.state.final = record
         self.close()
 
     def refresh(self):

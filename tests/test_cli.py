@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -419,3 +420,13 @@ def test_data_info_without_data_says_how_to_get_it(home):
 def test_annotate_needs_exactly_one_image(home, trained, tmp_path):
     result = run(home, "predict", trained[1], "a.png", "b.png", "--annotate", tmp_path / "o.png")
     assert_one_line_error(result, "--annotate")
+
+
+def test_docs_describe_every_command():
+    page = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    text = page.read_text(encoding="utf-8")
+    commands = sorted(typer.main.get_command(app).commands)
+    assert len(commands) == 9
+    for name in commands:
+        assert f"\n## {name}\n" in text, name
+        assert f"$ microconv {name}" in text, name
