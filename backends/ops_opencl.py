@@ -311,6 +311,7 @@ class OpenCLBackend(Backend):
         # A product should give every compute unit a few work-groups, or one unit idles
         # while another finishes (the weight gradients have few, long-running tiles).
         self.min_groups = 4 * device.max_compute_units
+        self._tile_limits = {}            # dtype -> the most work-items matmul_tiled allows
 
     def describe(self):
         d = self.device
@@ -462,7 +463,7 @@ class OpenCLBackend(Backend):
                       out)
         else:
             tiles_x, tiles_y = -(-n // TILE), -(-m // TILE)
-            lx, ly = self._tile_group_for(tiles_x, tiles_y)
+            lx, ly = self._tile_group_for(tiles_x, tiles_y, b.dtype)
             grid = (_round_up(tiles_x, lx), _round_up(tiles_y, ly))
             slices = -(-k // K_CHUNK) if k > 4 * K_CHUNK and bias_mode == 0 and group == n else 1
             if slices == 1:
@@ -475,11 +476,20 @@ class OpenCLBackend(Backend):
                 self._run("sum_slices", b.dtype, m * n, m * n, slices, partial, out)
         return out
 
-    def _tile_group_for(self, tiles_x, tiles_y):
-        """The device's preferred group of tiles, halved (x first, down to 4) until the product
-        has at least min_groups work-groups."""
+    def _tile_group_for(self, tiles_x, tiles_y, dtype):
+        """The device's preferred group of tiles, within what the compiled kernel allows (a GPU
+        may allow fewer work-items for a register-hungry kernel than for others), halved
+        (x first, down to 4) until the product has at least min_groups work-groups."""
+        limit = self._tile_limits.get(dtype)
+        if limit is None:                 # asked once per dtype: the query is not cheap
+            kernel = self._kernels(dtype)["matmul_tiled"]
+            limit = kernel.get_work_group_info(self.cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                               self.device)
+            self._tile_limits[dtype] = limit
         lx = min(self.tile_group[0], _pow2_at_least(tiles_x))
         ly = min(self.tile_group[1], _pow2_at_least(tiles_y))
+        while lx * ly > limit:
+            lx, ly = (lx // 2, ly) if lx >= ly else (lx, ly // 2)
         groups = lambda: -(-tiles_x // lx) * -(-tiles_y // ly)
         while groups() < self.min_groups and (lx > 4 or ly > 1):
             if lx > 4:
