@@ -178,12 +178,11 @@ def train(
         min=1, help="Passes over the training set (with --max-minutes, whichever ends "
                     "first).")] = 20,
     max_minutes: Annotated[Optional[float], typer.Option(
-        help="Stop after this many minutes, then evaluate and save.")
-    ] = None,
+        help="Stop after this many minutes, then evaluate and save.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 64,
     lr: Annotated[Optional[float], typer.Option(
-        help="Learning rate (default: 0.002 for adam, 0.05 for sgd), "
-                                     "decayed to 0 on a cosine over the run.")] = None,
+        help="Learning rate (default: 0.002 for adam, 0.05 for sgd), decayed to 0 on a "
+             "cosine over the run.")] = None,
     optimizer: Annotated[Optimizer, typer.Option(
         case_sensitive=False, help="adam, or sgd with heavy-ball momentum.")] = Optimizer.adam,
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
@@ -202,6 +201,10 @@ def train(
         help="SQLite metrics database (see [bold]microconv report[/]).")] = None,
     eval_every: Annotated[int, typer.Option(
         min=1, help="Validate and save a checkpoint every N batches.")] = 100,
+    validation_size: Annotated[int, typer.Option(
+        min=1, help="Test images (a fixed random subset) used for each validation.")] = 1000,
+    dropout: Annotated[float, typer.Option(
+        help="Dropout rate after the first fully connected layer.")] = 0.0,
     dashboard: Annotated[Optional[bool], typer.Option(
         "--dashboard/--no-dashboard",
         help="Live Rich dashboard; default: on when stdout is a terminal, otherwise one "
@@ -220,7 +223,7 @@ def train(
                     batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
                     weight_decay=weight_decay, augment=augment, seed=seed, limit=limit,
                     out=str(out), resume=_str(resume), metrics=_str(metrics),
-                    eval_every=eval_every)
+                    eval_every=eval_every, validation_size=validation_size, dropout=dropout)
     if resume is not None:
         # Keep the checkpoint's settings except those given on this command line.
         given = {name: value for name, value in settings.items()
@@ -271,7 +274,8 @@ def _test_split(data_dir, dataset, limit, header):
     else:
         if dataset != "letters":
             raise DataError(f"no EMNIST {dataset} files found; pass --data-dir")
-        # The same generated test letters a run without data trained against.
+        # The generated test letters a run without data used (seeded as training.load_data
+        # seeds them).
         seed = int((header.get("config") or {}).get("seed", 0))
         count = min(limit or training.GENERATED_TEST, training.GENERATED_TEST)
         images, labels = generated_letters(count, seed + 1_000_003)
@@ -341,13 +345,12 @@ def evaluate(
     confusion matrix and the most-confused pairs.
     """
     from microconv.checkpoint import load_checkpoint
+    from microconv.data import class_names
     from microconv.evaluate import evaluate as evaluate_classifier
 
     classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(device))
     images, labels, what = _test_split(data_dir, dataset, limit, classifier.header)
-    names = classifier.header.get("class_names")
-    from microconv.data import class_names
-    names = names or class_names(dataset)
+    names = classifier.header.get("class_names") or class_names(dataset)
     result = evaluate_classifier(classifier, images, labels, seed=seed, class_names=names)
     result["checkpoint"] = str(checkpoint)
     result["data"] = what
