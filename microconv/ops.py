@@ -343,7 +343,7 @@ def conv2d(x, w, b):
 
 
 def max_pool2d(x, k=2):
-    if not isinstance(k, int) or k < 1:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise MicroconvError(f"max_pool2d: kernel size must be a positive integer, got {k!r}")
     return _node(MaxPool2d, (x,), k)
 

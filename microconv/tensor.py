@@ -14,6 +14,7 @@ are recomputed and everything else is reused.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -118,7 +119,10 @@ class Tensor:
         return np.asarray(self.backend.to_numpy(self.realize()), dtype=self.dtype)
 
     def item(self):
-        return float(self.numpy())
+        """The value of a one-element tensor as a Python float."""
+        if math.prod(self.shape) != 1:
+            raise ShapeError(f"item: needs a tensor with one element, not shape {self.shape}")
+        return float(self.numpy().reshape(()))
 
     def backward(self):
         """Fill ``grad`` of every node that needs one, for this scalar's value.

@@ -160,3 +160,15 @@ def test_only_leaves_can_be_assigned():
 def test_unconvertible_data_is_refused():
     with pytest.raises(MicroconvError, match="cannot convert"):
         mc.tensor([[1.0, 2.0], [3.0]])
+
+
+def test_item_needs_one_element():
+    assert t(1, 1).item() == 1.0
+    with pytest.raises(ShapeError) as info:
+        t(2, 3).item()
+    assert "item" in one_line(info) and "(2, 3)" in str(info.value)
+
+
+def test_pool_kernel_true_is_not_a_size():
+    with pytest.raises(MicroconvError, match="max_pool2d"):
+        mc.max_pool2d(t(1, 1, 4, 4), True)
