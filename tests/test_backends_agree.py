@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from microconv.backends.base import PRIMITIVES
 from strategies import (
     KINK_GAP,
     POOL_SPACING,
@@ -34,7 +35,7 @@ from strategies import (
 from tolerance import assert_close
 
 import microconv as mc
-from microconv.optim import SGD
+from microconv.optim import SGD, Adam
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -264,3 +265,47 @@ def test_pool_cases_cover_truncated_edges_and_exact_fits():
 @given(relu_input())
 def test_relu_inputs_stay_away_from_the_kink(x):
     assert np.abs(x).min() >= KINK_GAP
+
+
+# --- dtype discipline ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_backend_keeps_the_dtype_in_every_primitive(dtype):
+    """float32 must stay float32 inside the backend (a silent float64 upcast doubles memory and
+    time), and float64 must stay float64 (gradient checks rely on it)."""
+    numpy_class = type(mc.backends.get("numpy"))
+    seen = set()
+
+    class DtypeCheck(numpy_class):
+        pass
+
+    def checked(primitive):
+        inner = getattr(numpy_class, primitive)
+
+        def run(self, *args, **kwargs):
+            result = inner(self, *args, **kwargs)
+            for buf in result if isinstance(result, tuple) else (result,):
+                if isinstance(buf, np.ndarray):
+                    assert buf.dtype == dtype, f"{primitive} returned {buf.dtype}"
+                    seen.add(primitive)
+            return result
+        return run
+
+    for primitive in PRIMITIVES:
+        setattr(DtypeCheck, primitive, checked(primitive))
+    be = DtypeCheck()
+    rng = np.random.default_rng(0)
+
+    def leaf(shape, grad=True):
+        return mc.tensor(rng.uniform(-1, 1, shape), backend=be, dtype=dtype, requires_grad=grad)
+
+    x, w, b = leaf((2, 1, 6, 6), grad=False), leaf((2, 1, 3, 3)), leaf((2,))
+    fw, fb = leaf((3, 8)), leaf((3,))
+    hidden = mc.relu(mc.gelu(mc.max_pool2d(mc.conv2d(x, w, b), 2)))
+    logits = mc.linear(mc.flatten(hidden), fw, fb) * 0.5 - leaf((2, 3))
+    loss = mc.nll_loss(mc.log_softmax(-(logits @ leaf((3, 3)))), [0, 2])
+    loss.backward()
+    SGD([("fw", fw)], lr=0.1).step()
+    Adam([("fb", fb)]).step()
+    assert loss.numpy().dtype == dtype and loss.item() == loss.item()
+    assert len(seen) >= 22, sorted(set(PRIMITIVES) - seen)
