@@ -29,7 +29,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 import microconv
-from microconv.errors import DataError, MicroconvError
+from microconv.errors import BackendError, DataError, MicroconvError
 
 EXIT_INTERRUPTED = 130
 
@@ -161,8 +161,14 @@ def _percent(value):
     return "-" if value is None or value != value else f"{value:.1%}"
 
 
-def _backend_options(device):
-    return {"device": device} if device else {}
+def _backend_options(backend, device):
+    """The options for backends.get: only OpenCL has devices to choose from."""
+    if not device:
+        return {}
+    if backend != Backend.opencl:
+        raise BackendError(f"--device chooses an OpenCL device; the {backend.value} backend "
+                           "has none (add --backend opencl)")
+    return {"device": device}
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -218,6 +224,7 @@ def train(
     from microconv import training
     from microconv.dashboard import LineReporter, LiveDashboard
 
+    _backend_options(backend, device)            # refuse --device without OpenCL
     settings = dict(backend=backend.value, device=device, data_dir=_str(data_dir),
                     dataset=dataset, epochs=epochs, max_minutes=max_minutes,
                     batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
@@ -348,7 +355,7 @@ def evaluate(
     from microconv.data import class_names
     from microconv.evaluate import evaluate as evaluate_classifier
 
-    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(device))
+    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(backend, device))
     images, labels, what = _test_split(data_dir, dataset, limit, classifier.header)
     names = classifier.header.get("class_names") or class_names(dataset)
     result = evaluate_classifier(classifier, images, labels, seed=seed, class_names=names)
@@ -399,7 +406,7 @@ def predict(
 
     if annotate is not None and len(images) != 1:
         raise MicroconvError("--annotate writes one picture: give exactly one IMAGE")
-    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(device))
+    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(backend, device))
     found = []
     for path in images:
         results = photo.read_letters(classifier, path)
@@ -443,7 +450,6 @@ def predict(
 def backend_report(device=None):
     """Every backend with its availability, and every OpenCL device (for ``backends``)."""
     from microconv import backends as registry
-    from microconv.errors import BackendError
 
     entries = []
     for name in registry.names():

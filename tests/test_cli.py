@@ -430,3 +430,24 @@ def test_docs_describe_every_command():
     for name in commands:
         assert f"\n## {name}\n" in text, name
         assert f"$ microconv {name}" in text, name
+
+
+def test_device_without_opencl_is_refused(home, trained):
+    result = run(home, "evaluate", trained[1], "--device", "0:0")
+    assert_one_line_error(result, "--device", "opencl")
+
+
+def test_train_and_evaluate_on_opencl(home, tmp_path):
+    from conftest import backend_or_skip
+    backend_or_skip("opencl")
+    out = tmp_path / "cl.npz"
+    result = run(home, "train", "-b", "OpenCL", "--data-dir", home[0] / "letters", "--limit", 64,
+                 "--epochs", 1, "--batch-size", 32, "--out", out, "--no-dashboard")
+    assert result.exit_code == 0, result.output
+    assert "training on opencl (OpenCL:" in result.stdout
+    scores = run(home, "evaluate", out, "-b", "opencl", "--data-dir", home[0] / "letters",
+                 "--limit", 26, "--json")
+    assert scores.exit_code == 0, scores.output
+    assert json.loads(scores.stdout)["count"] == 26
+    bad = run(home, "evaluate", out, "-b", "opencl", "--device", "99:0", "--limit", 26)
+    assert_one_line_error(bad, "99:0")
