@@ -60,9 +60,7 @@ def get(name, **options):
         if name in _user_factories:
             _instances[key] = _user_factories[name](**options)
         else:
-            module = _module(name)
-            reason = module.unavailable_reason()
-            if reason is not None:
-                raise BackendError(f"backend '{name}' cannot run here: {reason}")
-            _instances[key] = module.create(**options)
+            # create() raises a BackendError with the whole story (what is missing, how to get
+            # it) when the backend cannot run here
+            _instances[key] = _module(name).create(**options)
     return _instances[key]
