@@ -62,5 +62,10 @@ def get(name, **options):
         else:
             # create() raises a BackendError with the whole story (what is missing, how to get
             # it) when the backend cannot run here
-            _instances[key] = _module(name).create(**options)
+            module = _module(name)
+            try:
+                _instances[key] = module.create(**options)
+            except TypeError:
+                raise BackendError(f"backend '{name}' does not take the options "
+                                   f"{', '.join(options) or '(none)'}") from None
     return _instances[key]

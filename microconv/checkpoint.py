@@ -48,6 +48,7 @@ def write_atomically(path, write):
     except OSError as exc:
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes owner-only files; keep the usual
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -60,6 +61,12 @@ def write_atomically(path, write):
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove_quietly(path):
