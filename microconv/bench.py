@@ -5,7 +5,8 @@ labels, forward and backward through the full ConvoAlphabetModel, read the loss,
 SGD step (momentum 0.9). Inference is the same model without the loss, at batch 256, with the
 log-probabilities copied back to the host. Each backend is warmed up first (graph built,
 buffers allocated, caches filled), then timed over ``runs`` runs of several steps; we report
-the median run and the fastest and slowest ones.
+the median run and the fastest and slowest ones. The runs of all backends (and PyTorch) are
+interleaved, so a change in the machine's load during the benchmark hits them alike.
 
 PyTorch, when it happens to be importable, runs the same architecture with the same weights,
 batch, thread count and optimiser in the same process, so the ratios compare like with like.
@@ -107,35 +108,65 @@ def _blas_thread_count(blas):
 
 # --- timing ----------------------------------------------------------------------------------
 
-def _timed_runs(step, images_per_step, runs, warmup, sync=lambda: None, min_seconds=None):
-    """Warm up, then time ``runs`` runs of equal step counts; throughput summary in images/s."""
-    min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
-    step()
-    sync()
-    one_step = max(time.perf_counter() - start, 1e-9)
-    steps = max(1, math.ceil(min_seconds / one_step)) if min_seconds > 0 else 1
-    rates = []
-    for _ in range(runs):
+class _Contender:
+    """One thing being timed: a step, the images it handles, and how to wait for its device.
+
+    ``prepare`` warms it up and picks how many steps make one run last ``min_seconds``;
+    ``time_one_run`` adds one run's throughput. Runs of all contenders are interleaved (see
+    ``_time_interleaved``) so that a change in the machine's load hits them alike.
+    """
+
+    def __init__(self, step, images_per_step, sync=None, warmup=2, min_seconds=None):
+        self.step = step
+        self.images_per_step = images_per_step
+        self.sync = sync or (lambda: None)
+        self.warmup = warmup
+        self.min_seconds = MIN_RUN_SECONDS if min_seconds is None else min_seconds
+        self.steps_per_run = None
+        self.rates = []
+
+    def prepare(self):
+        if self.steps_per_run is not None:
+            return
+        for _ in range(self.warmup):
+            self.step()
+        self.sync()
         start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        rates.append(steps * images_per_step / (time.perf_counter() - start))
-    median = statistics.median(rates)
-    return {
-        "batch_size": images_per_step,
-        "steps_per_run": steps,
-        "runs_images_per_s": rates,
-        "median": median,
-        "min": min(rates),
-        "max": max(rates),
-        "ms_per_step": 1000.0 * images_per_step / median,
-        "seconds_per_image": 1.0 / median,
-    }
+        self.step()
+        self.sync()
+        one_step = max(time.perf_counter() - start, 1e-9)
+        self.steps_per_run = max(1, math.ceil(self.min_seconds / one_step))
+
+    def time_one_run(self):
+        start = time.perf_counter()
+        for _ in range(self.steps_per_run):
+            self.step()
+        self.sync()
+        elapsed = time.perf_counter() - start
+        self.rates.append(self.steps_per_run * self.images_per_step / elapsed)
+
+    def summary(self):
+        median = statistics.median(self.rates)
+        return {
+            "batch_size": self.images_per_step,
+            "steps_per_run": self.steps_per_run,
+            "runs_images_per_s": list(self.rates),
+            "median": median,
+            "min": min(self.rates),
+            "max": max(self.rates),
+            "ms_per_step": 1000.0 * self.images_per_step / median,
+            "seconds_per_image": 1.0 / median,
+        }
+
+
+def _time_interleaved(contenders, runs):
+    """Prepare every contender, then run them in turn ``runs`` times; their summaries."""
+    for contender in contenders:
+        contender.prepare()
+    for _ in range(runs):
+        for contender in contenders:
+            contender.time_one_run()
+    return [contender.summary() for contender in contenders]
 
 
 def random_batches(count, batch_size, seed=0, classes=ConvoAlphabetModel.classes):
@@ -200,25 +231,18 @@ def _cycle(items):
     return take
 
 
-def bench_backend(name, batch_size, infer_batch_size, runs, warmup=2, seed=0,
-                  min_seconds=None):
-    """Training and inference throughput of one microconv backend."""
+def backend_contenders(name, batch_size, infer_batch_size, warmup=2, seed=0,
+                       min_seconds=None):
+    """The training and the inference step of one microconv backend, ready to be timed."""
     be = backend_registry.get(name)
     train = TrainingStep(be, batch_size, seed=seed)
     train_data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
-    train_summary = _timed_runs(lambda: train(*train_data()), batch_size, runs, warmup,
-                                train.sync, min_seconds)
     infer = InferenceStep(train.model, infer_batch_size)
     infer_data = _cycle(random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1))
-    infer_summary = _timed_runs(lambda: infer(infer_data()[0]), infer_batch_size, runs, warmup,
-                                min_seconds=min_seconds)
-    return {
-        "device": be.describe(),
-        "train_images_per_s": train_summary["median"],
-        "infer_images_per_s": infer_summary["median"],
-        "train": train_summary,
-        "infer": infer_summary,
-    }
+    return (be.describe(),
+            _Contender(lambda: train(*train_data()), batch_size, train.sync, warmup, min_seconds),
+            _Contender(lambda: infer(infer_data()[0]), infer_batch_size, None, warmup,
+                       min_seconds))
 
 
 # --- PyTorch, when it happens to be installed -----------------------------------------------
@@ -245,53 +269,59 @@ def torch_model(torch, weights=None):
     return model
 
 
-def bench_torch(batch_size, infer_batch_size, threads, runs, warmup=2, seed=0, min_seconds=None):
-    """The same model, batch, threads and optimiser in PyTorch; or why that cannot run."""
+def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds=None):
+    """The same model, batch and optimiser in PyTorch, ready to be timed; or why not.
+
+    Returns (info, train contender, infer contender), or (info, None, None) when PyTorch is
+    not importable. The caller sets PyTorch's thread count.
+    """
     try:
         import torch
     except ImportError as exc:
-        return {"available": False, "reason": f"PyTorch is not importable ({exc})"}
-    previous_threads = torch.get_num_threads()
+        return {"available": False, "reason": f"PyTorch is not importable ({exc})"}, None, None
+    torch.manual_seed(seed)
+    weights = ConvoAlphabetModel("numpy", seed=seed).state_dict()
+    model = torch_model(torch, weights)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    train_data = _cycle([(torch.from_numpy(x), torch.from_numpy(y))
+                         for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
+
+    def train_step():
+        x, y = train_data()
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.nll_loss(model(x), y)
+        loss.backward()
+        loss_value = loss.item()
+        optimizer.step()
+        return loss_value
+
+    infer_data = _cycle([torch.from_numpy(x) for x, _ in
+                         random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
+
+    def infer_step():
+        with torch.inference_mode():
+            return model(infer_data()).numpy()
+
+    info = {"available": True, "version": torch.__version__,
+            "device": f"PyTorch {torch.__version__} on the CPU"}
+    return (info, _Contender(train_step, batch_size, None, warmup, min_seconds),
+            _Contender(infer_step, infer_batch_size, None, warmup, min_seconds))
+
+
+@contextlib.contextmanager
+def torch_threads(threads):
+    """Set PyTorch's intra-op thread count inside the block, when PyTorch is importable."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        torch.manual_seed(seed)
-        weights = ConvoAlphabetModel("numpy", seed=seed).state_dict()
-        model = torch_model(torch, weights)
-        optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-        train_data = _cycle([(torch.from_numpy(x), torch.from_numpy(y))
-                             for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
-
-        def train_step():
-            x, y = train_data()
-            optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.nll_loss(model(x), y)
-            loss.backward()
-            loss_value = loss.item()
-            optimizer.step()
-            return loss_value
-
-        infer_data = _cycle([torch.from_numpy(x) for x, _ in
-                             random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
-
-        def infer_step():
-            with torch.inference_mode():
-                return model(infer_data()).numpy()
-
-        train_summary = _timed_runs(train_step, batch_size, runs, warmup, min_seconds=min_seconds)
-        infer_summary = _timed_runs(infer_step, infer_batch_size, runs, warmup,
-                                    min_seconds=min_seconds)
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
-    return {
-        "available": True,
-        "version": torch.__version__,
-        "threads": threads,
-        "device": f"PyTorch {torch.__version__} on the CPU",
-        "train_images_per_s": train_summary["median"],
-        "infer_images_per_s": infer_summary["median"],
-        "train": train_summary,
-        "infer": infer_summary,
-    }
+        torch.set_num_threads(previous)
 
 
 # --- the whole benchmark ------------------------------------------------------------------
@@ -331,32 +361,50 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
         used_threads = threads if threads is not None else _blas_thread_count(blas)
         result["blas"] = blas
         result["threads"] = used_threads
+        contenders = {}                          # name -> (device, train, infer)
         for name in backends:
             reason = backend_registry.unavailable_reason(name)
             if reason is not None:
                 result["skipped"][name] = reason
                 continue
+            small = name == "python"             # seconds per image: a few images, one warm-up
             try:
-                if name == "python":
-                    entry = bench_backend(name, python_images, python_images, runs, warmup=1,
-                                          seed=seed, min_seconds=0)
-                else:
-                    entry = bench_backend(name, batch_size, infer_batch_size, runs,
-                                          warmup=warmup, seed=seed, min_seconds=min_run_seconds)
-            except MicroconvError as exc:          # e.g. a driver that fails to build kernels
+                contenders[name] = backend_contenders(
+                    name, python_images if small else batch_size,
+                    python_images if small else infer_batch_size, warmup=1 if small else warmup,
+                    seed=seed, min_seconds=0 if small else min_run_seconds)
+                contenders[name][1].prepare()    # fails here if a driver cannot build kernels
+            except MicroconvError as exc:
                 result["skipped"][name] = f"failed: {str(exc).splitlines()[0]}"
-                continue
-            result["backends"][name] = entry
+                contenders.pop(name, None)
         if compare_torch:
-            result["torch"] = bench_torch(batch_size, infer_batch_size, used_threads, runs,
-                                          warmup=warmup, seed=seed, min_seconds=min_run_seconds)
-            if result["torch"]["available"]:
-                torch_entry = result["torch"]
-                result["ratios_to_torch"] = {
-                    name: {"train": entry["train_images_per_s"] / torch_entry["train_images_per_s"],
-                           "infer": entry["infer_images_per_s"] / torch_entry["infer_images_per_s"]}
-                    for name, entry in result["backends"].items()
-                }
+            info, torch_train, torch_infer = torch_contenders(
+                batch_size, infer_batch_size, warmup=warmup, seed=seed,
+                min_seconds=min_run_seconds)
+            result["torch"] = info
+            if info["available"]:
+                info["threads"] = used_threads
+                contenders["torch"] = (info["device"], torch_train, torch_infer)
+        with torch_threads(used_threads) if compare_torch else contextlib.nullcontext():
+            train = _time_interleaved([c[1] for c in contenders.values()], runs)
+            infer = _time_interleaved([c[2] for c in contenders.values()], runs)
+        for (name, (device, _, _)), train_summary, infer_summary in zip(
+                contenders.items(), train, infer):
+            entry = {"device": device,
+                     "train_images_per_s": train_summary["median"],
+                     "infer_images_per_s": infer_summary["median"],
+                     "train": train_summary, "infer": infer_summary}
+            if name == "torch":
+                result["torch"].update(entry)
+            else:
+                result["backends"][name] = entry
+        if compare_torch and result["torch"]["available"]:
+            torch_entry = result["torch"]
+            result["ratios_to_torch"] = {
+                name: {"train": entry["train_images_per_s"] / torch_entry["train_images_per_s"],
+                       "infer": entry["infer_images_per_s"] / torch_entry["infer_images_per_s"]}
+                for name, entry in result["backends"].items()
+            }
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     return result
