@@ -16,7 +16,7 @@ import json
 
 from rich.console import Console
 
-from microconv.bench import blas_threads, profile_step, render_bench, render_profile, run_bench
+from microconv.bench import profile_step, render_bench, render_profile, run_bench
 
 
 def main():
@@ -40,13 +40,12 @@ def main():
     console.print(render_bench(result))
     if args.profile:
         result["profiles"] = {}
-        with blas_threads(args.threads):
-            for name, entry in result["backends"].items():
-                batch = entry["train"]["batch_size"]
-                steps = 1 if name == "python" else 5
-                rows = profile_step(name, batch, steps=steps)
-                result["profiles"][name] = {"batch_size": batch, "rows": rows}
-                console.print(render_profile(f"{name} (batch {batch})", rows))
+        for name, entry in result["backends"].items():
+            batch = entry["train"]["batch_size"]
+            steps = 1 if name == "python" else 5
+            rows = profile_step(name, batch, steps=steps, threads=args.threads)
+            result["profiles"][name] = {"batch_size": batch, "rows": rows}
+            console.print(render_profile(f"{name} (batch {batch})", rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -455,15 +455,21 @@ def _op_of(primitive):
     return primitive[:-len("_backward")] if primitive.endswith("_backward") else primitive
 
 
-def profile_step(backend="numpy", batch_size=64, steps=5, seed=0):
+def profile_step(backend="numpy", batch_size=64, steps=5, seed=0, threads=None):
     """Per-op time of one training step: a list of (op name, forward ms, backward ms).
 
     Averages ``steps`` steps after one warm-up step. The backward column includes the
     optimiser update (op 'sgd_update'). The last row, 'engine (Python)', is the step's wall
     time not spent inside any primitive: graph walking, stamps, assignment, bookkeeping.
+    ``threads`` limits the BLAS thread pools as in ``run_bench``.
     """
     if not isinstance(steps, int) or steps < 1:
         raise MicroconvError(f"profile: steps must be a positive integer, got {steps!r}")
+    with blas_threads(threads):
+        return _profile_step(backend, batch_size, steps, seed)
+
+
+def _profile_step(backend, batch_size, steps, seed):
     inner = backend_registry.get(backend) if isinstance(backend, str) else backend
     timed = _TimedBackend(inner)
     train = TrainingStep(timed, batch_size, seed=seed)
