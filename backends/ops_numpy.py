@@ -70,6 +70,33 @@ def _normal_cdf_times_2(x):
     return out
 
 
+def _memory_order_flat(a):
+    """A 1-D view of a's elements in memory order, or None when a is not one dense block."""
+    by_stride = a.transpose(np.argsort(a.strides, kind="stable")[::-1])
+    return by_stride.reshape(-1) if by_stride.flags.c_contiguous else None
+
+
+_PIECE = 1 << 16      # elements per piece: 256 KiB of float32, so temporaries stay in L2
+
+
+def _in_pieces(fn, *arrays):
+    """Call fn on matching pieces of equally laid-out arrays (the last ones are outputs).
+
+    A long chain of elementwise steps (GELU's erf has ~30) ran 25% faster on pieces that stay
+    in the CPU's cache, with temporaries too small for fresh, page-faulting memory, than on
+    the first layer's whole activations (short chains gained nothing: GELU's backward is
+    whole). Arrays laid out differently are processed whole.
+    """
+    same_layout = all(a.shape == arrays[0].shape and a.strides == arrays[0].strides
+                      for a in arrays)
+    flats = [_memory_order_flat(a) for a in arrays] if same_layout else [None]
+    if any(f is None for f in flats) or arrays[0].size <= _PIECE:
+        fn(*arrays)
+        return
+    for start in range(0, flats[0].size, _PIECE):
+        fn(*(f[start:start + _PIECE] for f in flats))
+
+
 # --- convolution through channel-last im2col ----------------------------------------------
 
 def _channels_last(x):
@@ -274,10 +301,15 @@ class NumpyBackend(Backend):
 
     # --- activations -------------------------------------------------------------------
     def gelu(self, x):
-        cdf2 = _normal_cdf_times_2(x)
+        out, cdf2 = np.empty_like(x), np.empty_like(x)
+
+        def piece(x, out, cdf2):
+            cdf2[...] = _normal_cdf_times_2(x)
+            np.multiply(x, cdf2, out=out)
+            out *= x.dtype.type(0.5)
+
+        _in_pieces(piece, x, out, cdf2)
         self._memo("gelu").remember(x, cdf2)   # 2 * Phi(x), for the backward
-        out = x * cdf2
-        out *= x.dtype.type(0.5)
         return out
 
     def gelu_backward(self, x, g):
