@@ -82,10 +82,17 @@ def read_checkpoint(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):     # a lone .npy array
+            raise CheckpointError(f"{path} is a single NumPy array, not a microconv checkpoint")
+        with data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{path} is not a readable microconv checkpoint ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, MemoryError,
+            NotImplementedError) as exc:
+        # MemoryError: a damaged array header can claim an enormous shape;
+        # NotImplementedError: zip compression methods numpy cannot read.
+        raise CheckpointError(f"{path} is not a readable microconv checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
     try:
         header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
     except (KeyError, UnicodeDecodeError, json.JSONDecodeError):

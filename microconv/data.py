@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import string
 import struct
@@ -121,7 +122,7 @@ def read_idx(path, expect_magic=None):
                 raise DataError(f"{path}: magic number {magic}, expected {expect_magic} "
                                 f"for an IDX {kind} file")
             dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "dimensions"))
-            size = int(np.prod(dims, dtype=np.int64))
+            size = math.prod(dims)      # Python ints: a lying header cannot overflow this
             if not gzipped:
                 # Raw files: compare with the length on disk before reading anything.
                 actual = os.path.getsize(path) - 4 - 4 * ndim
