@@ -1,4 +1,4 @@
-"""Every ```python snippet in README.md and docs/ runs as written."""
+"""Every ```python snippet in README.md and docs/ runs as written, from the repository root."""
 
 import os
 import re
@@ -22,7 +22,8 @@ def snippets():
 
 @pytest.mark.parametrize("code", list(snippets()))
 def test_snippet_runs(code, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+    # snippets may write files: they get a scratch folder as MICROCONV_SCRATCH
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MICROCONV_SCRATCH=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
