@@ -119,23 +119,16 @@ def _im2col(x_nhwc, k):
     return cols.reshape(n * oh * ow, k * k * c)
 
 
-def _input_gradient(g_rows, w, x_shape_nhwc):
-    """The adjoint of im2col-then-multiply: the gradient of the (N,H,W,C) input.
-
-    For each of the k*k kernel offsets, one matrix multiply gives that offset's contribution
-    (N*OH*OW, C), added onto the shifted pixel block it was read from: k*k whole-array slice
-    additions, no np.add.at. Multiplying per offset keeps every added block contiguous, which
-    measured faster than one big multiply followed by strided additions.
-    """
-    n, h, wd, c = x_shape_nhwc
-    o, _, k, _ = w.shape
-    oh, ow = h - k + 1, wd - k + 1
-    per_offset = w.transpose(2, 3, 0, 1)                                 # (k, k, O, C)
-    out = np.zeros(x_shape_nhwc, dtype=g_rows.dtype)
+def _col2im(cols, x_shape_nhwc, k):
+    """The adjoint of _im2col: add every window row back onto the pixels it was read from,
+    by k*k whole-array slice additions (no np.add.at)."""
+    n, h, w, c = x_shape_nhwc
+    oh, ow = h - k + 1, w - k + 1
+    cols = cols.reshape(n, oh, ow, k, k, c)
+    out = np.zeros(x_shape_nhwc, dtype=cols.dtype)
     for i in range(k):
         for j in range(k):
-            block = (g_rows @ per_offset[i, j]).reshape(n, oh, ow, c)
-            out[:, i:i + oh, j:j + ow, :] += block
+            out[:, i:i + oh, j:j + ow, :] += cols[:, :, :, i, j, :]
     return out
 
 
@@ -261,7 +254,11 @@ class NumpyBackend(Backend):
         g_rows = _channels_last(g).reshape(-1, o)      # (N*OH*OW, O); free for NHWC memory
         dx = dw = db = None
         if needs[0]:
-            dx = _input_gradient(g_rows, w, (n, h, wd, c)).transpose(0, 3, 1, 2)
+            # One multiply, then col2im. Nine per-offset multiplies into contiguous blocks were
+            # as fast on an idle machine but far slower on a busy one: every BLAS call makes
+            # its threads meet, and a descheduled thread makes the others wait.
+            dcols = g_rows @ _weight_rows(w)                                # (N*OH*OW, k*k*C)
+            dx = _col2im(dcols, (n, h, wd, c), k).transpose(0, 3, 1, 2)
         if needs[1]:
             remembered = self._memo("im2col").recall(x)
             if remembered is not None and remembered[0] == k:
