@@ -99,11 +99,17 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path} has no valid microconv header") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a microconv checkpoint")
-    if header.get("architecture") not in ARCHITECTURES:
+    architecture = header.get("architecture")
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
         raise CheckpointError(f"{path}: unknown architecture {header.get('architecture')!r}; "
                               f"known: {', '.join(ARCHITECTURES)}")
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     optim = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
+    unusable = [name for name, value in params.items()
+                if value.dtype.kind not in "fiu" or not np.isfinite(value).all()]
+    if unusable:
+        raise CheckpointError(f"{path}: parameters {', '.join(unusable)} are not finite real "
+                              "numbers; the weights are unusable")
     return header, params, optim
 
 
@@ -112,7 +118,7 @@ def build_model(header, params, backend="numpy", dtype="float32"):
     options = header.get("model_options") or {}
     try:
         model = ARCHITECTURES[header["architecture"]](backend=backend, dtype=dtype, **options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint model options do not fit: {exc}") from None
     model.load_state_dict(params)
     return model

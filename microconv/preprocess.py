@@ -8,11 +8,12 @@ mapped to the constant mean instead of NaN.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from microconv.errors import DataError
+from microconv.errors import CheckpointError, DataError
 
 SEED_MEAN = 0.172575
 SEED_STD = 0.25
@@ -40,7 +41,16 @@ class Preprocessing:
 
     @classmethod
     def from_json(cls, data):
-        return cls(**{k: data[k] for k in ("scale", "normalize", "mean", "std") if k in data})
+        """The preprocessing a checkpoint header records; CheckpointError when unusable."""
+        values = {k: data[k] for k in ("scale", "normalize", "mean", "std")
+                  if isinstance(data, dict) and k in data}
+        numbers = [values.get(k, 1.0) for k in ("scale", "mean", "std")]
+        if (not all(type(v) in (int, float) and math.isfinite(v) for v in numbers)
+                or not isinstance(values.get("normalize", True), bool)
+                or values.get("scale", 1.0) <= 0 or values.get("std", 1.0) <= 0):
+            raise CheckpointError(f"the checkpoint's preprocessing settings {data} are unusable "
+                                  "(scale and std must be positive numbers)")
+        return cls(**values)
 
 
 def normalize_images(x, mean=SEED_MEAN, std=SEED_STD):
