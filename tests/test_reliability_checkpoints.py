@@ -1,0 +1,238 @@
+"""Damaged checkpoints and seed state files: one CheckpointError line, or exactly the same weights.
+
+A checkpoint is a zip of .npy members whose CRCs are checked, so a flipped byte is either
+caught or sits in zip metadata that does not change the arrays. A hello-dl state file has no
+checksum: a flipped weight cannot be noticed, but it can never crash the reader either.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from microconv import seed
+from microconv.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from microconv.errors import CheckpointError
+from microconv.nn import ConvoAlphabetModel
+from microconv.preprocess import Preprocessing
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """(bytes, header, params) of a valid checkpoint written the normal way."""
+    path = tmp_path_factory.mktemp("good") / "good.npz"
+    save_checkpoint(path, ConvoAlphabetModel("numpy", seed=0), Preprocessing(),
+                    header={"class_names": "ABCDEFGHIJKLMNOPQRSTUVWXYZ"})
+    header, params, _ = read_checkpoint(path)
+    return path.read_bytes(), header, params
+
+
+def load_or_checkpoint_error(path):
+    """load_checkpoint's answer: the classifier, or a CheckpointError naming the file."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        message = str(exc)
+        assert message and "\n" not in message, message
+        return exc
+
+
+def write(folder, name, content):
+    path = folder / name
+    path.write_bytes(content)
+    return path
+
+
+# --- checkpoints: arbitrary bytes, truncation, flipped bytes -------------------------------------
+
+@given(content=st.binary(max_size=400),
+       prefix=st.sampled_from([b"", b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY\x01\x00"]))
+def test_random_bytes_are_not_a_checkpoint(tmp_path_factory, content, prefix):
+    path = write(tmp_path_factory.mktemp("fuzz"), "junk.npz", prefix + content)
+    answer = load_or_checkpoint_error(path)
+    assert isinstance(answer, CheckpointError)
+    assert "junk.npz" in str(answer)
+
+
+@given(cut=st.one_of(st.integers(0, 600), st.integers(0, 560_000)))
+def test_truncated_checkpoints(tmp_path_factory, good, cut):
+    content, _, _ = good
+    cut = min(cut, len(content) - 1)
+    path = write(tmp_path_factory.mktemp("cut"), "cut.npz", content[:cut])
+    assert isinstance(load_or_checkpoint_error(path), CheckpointError)
+
+
+def same_weights(classifier, header, params):
+    state = classifier.model.state_dict()
+    return (classifier.header == header and set(state) == set(params)
+            and all(np.array_equal(state[name], params[name]) for name in params))
+
+
+@given(data=st.data())
+def test_a_flipped_byte_is_caught_or_changes_nothing(tmp_path_factory, good, data):
+    content, header, params = good
+    # Half the flips land in the last 4 kB: the JSON header member and the zip directory.
+    position = data.draw(st.one_of(st.integers(0, len(content) - 1),
+                                   st.integers(len(content) - 4096, len(content) - 1)))
+    bit = data.draw(st.integers(0, 7))
+    damaged = bytearray(content)
+    damaged[position] ^= 1 << bit
+    path = write(tmp_path_factory.mktemp("flip"), "flip.npz", bytes(damaged))
+    answer = load_or_checkpoint_error(path)
+    if not isinstance(answer, CheckpointError):
+        assert same_weights(answer, header, params), f"byte {position} changed the weights"
+
+
+def test_a_lone_numpy_array_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "weights.npy"
+    np.save(path, np.zeros(3, np.float32))
+    with pytest.raises(CheckpointError, match="single NumPy array"):
+        load_checkpoint(path)
+
+
+# --- checkpoints that read but do not fit ---------------------------------------------------
+
+def rewritten(tmp_path, good, header_change=None, **array_changes):
+    """The good checkpoint with some arrays replaced (None: removed) and the header edited."""
+    content, _, _ = good
+    source = write(tmp_path, "source.npz", content)
+    with np.load(source) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    header = json.loads(arrays["header"].tobytes())
+    if header_change:
+        header_change(header)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    for key, value in array_changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    path = tmp_path / "changed.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_another_architecture_reports_every_problem_in_one_message(tmp_path, good):
+    path = rewritten(tmp_path, good, **{
+        "param/fc1.bias": None,                                          # missing
+        "param/fc2.bias": None,                                          # missing
+        "param/fc4.weight": np.zeros((26, 26), np.float32),              # unexpected
+        "param/c1.weight": np.zeros((16, 1, 5, 5), np.float32),          # mis-shaped
+        "param/fc3.weight": np.zeros((10, 128), np.float32),             # mis-shaped
+    })
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in ("missing fc1.bias (64,)", "missing fc2.bias (128,)", "unexpected fc4.weight",
+                 "c1.weight has shape (16, 1, 5, 5), the model needs (32, 1, 3, 3)",
+                 "fc3.weight has shape (10, 128), the model needs (26, 128)"):
+        assert part in message, message
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"param/fc1.weight": np.full((64, 512), np.nan, np.float32)}, "fc1.weight are not finite"),
+    ({"param/fc1.bias": np.array(["x"] * 64)}, "fc1.bias are not finite real numbers"),
+    ({"param/fc1.bias": np.ones(64, np.complex64)}, "fc1.bias are not finite real numbers"),
+])
+def test_unusable_parameter_values(tmp_path, good, change, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(rewritten(tmp_path, good, **change))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h.update(architecture=["ConvoAlphabetModel"]), "unknown architecture"),
+    (lambda h: h.update(architecture="ResNet50"), "unknown architecture 'ResNet50'"),
+    (lambda h: h.update(format="something-else"), "not a microconv checkpoint"),
+    (lambda h: h.update(model_options=[1, 2]), "model options do not fit"),
+    (lambda h: h.update(model_options={"dropout": "lots"}), "model options do not fit"),
+    (lambda h: h.update(model_options={"layers": 50}), "model options do not fit"),
+    (lambda h: h.update(preprocessing={"scale": "x"}), "preprocessing settings"),
+    (lambda h: h.update(preprocessing={"std": 0}), "preprocessing settings"),
+    (lambda h: h.update(preprocessing={"normalize": "yes"}), "preprocessing settings"),
+])
+def test_damaged_headers(tmp_path, good, edit, message):
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_checkpoint(rewritten(tmp_path, good, header_change=edit))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_header_that_is_not_json(tmp_path, good):
+    path = rewritten(tmp_path, good, header=np.frombuffer(b"{not json", np.uint8))
+    with pytest.raises(CheckpointError, match="no valid microconv header"):
+        load_checkpoint(path)
+    path = rewritten(tmp_path, good, header=None)
+    with pytest.raises(CheckpointError, match="no valid microconv header"):
+        load_checkpoint(path)
+
+
+# --- hello-dl state files ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def state_bytes(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    tensors = [rng.normal(0, 0.1, size=shape).astype(np.float32)
+               for shape in seed.LAYOUTS["legacy"]]
+    path = tmp_path_factory.mktemp("state") / "good.state"
+    seed.write_seed_state(path, "legacy", tensors)
+    layout, params = seed.read_seed_state(path)
+    assert layout == "legacy"
+    return path.read_bytes(), params
+
+
+def state_or_checkpoint_error(path):
+    try:
+        return seed.read_seed_state(path)
+    except CheckpointError as exc:
+        message = str(exc)
+        assert message and "\n" not in message and str(path) in message, message
+        return exc
+
+
+@given(content=st.binary(max_size=300),
+       magic=st.sampled_from([b"", np.array(seed.BEGIN_MAGIC, "<f4").tobytes()]))
+def test_random_bytes_are_not_a_seed_state(tmp_path_factory, content, magic):
+    path = write(tmp_path_factory.mktemp("fuzz"), "junk.state", magic + content)
+    assert isinstance(state_or_checkpoint_error(path), CheckpointError)
+
+
+def test_seed_state_truncated_near_either_end(tmp_path, state_bytes):
+    content, _ = state_bytes
+    for cut in [*range(0, 80), *range(len(content) - 80, len(content))]:
+        path = write(tmp_path, "cut.state", content[:cut])
+        assert isinstance(state_or_checkpoint_error(path), CheckpointError), cut
+
+
+@given(cut=st.integers(0, seed.LEGACY_BYTES - 1))
+def test_seed_state_truncated_anywhere(tmp_path_factory, state_bytes, cut):
+    content, _ = state_bytes
+    path = write(tmp_path_factory.mktemp("cut"), "cut.state", content[:cut])
+    assert isinstance(state_or_checkpoint_error(path), CheckpointError)
+
+
+@given(data=st.data())
+def test_seed_state_with_a_flipped_byte(tmp_path_factory, state_bytes, data):
+    content, params = state_bytes
+    # Half the flips hit the first tensors' size headers and the magics.
+    position = data.draw(st.one_of(st.integers(0, len(content) - 1),
+                                   st.sampled_from([*range(0, 24), *range(len(content) - 8,
+                                                                          len(content))])))
+    damaged = bytearray(content)
+    damaged[position] ^= 1 << data.draw(st.integers(0, 7))
+    path = write(tmp_path_factory.mktemp("flip"), "flip.state", bytes(damaged))
+    answer = state_or_checkpoint_error(path)
+    if not isinstance(answer, CheckpointError):
+        # No checksum in the format: a changed weight reads as a (finite) weight.
+        layout, got = answer
+        assert layout == "legacy" and set(got) == set(params)
+        assert all(np.isfinite(v).all() for v in got.values())
+        changed = [n for n in params if not np.array_equal(got[n], params[n])]
+        assert len(changed) <= 1
+
+
+def test_a_seed_state_that_is_a_folder(tmp_path):
+    (tmp_path / "dir.state").mkdir()
+    with pytest.raises(CheckpointError, match="does not exist or is not a file"):
+        seed.read_seed_state(tmp_path / "dir.state")
