@@ -19,6 +19,7 @@ in, plus at every validation, checkpoint and at the end, so a crash loses at mos
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -88,6 +89,18 @@ def _connect(path, create):
     return db
 
 
+def _write_errors(method):
+    """sqlite3 errors while writing (disk full, no permission, the file removed) become one
+    clear MicroconvError: training stops and the last checkpoint stays as it was."""
+    @functools.wraps(method)
+    def guarded(self, *args):
+        try:
+            return method(self, *args)
+        except sqlite3.Error as exc:
+            raise MicroconvError(f"cannot write the metrics database {self.path}: {exc}") from None
+    return guarded
+
+
 class MetricsDB(Reporter):
     """A Reporter that stores a training run in SQLite; ``run_id`` is set by on_start."""
 
@@ -99,6 +112,7 @@ class MetricsDB(Reporter):
         self._class_names = None
 
     # --- Reporter ---------------------------------------------------------------------
+    @_write_errors
     def on_start(self, info):
         self._class_names = None
         cursor = self.db.execute(
@@ -111,6 +125,7 @@ class MetricsDB(Reporter):
         self.run_id = cursor.lastrowid
         self._commit()
 
+    @_write_errors
     def on_batch(self, r):
         self.db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (self.run_id, r.step, r.epoch, r.batch, r.loss, r.accuracy,
@@ -118,6 +133,7 @@ class MetricsDB(Reporter):
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
             self._commit()
 
+    @_write_errors
     def on_validation(self, r):
         self.db.execute("INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (self.run_id, r.step, r.epoch, r.loss, r.accuracy, r.top2_accuracy,
@@ -125,15 +141,18 @@ class MetricsDB(Reporter):
                                                                    r.most_confused])))
         self._commit()
 
+    @_write_errors
     def on_checkpoint(self, r):
         self.db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
                         (self.run_id, r.step, r.path, r.elapsed_s))
         self._commit()
 
+    @_write_errors
     def on_warning(self, message):
         self.db.execute("INSERT INTO warnings VALUES (?, ?, ?)", (self.run_id, message, _now()))
         self._commit()
 
+    @_write_errors
     def on_end(self, r):
         extra = r.extra or {}
         status = ("interrupted" if r.interrupted else "failed" if extra.get("error")
@@ -167,11 +186,14 @@ class MetricsDB(Reporter):
         self.db.commit()
         self._last_commit = time.monotonic()
 
+    @_write_errors
     def close(self):
         if self.db is not None:
-            self.db.commit()
-            self.db.close()
-            self.db = None
+            db, self.db = self.db, None
+            try:
+                db.commit()
+            finally:
+                db.close()
 
     def __enter__(self):
         return self

@@ -71,7 +71,9 @@ class TrainingInterrupted(MicroconvError):
     """Training was stopped by the user (Ctrl-C); a checkpoint was written to ``path``."""
 
     def __init__(self, path, step):
-        super().__init__(f"training interrupted at step {step}; checkpoint saved to {path}")
+        saved = (f"checkpoint saved to {path}" if path is not None else
+                 "the checkpoint could not be saved; the one on disk is from the last validation")
+        super().__init__(f"training interrupted at step {step}; {saved}")
         self.path = path
         self.step = step
 
@@ -521,9 +523,14 @@ def _train(config, reporter):
         reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=path,
                                interrupted=True))
         raise TrainingInterrupted(path, run.step) from None
-    except TrainingError as exc:
-        reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=None,
-                               extra={"error": str(exc)}))
+    except MicroconvError as exc:
+        # A fault (non-finite values, a failed write, a device error): the checkpoint on disk
+        # is the last good one; reporters (and the metrics database) record the error.
+        try:
+            reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None,
+                                   checkpoint=None, extra={"error": str(exc)}))
+        except MicroconvError:
+            pass            # a broken metrics database: the first error is the one to tell
         raise
     record = ending(test_accuracy=result["accuracy"], test_top2_accuracy=result["top2_accuracy"],
                     checkpoint=str(config.out), extra=result)
