@@ -15,6 +15,8 @@ an ordinary array of the right shape: ``to_numpy`` and ``reshape`` see NCHW sema
 from __future__ import annotations
 
 import math
+import sys
+import weakref
 
 import numpy as np
 from microconv.backends.base import Backend
@@ -104,28 +106,29 @@ def _channels_last(x):
     return x.transpose(0, 2, 3, 1)
 
 
-def _im2col(x_nhwc, k):
+def _im2col(x_nhwc, k, buffers):
     """(N,H,W,C) -> (N*OH*OW, k*k*C): row (n, r, s) holds the window under output (r, s),
     ordered (i, j, c), so each run of C numbers is read contiguously."""
     n, h, w, c = x_nhwc.shape
     oh, ow = h - k + 1, w - k + 1
+    cols = buffers.empty((n, oh, ow, k, k, c), x_nhwc.dtype)
     if c >= _SLICE_IM2COL_BELOW_CHANNELS:
         windows = sliding_window_view(x_nhwc, (k, k), axis=(1, 2))   # (N,OH,OW,C,k,k), a view
-        return windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, k * k * c)
-    cols = np.empty((n, oh, ow, k, k, c), dtype=x_nhwc.dtype)
+        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        return cols.reshape(n * oh * ow, k * k * c)
     for i in range(k):
         for j in range(k):
             cols[:, :, :, i, j, :] = x_nhwc[:, i:i + oh, j:j + ow, :]
     return cols.reshape(n * oh * ow, k * k * c)
 
 
-def _col2im(cols, x_shape_nhwc, k):
+def _col2im(cols, x_shape_nhwc, k, buffers):
     """The adjoint of _im2col: add every window row back onto the pixels it was read from,
     by k*k whole-array slice additions (no np.add.at)."""
     n, h, w, c = x_shape_nhwc
     oh, ow = h - k + 1, w - k + 1
     cols = cols.reshape(n, oh, ow, k, k, c)
-    out = np.zeros(x_shape_nhwc, dtype=cols.dtype)
+    out = buffers.zeros(x_shape_nhwc, cols.dtype)
     for i in range(k):
         for j in range(k):
             out[:, i:i + oh, j:j + ow, :] += cols[:, :, :, i, j, :]
@@ -155,25 +158,64 @@ def _window_part(x, i, j, k):
 class _Memo:
     """What a forward primitive computed from an input buffer, kept for its backward.
 
-    Keyed by the buffer's identity, and only the most recent entries (a training graph and an
-    inference graph of the ConvoAlphabetModel use 11). It is safe because buffers are never
-    changed in place, except parameters by an optimiser; then the engine recomputes the
-    forward (the parameter's stamp changed) before any backward, which refreshes the entry.
+    Keyed by the input buffer's identity and forgotten as soon as that buffer is freed (a weak
+    reference), so it keeps nothing alive longer than the graph does. It is safe because
+    buffers are never changed in place, except parameters by an optimiser; then the engine
+    recomputes the forward (the parameter's stamp changed) before any backward, which
+    refreshes the entry.
     """
 
-    def __init__(self, size=32):
-        self.size = size
+    def __init__(self):
         self.entries = {}
 
     def remember(self, key_buffer, value):
-        self.entries.pop(id(key_buffer), None)
-        self.entries[id(key_buffer)] = (key_buffer, value)
-        if len(self.entries) > self.size:
-            del self.entries[next(iter(self.entries))]         # the oldest entry
+        key, entries = id(key_buffer), self.entries
+        forget = lambda _dead, key=key: entries.pop(key, None)     # noqa: E731
+        entries[key] = (weakref.ref(key_buffer, forget), value)
 
     def recall(self, key_buffer):
         entry = self.entries.get(id(key_buffer))
-        return entry[1] if entry is not None and entry[0] is key_buffer else None
+        return entry[1] if entry is not None and entry[0]() is key_buffer else None
+
+
+_REUSE_BYTES = 1 << 20
+
+
+class _BufferPool:
+    """Large arrays kept for reuse from one training step to the next.
+
+    A fresh large array costs page faults (the kernel zeroes every page on first touch): at
+    batch 256 that took twice the arithmetic's time. An array is handed out again only when
+    nothing but this pool refers to it (CPython's reference count, which counts views too),
+    so a buffer still held by the graph, a memo or the user is never overwritten. Callers
+    must write every element of what ``empty`` returns.
+    """
+
+    def __init__(self):
+        self.arrays = {}
+
+    def empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        if math.prod(shape) * dtype.itemsize < _REUSE_BYTES:
+            return np.empty(shape, dtype)
+        arrays = self.arrays.setdefault((tuple(shape), dtype.str), [])
+        for array in arrays:
+            if sys.getrefcount(array) <= 3:      # this list, the loop name, the call's argument
+                return array
+        array = np.empty(shape, dtype)
+        arrays.append(array)
+        return array
+
+    def zeros(self, shape, dtype):
+        array = self.empty(shape, dtype)
+        array.fill(0)
+        return array
+
+    def like(self, a):
+        """An array shaped and laid out like a (channel-last or not)."""
+        order = np.argsort(a.strides, kind="stable")[::-1]        # outermost axis first
+        block = self.empty(tuple(a.shape[i] for i in order), a.dtype)
+        return block.transpose(np.argsort(order))
 
 
 class NumpyBackend(Backend):
@@ -186,6 +228,13 @@ class NumpyBackend(Backend):
         if memo is None:
             memo = self.__dict__[key] = _Memo()
         return memo
+
+    def _buffers(self):
+        """The _BufferPool, created on first use."""
+        pool = self.__dict__.get("_buffer_pool")
+        if pool is None:
+            pool = self.__dict__["_buffer_pool"] = _BufferPool()
+        return pool
 
     def describe(self):
         return f"NumPy {np.__version__} on the CPU"
@@ -242,9 +291,10 @@ class NumpyBackend(Backend):
         n, _, h, wd = x.shape
         o, _, k, _ = w.shape
         oh, ow = h - k + 1, wd - k + 1
-        cols = _im2col(_channels_last(x), k)
+        cols = _im2col(_channels_last(x), k, self._buffers())
         self._memo("im2col").remember(x, (k, cols))      # the weight gradient needs it again
-        out = cols @ _weight_rows(w).T                                  # (N*OH*OW, O)
+        out = self._buffers().empty((n * oh * ow, o), x.dtype)
+        np.matmul(cols, _weight_rows(w).T, out=out)                     # (N*OH*OW, O)
         out += b
         return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)         # NCHW view, NHWC memory
 
@@ -257,14 +307,15 @@ class NumpyBackend(Backend):
             # One multiply, then col2im. Nine per-offset multiplies into contiguous blocks were
             # as fast on an idle machine but far slower on a busy one: every BLAS call makes
             # its threads meet, and a descheduled thread makes the others wait.
-            dcols = g_rows @ _weight_rows(w)                                # (N*OH*OW, k*k*C)
-            dx = _col2im(dcols, (n, h, wd, c), k).transpose(0, 3, 1, 2)
+            dcols = self._buffers().empty((g_rows.shape[0], k * k * c), g.dtype)
+            np.matmul(g_rows, _weight_rows(w), out=dcols)                  # (N*OH*OW, k*k*C)
+            dx = _col2im(dcols, (n, h, wd, c), k, self._buffers()).transpose(0, 3, 1, 2)
         if needs[1]:
             remembered = self._memo("im2col").recall(x)
             if remembered is not None and remembered[0] == k:
                 cols = remembered[1]
             else:
-                cols = _im2col(_channels_last(x), k)
+                cols = _im2col(_channels_last(x), k, self._buffers())
             # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's 9 columns
             dw_cols = cols.T @ g_rows                                       # (k*k*C, O)
             dw = np.ascontiguousarray(dw_cols.reshape(k, k, c, o).transpose(3, 2, 0, 1))
@@ -276,14 +327,15 @@ class NumpyBackend(Backend):
     # --- pooling -----------------------------------------------------------------------
     def max_pool2d(self, x, k):
         first, _ = _window_part(x, 0, 0, k)        # the ceil-mode output shape: ceil(H/k)
-        out = first.copy(order="K")
+        out = self._buffers().like(first)
+        np.copyto(out, first)
         for i, j in _pool_offsets(k)[1:]:
             part, region = _window_part(x, i, j, k)
             np.maximum(out[region], part, out=out[region])
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
-        dx = np.empty_like(x)                      # every pixel is written once, below
+        dx = self._buffers().like(x)               # every pixel is written once, below
         taken = None                               # windows whose first maximum was found
         for i, j in _pool_offsets(k):
             part, region = _window_part(x, i, j, k)
@@ -298,7 +350,7 @@ class NumpyBackend(Backend):
 
     # --- activations -------------------------------------------------------------------
     def gelu(self, x):
-        out, cdf2 = np.empty_like(x), np.empty_like(x)
+        out, cdf2 = self._buffers().like(x), self._buffers().like(x)
 
         def piece(x, out, cdf2):
             cdf2[...] = _normal_cdf_times_2(x)
@@ -313,7 +365,8 @@ class NumpyBackend(Backend):
         cdf2 = self._memo("gelu").recall(x)
         if cdf2 is None:
             cdf2 = _normal_cdf_times_2(x)
-        slope = np.square(x)                                     # Phi(x) + x * phi(x)
+        slope = self._buffers().like(x)                          # Phi(x) + x * phi(x)
+        np.square(x, out=slope)
         slope *= x.dtype.type(-0.5)
         np.exp(slope, out=slope)
         slope *= x
