@@ -509,10 +509,13 @@ def _train(config, reporter):
                            elapsed_s=run.elapsed(), **fields)
 
     try:
-        run.loop()
-        if run.last_validation is None or run.last_validation["step"] != run.step:
-            run.validate()
-        result = run.finish()
+        # Overflow is found and reported by the loop itself (non-finite loss or gradient, with
+        # the step and the layer), so NumPy's own warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run.loop()
+            if run.last_validation is None or run.last_validation["step"] != run.step:
+                run.validate()
+            result = run.finish()
     except KeyboardInterrupt:
         path = None
         try:
