@@ -10,8 +10,12 @@ import json
 import sys
 
 
+def _number(rate):
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+
+
 def _rate(summary):
-    return f"{summary['median']:,.0f} ({summary['min']:,.0f}–{summary['max']:,.0f})"
+    return f"{_number(summary['median'])} ({_number(summary['min'])}–{_number(summary['max'])})"
 
 
 def throughput_table(result):
@@ -32,8 +36,8 @@ def throughput_table(result):
             label += f"{entry['infer']['seconds_per_image']:.1f} s/image inference)"
         lines.append(f"| {label} | {_rate(entry['train'])} | {entry['train']['ms_per_step']:,.1f} "
                      f"| {_rate(entry['infer'])} | "
-                     f"{ratio.get('train', float('nan')):.2f}x | "
-                     f"{ratio.get('infer', float('nan')):.2f}x |")
+                     f"{ratio.get('train', float('nan')):.3g}x | "
+                     f"{ratio.get('infer', float('nan')):.3g}x |")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"| {name} | skipped: {reason} | | | | |")
     return "\n".join(lines)

@@ -523,8 +523,12 @@ def _blas_line(blas):
                      f"{b['num_threads']} threads" for b in blas)
 
 
+def _number(rate):
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+
+
 def _rate_cell(summary):
-    return f"{summary['median']:,.0f} ({summary['min']:,.0f}-{summary['max']:,.0f})"
+    return f"{_number(summary['median'])} ({_number(summary['min'])}-{_number(summary['max'])})"
 
 
 def render_bench(result):
