@@ -1,0 +1,197 @@
+"""Faults during training: non-finite values, Ctrl-C at any moment, resuming after it.
+
+test_training.py covers a poisoned parameter and interrupt/resume through the Python API;
+here the faults come the way users meet them (a learning rate that explodes, Ctrl-C during
+validation or the final evaluation, a disk that is full when Ctrl-C wants to save) and the
+command line is checked end to end.
+"""
+
+import errno
+import os
+import re
+import warnings
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from microconv import training
+from microconv.checkpoint import read_checkpoint
+from microconv.cli import EXIT_INTERRUPTED, app
+from microconv.dashboard import LineReporter
+from microconv.errors import TrainingError
+from microconv.records import Reporter
+from microconv.training import TrainConfig, TrainingInterrupted, train
+
+REAL_SAVEZ = np.savez
+EXPLODED = r"at step (\d+) \(first non-finite gradient: (c[123]|fc[123])\.(weight|bias)\)"
+
+
+@pytest.fixture(autouse=True)
+def generated_letters_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments, code=1):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert message and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+SMALL = ("--limit", 64, "--batch-size", 16, "--validation-size", 16, "--no-dashboard")
+
+
+def small(tmp_path, **overrides):
+    settings = dict(epochs=1, limit=64, batch_size=16, eval_every=1, validation_size=16,
+                    out=str(tmp_path / "run.npz"), seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+class Snapshots(Reporter):
+    """Keeps the bytes of every checkpoint as it is written, and the final record."""
+
+    def __init__(self, out, on_batch=None, on_validation=None):
+        self.out, self.saved, self.final = out, {}, None
+        self.batch_hook, self.validation_hook = on_batch, on_validation
+
+    def on_checkpoint(self, record):
+        self.saved[record.step] = self.out.read_bytes()
+
+    def on_batch(self, record):
+        if self.batch_hook:
+            self.batch_hook(record)
+
+    def on_validation(self, record):
+        if self.validation_hook:
+            self.validation_hook(record)
+
+    def on_end(self, record):
+        self.final = record
+
+
+# --- non-finite loss or gradients -----------------------------------------------------------------
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_exploding_learning_rate_stops_with_the_step_and_the_layer(tmp_path, optimizer):
+    out = tmp_path / "run.npz"
+    reporter = Snapshots(out)
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingError, match=EXPLODED) as caught:
+            train(small(tmp_path, optimizer=optimizer, lr=1e30, schedule="constant"), reporter)
+    assert not [w for w in caught_warnings if issubclass(w.category, RuntimeWarning)]
+    message = str(caught.value)
+    step = int(re.search(EXPLODED, message).group(1))
+    assert "\n" not in message and str(out) in message and "last good checkpoint" in message
+    # The checkpoint is the one from the last step whose parameters were still finite.
+    last = max(reporter.saved)
+    assert last == step - 1
+    assert out.read_bytes() == reporter.saved[last]
+    header, params, _ = read_checkpoint(out)
+    assert header["progress"]["step"] == last
+    assert all(np.isfinite(value).all() for value in params.values())
+    assert reporter.final.extra["error"] == message
+
+
+def test_an_exploding_run_through_the_cli(tmp_path):
+    out = tmp_path / "run.npz"
+    result = cli("train", *SMALL, "--epochs", 1, "--eval-every", 1, "--optimizer", "sgd",
+                 "--lr", "1e30", "--out", out)
+    message = assert_one_line_error(result, "stopped being finite", "first non-finite gradient",
+                                    "keeps the last good checkpoint")
+    assert "RuntimeWarning" not in result.output
+    step = int(re.search(EXPLODED, message).group(1))
+    assert read_checkpoint(out)[0]["progress"]["step"] == step - 1
+    assert f"stopped after {step - 1} steps" in result.stdout
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------
+
+def interrupt():
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_validation_saves(tmp_path):
+    reporter = Snapshots(tmp_path / "run.npz",
+                         on_validation=lambda r: r.step == 2 and interrupt())
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(small(tmp_path), reporter)
+    assert caught.value.step == 2 and reporter.final.interrupted
+    assert read_checkpoint(tmp_path / "run.npz")[0]["progress"]["step"] == 2
+
+
+def test_ctrl_c_during_the_final_evaluation_saves(tmp_path, monkeypatch):
+    def evaluation_interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "evaluate", evaluation_interrupted)
+    result = cli("train", *SMALL, "--epochs", 1, "--eval-every", 100,
+                 "--out", tmp_path / "run.npz")
+    assert_one_line_error(result, "interrupted at step 4", "checkpoint saved to",
+                          code=EXIT_INTERRUPTED)
+    assert read_checkpoint(tmp_path / "run.npz")[0]["progress"]["step"] == 4
+
+
+def test_ctrl_c_when_the_disk_is_full_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run.npz"
+    assert cli("train", *SMALL, "--epochs", 1, "--eval-every", 2, "--out", out).exit_code == 0
+    calls = []
+
+    def full_after_first_save(file, **arrays):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return REAL_SAVEZ(file, **arrays)
+
+    def interrupt_at_step_three(self, record):
+        if record.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", full_after_first_save)
+    monkeypatch.setattr(LineReporter, "on_batch", interrupt_at_step_three)
+    result = cli("train", *SMALL, "--epochs", 1, "--eval-every", 2, "--out", out)
+    assert_one_line_error(result, "interrupted at step 3", "could not be saved",
+                          code=EXIT_INTERRUPTED)
+    assert "No space left on device" in result.stdout      # the reporter's warning
+    assert read_checkpoint(out)[0]["progress"]["step"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    options = (*SMALL, "--epochs", 2, "--eval-every", 3, "--dropout", 0.25, "--seed", 5)
+    whole = tmp_path / "whole.npz"
+    assert cli("train", *options, "--out", whole).exit_code == 0
+
+    def interrupt_at_step_five(self, record):     # in the middle of the second epoch
+        if record.step == 5:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part.npz"
+    with monkeypatch.context() as patch:
+        patch.setattr(LineReporter, "on_batch", interrupt_at_step_five)
+        stopped = cli("train", *options, "--out", part)
+    assert_one_line_error(stopped, "interrupted at step 5", str(part), code=EXIT_INTERRUPTED)
+    resumed = cli("train", "--resume", part, "--no-dashboard")
+    assert resumed.exit_code == 0, resumed.output
+    assert "step 6/8" in resumed.stdout and "step 5/8" not in resumed.stdout
+
+    expected_header, expected, expected_optim = read_checkpoint(whole)
+    got_header, got, got_optim = read_checkpoint(part)
+    assert got_header["progress"]["step"] == expected_header["progress"]["step"] == 8
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    for name in expected_optim:
+        np.testing.assert_array_equal(got_optim[name], expected_optim[name], err_msg=name)
+    for key in ("loss", "accuracy", "perturbed_accuracy"):
+        assert got_header["metrics"]["test"][key] == expected_header["metrics"]["test"][key]
