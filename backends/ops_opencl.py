@@ -223,8 +223,12 @@ def _load_source(filename):
 
 def _context_for(cl, device):
     if device not in _contexts:
-        context = cl.Context([device])
-        _contexts[device] = (context, cl.CommandQueue(context))
+        try:
+            context = cl.Context([device])
+            _contexts[device] = (context, cl.CommandQueue(context))
+        except cl.Error as exc:
+            raise BackendError(f"OpenCL cannot open device '{device.name.strip()}' ({exc}); "
+                               "check the driver with clinfo, or use --backend numpy") from None
     return _contexts[device]
 
 
@@ -255,7 +259,8 @@ def _build_kernels(cl, context, device, dtype):
             raise BackendError(
                 f"OpenCL kernel file {filename} ({real}) failed to build for device "
                 f"'{device.name.strip()}' ({device.platform.name.strip()}, driver "
-                f"{device.driver_version.strip()}): {exc}\nBuild log:\n{log or str(exc)}") from None
+                f"{device.driver_version.strip()}): {exc}; another --device or driver may "
+                f"work, --backend numpy does\nBuild log:\n{log or str(exc)}") from None
         for name, signature in kernels.items():
             kernel = cl.Kernel(program, name)
             kernel.set_scalar_arg_dtypes([arg_types[c] for c in signature])
@@ -350,6 +355,19 @@ class OpenCLBackend(Backend):
                 raise self._memory_error(exc) from None
         return CLBuffer(data, shape, dtype)
 
+    def _device_error(self, exc, what):
+        """A BackendError for a failed OpenCL call: out of memory, or the device failing."""
+        if _status_code(exc) in _MEMORY_CODES:
+            return self._memory_error(exc)
+        return BackendError(f"OpenCL {what} failed on '{self.device.name.strip()}': {exc}; "
+                            "try --backend numpy")
+
+    def _copy(self, dest, src, what):
+        try:
+            self.cl.enqueue_copy(self.queue, dest, src, is_blocking=True)
+        except self.cl.Error as exc:
+            raise self._device_error(exc, what) from None
+
     def _run(self, name, dtype, global_size, *args, local_size=None):
         """Enqueue kernel ``name`` for dtype on a 1-D (int) or 2-D (tuple) global size."""
         kernel = self._kernels(dtype)[name]
@@ -364,10 +382,7 @@ class OpenCLBackend(Backend):
         try:
             kernel(self.queue, global_size, local_size, *args)
         except self.cl.Error as exc:
-            if _status_code(exc) in _MEMORY_CODES:
-                raise self._memory_error(exc) from None
-            raise BackendError(f"OpenCL kernel {name} failed on "
-                               f"'{self.device.name.strip()}': {exc}") from None
+            raise self._device_error(exc, f"kernel {name}") from None
 
     def _elementwise(self, name, *inputs, extra=()):
         first = inputs[0]
@@ -383,13 +398,13 @@ class OpenCLBackend(Backend):
         array = np.ascontiguousarray(array)
         buf = self._empty(array.shape, array.dtype)
         if array.size:
-            self.cl.enqueue_copy(self.queue, buf.data, array, is_blocking=True)
+            self._copy(buf.data, array, "copy to the device")
         return buf
 
     def to_numpy(self, buf):
         out = np.empty(buf.shape, dtype=buf.dtype)
         if buf.size:
-            self.cl.enqueue_copy(self.queue, out, buf.data, is_blocking=True)
+            self._copy(out, buf.data, "copy from the device")
         return out
 
     def full(self, shape, value, dtype):
