@@ -53,6 +53,8 @@ def main():
     with blas_threads(args.threads):
         result = epoch_time(args.backend, args.images, args.batch_size)
         result["blas"] = blas_info()
+        blas = result["blas"]
+        result["threads"] = blas[0]["num_threads"] if isinstance(blas, list) else args.threads
     result["machine"] = machine_info()
     if args.json:
         print(json.dumps(result, indent=2))
