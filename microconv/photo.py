@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import string
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,9 @@ from microconv.errors import DataError
 LETTERS = string.ascii_lowercase
 CROP_SIDE = 256               # pictures this small are crops: letters may touch their edges
 MAX_SIDE = 2048               # larger photos are scaled down while decoding (bounded memory)
-MAX_PIXELS = 64_000_000       # formats that cannot decode at a reduced size stop here
+MAX_PIXELS = 150_000_000      # pixel values (pixels x channels, 1 byte each) decoded at
+                              # full size by formats that cannot decode smaller (PNG): a
+                              # 12000 x 12000 grey scan fits, a 12000 x 12000 RGB one does not
 WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
 STRONG_DARKNESS = 0.25        # ... and every letter holds some pixels 25 % darker
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
@@ -51,15 +54,18 @@ def _open_bounded(path, mode):
     if not os.path.isfile(path):
         raise DataError(f"image {path} does not exist")
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():
+            # Pillow warns about pictures over 89 M pixels; MAX_PIXELS below is our own limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
         # JPEG can decode straight to a reduced size, so a huge photo never sits in memory
         # at full resolution.
         image.draft(mode, (MAX_SIDE, MAX_SIDE))
-        if image.width * image.height > MAX_PIXELS:
+        if image.width * image.height * len(image.getbands()) > MAX_PIXELS:
             raise DataError(f"image {path} is too large to read ({image.width} x "
-                            f"{image.height} pixels); scale it down first")
+                            f"{image.height} pixels, {image.mode}); scale it down first")
+        image.thumbnail((MAX_SIDE, MAX_SIDE))     # in place, before any copy at full size
         image = ImageOps.exif_transpose(image)
-        image.thumbnail((MAX_SIDE, MAX_SIDE))
         return image.convert(mode)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
