@@ -419,6 +419,8 @@ def _split_touching(letter, typical_height):
         return [letter]
     longest = int(np.argmax(run_ends - run_starts))        # cut in the middle of the
     cut = lo + (run_starts[longest] + run_ends[longest]) // 2   # longest thin stretch
+    if not 0 < cut < width:            # a blob a few pixels wide: no cut that makes it smaller
+        return [letter]
     parts = []
     for a, b in ((0, cut), (cut, width)):
         part_mask = mask[:, a:b]
