@@ -12,65 +12,20 @@ The public API uses PyTorch's names::
 from microconv import backends
 from microconv.checkpoint import load_checkpoint, save_checkpoint
 from microconv.data import generated_letters, load_emnist, perturb
-from microconv.errors import (
-                              BackendError,
-                              CheckpointError,
-                              DataError,
-                              MicroconvError,
-                              ShapeError,
-                              TrainingError,
-)
+from microconv.errors import (BackendError, CheckpointError, DataError, MicroconvError, ShapeError,
+                              TrainingError)
 from microconv.evaluate import evaluate
-from microconv.ops import (
-                              conv2d,
-                              dropout,
-                              flatten,
-                              gelu,
-                              linear,
-                              log_softmax,
-                              matmul,
-                              max_pool2d,
-                              nll_loss,
-                              one_hot,
-                              relu,
-                              reshape,
-                              tensor,
-)
+from microconv.ops import (conv2d, dropout, flatten, gelu, linear, log_softmax, matmul, max_pool2d,
+                           nll_loss, one_hot, relu, reshape, tensor)
 from microconv.tensor import Tensor
 from microconv.training import TrainConfig, TrainingInterrupted, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-                              "BackendError",
-                              "CheckpointError",
-                              "DataError",
-                              "MicroconvError",
-                              "ShapeError",
-                              "Tensor",
-                              "TrainConfig",
-                              "TrainingError",
-                              "TrainingInterrupted",
-                              "__version__",
-                              "backends",
-                              "conv2d",
-                              "dropout",
-                              "evaluate",
-                              "flatten",
-                              "gelu",
-                              "generated_letters",
-                              "linear",
-                              "load_checkpoint",
-                              "load_emnist",
-                              "log_softmax",
-                              "matmul",
-                              "max_pool2d",
-                              "nll_loss",
-                              "one_hot",
-                              "perturb",
-                              "relu",
-                              "reshape",
-                              "save_checkpoint",
-                              "tensor",
-                              "train",
+    "BackendError", "CheckpointError", "DataError", "MicroconvError", "ShapeError", "Tensor",
+    "TrainConfig", "TrainingError", "TrainingInterrupted", "__version__", "backends", "conv2d",
+    "dropout", "evaluate", "flatten", "gelu", "generated_letters", "linear", "load_checkpoint",
+    "load_emnist", "log_softmax", "matmul", "max_pool2d", "nll_loss", "one_hot", "perturb", "relu",
+    "reshape", "save_checkpoint", "tensor", "train",
 ]
