@@ -81,6 +81,9 @@ def read_checkpoint(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        # np.load would try to unpickle it and suggest allow_pickle, which is never wanted here.
+        raise CheckpointError(f"{path} is not a microconv checkpoint (not an .npz archive)")
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):     # a lone .npy array

@@ -272,8 +272,9 @@ def _str(path):
 def _test_split(data_dir, dataset, limit, header):
     """The test images to evaluate on, and a sentence saying what they are."""
     from microconv import training
-    from microconv.data import find_data_dir, generated_letters, load_emnist
+    from microconv.data import class_names, find_data_dir, generated_letters, load_emnist
 
+    class_names(dataset)                     # an unknown dataset is named as such
     folder = find_data_dir(_str(data_dir), dataset)
     if folder is not None:
         images, labels = load_emnist(folder, "test", dataset)

@@ -295,7 +295,7 @@ def verify_data_dir(path, dataset=None):
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"data directory {path} does not exist")
-    datasets = [dataset] if dataset else _present_datasets(path)
+    datasets = [_check_dataset(dataset)] if dataset else _present_datasets(path)
     if not datasets:
         raise DataError(f"{path} holds no EMNIST files (emnist-<dataset>-<split>-...-ubyte[.gz])")
     files = []

@@ -88,7 +88,7 @@ def test_a_flipped_byte_is_caught_or_changes_nothing(tmp_path_factory, good, dat
 def test_a_lone_numpy_array_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "weights.npy"
     np.save(path, np.zeros(3, np.float32))
-    with pytest.raises(CheckpointError, match="single NumPy array"):
+    with pytest.raises(CheckpointError, match="weights.npy is not a microconv checkpoint"):
         load_checkpoint(path)
 
 
