@@ -68,6 +68,10 @@ class _Commands(TyperGroup):
         except TrainingInterrupted as exc:
             _error_console().print(f"[yellow]{escape(_one_line(exc))}[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt:
+            # Ctrl-C in any other command: nothing was being written, so nothing is lost.
+            _error_console().print("[yellow]interrupted[/]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except (MicroconvError, OSError) as exc:
             _error_console().print(f"[bold red]error:[/] [red]{escape(_one_line(exc))}[/]")
             raise typer.Exit(1) from None

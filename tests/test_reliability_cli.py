@@ -182,5 +182,5 @@ def test_ctrl_c_outside_training_aborts_without_a_traceback(files, monkeypatch):
 
     monkeypatch.setattr(evaluation, "evaluate", interrupted)
     result = cli(files, ("evaluate", "{model}", "--data-dir", "{letters}"))
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.stderr.strip() == "Aborted!"
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.stderr.strip() == "interrupted"
