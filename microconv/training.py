@@ -284,6 +284,9 @@ class _Run:
                                 f"classes, the ConvoAlphabetModel only "
                                 f"{ConvoAlphabetModel.classes} outputs")
         self.preprocessing = Preprocessing()
+        if Path(config.out).is_dir():      # found now, not after the first eval_every steps
+            raise TrainingError(f"the checkpoint path {config.out} is a folder; give a file name "
+                                "such as letters.npz")
         out_folder = Path(config.out).resolve().parent
         try:
             out_folder.mkdir(parents=True, exist_ok=True)

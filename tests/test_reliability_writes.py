@@ -178,6 +178,14 @@ def test_checkpoint_folder_that_cannot_be_created(tmp_path):
     assert_one_line_error(result, "cannot create", "file")
 
 
+def test_a_checkpoint_path_that_is_a_folder_is_refused_before_training(tmp_path):
+    (tmp_path / "run.npz").mkdir()
+    result = cli("train", "--limit", 32, "--batch-size", 16, "--epochs", 1,
+                 "--out", tmp_path / "run.npz", "--no-dashboard")
+    assert_one_line_error(result, "run.npz is a folder")
+    assert "step 1" not in result.stdout
+
+
 # --- the metrics database ------------------------------------------------------------------------
 
 class FullDisk:
