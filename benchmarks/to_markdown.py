@@ -18,6 +18,12 @@ def _rate(summary):
     return f"{_number(summary['median'])} ({_number(summary['min'])}–{_number(summary['max'])})"
 
 
+def _ratio(value):
+    if value is None:
+        return ""
+    return "<0.01x" if value < 0.01 else f"{value:.2f}x"
+
+
 def throughput_table(result):
     ratios = result.get("ratios_to_torch", {})
     lines = ["| backend | train img/s, median (min–max) | ms per step | infer img/s | "
@@ -35,9 +41,8 @@ def throughput_table(result):
             label += f"{entry['train']['seconds_per_image']:.1f} s/image training, "
             label += f"{entry['infer']['seconds_per_image']:.1f} s/image inference)"
         lines.append(f"| {label} | {_rate(entry['train'])} | {entry['train']['ms_per_step']:,.1f} "
-                     f"| {_rate(entry['infer'])} | "
-                     f"{ratio.get('train', float('nan')):.3g}x | "
-                     f"{ratio.get('infer', float('nan')):.3g}x |")
+                     f"| {_rate(entry['infer'])} | {_ratio(ratio.get('train'))} | "
+                     f"{_ratio(ratio.get('infer'))} |")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"| {name} | skipped: {reason} | | | | |")
     return "\n".join(lines)
