@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import weakref
 
 import numpy as np
@@ -193,18 +194,20 @@ class _BufferPool:
 
     def __init__(self):
         self.arrays = {}
+        self.lock = threading.Lock()     # one backend may serve several threads
 
     def empty(self, shape, dtype):
         dtype = np.dtype(dtype)
         if math.prod(shape) * dtype.itemsize < _REUSE_BYTES:
             return np.empty(shape, dtype)
-        arrays = self.arrays.setdefault((tuple(shape), dtype.str), [])
-        for array in arrays:
-            if sys.getrefcount(array) <= 3:      # this list, the loop name, the call's argument
-                return array
-        array = np.empty(shape, dtype)
-        arrays.append(array)
-        return array
+        with self.lock:                  # the returned reference counts before it is released
+            arrays = self.arrays.setdefault((tuple(shape), dtype.str), [])
+            for array in arrays:
+                if sys.getrefcount(array) <= 3:  # this list, the loop name, the call's argument
+                    return array
+            array = np.empty(shape, dtype)
+            arrays.append(array)
+            return array
 
     def zeros(self, shape, dtype):
         array = self.empty(shape, dtype)
