@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import typer
 from PIL import Image
-from typer.testing import CliRunner
+from clitools import assert_one_line_error, cli
 
 import microconv
 from microconv import synth
@@ -36,8 +36,7 @@ def home(tmp_path_factory):
 
 
 def run(home, *args):
-    root, env = home
-    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+    return cli(*args, env=home[1])
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +49,6 @@ def trained(home):
                  "--metrics", database, "--seed", 1)
     assert result.exit_code == 0, result.output
     return result, checkpoint, database
-
-
-def assert_one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message.count("\n") == 0, message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 LETTERS = generated_letters(30, 5)       # the first three: a "t", a "j" and a "c"

@@ -11,13 +11,10 @@ import sys
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+import clitools
+from clitools import cli, untrained_checkpoint
 
 from microconv import backends as registry
-from microconv.checkpoint import save_checkpoint
-from microconv.cli import app
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
 
 
 @pytest.fixture(autouse=True)
@@ -52,23 +49,12 @@ def device(opencl_module, monkeypatch):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.npz"
-    save_checkpoint(path, ConvoAlphabetModel("numpy", seed=0), Preprocessing())
-    return path
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return untrained_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message and "\n" not in message, message
-    for fragment in ("--backend numpy", *fragments):
-        assert fragment in message, message
-    return message
+    """One error line that also suggests the NumPy backend."""
+    return clitools.assert_one_line_error(result, "--backend numpy", *fragments)
 
 
 def commands(model_file, tmp_path):

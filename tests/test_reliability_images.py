@@ -16,11 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from typer.testing import CliRunner
+from clitools import assert_one_line_error, cli, untrained_checkpoint
 
 from microconv import photo
-from microconv.checkpoint import Classifier, save_checkpoint
-from microconv.cli import app
+from microconv.checkpoint import Classifier
 from microconv.errors import DataError
 from microconv.nn import ConvoAlphabetModel
 from microconv.preprocess import Preprocessing
@@ -33,22 +32,7 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "model.npz"
-    save_checkpoint(path, ConvoAlphabetModel("numpy", seed=0), Preprocessing())
-    return path
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message and "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
+    return untrained_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def simple_png(path, width, height, ink=(), channels=1):

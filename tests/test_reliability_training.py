@@ -13,11 +13,11 @@ import warnings
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - a fixture
 
 from microconv import training
 from microconv.checkpoint import read_checkpoint
-from microconv.cli import EXIT_INTERRUPTED, app
+from microconv.cli import EXIT_INTERRUPTED
 from microconv.dashboard import LineReporter
 from microconv.errors import TrainingError
 from microconv.records import Reporter
@@ -27,25 +27,7 @@ REAL_SAVEZ = np.savez
 EXPLODED = r"at step (\d+) \(first non-finite gradient: (c[123]|fc[123])\.(weight|bias)\)"
 
 
-@pytest.fixture(autouse=True)
-def generated_letters_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message and "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
+pytestmark = pytest.mark.usefixtures("no_emnist")
 
 
 SMALL = ("--limit", 64, "--batch-size", 16, "--validation-size", 16, "--no-dashboard")

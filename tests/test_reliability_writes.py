@@ -10,11 +10,10 @@ import sqlite3
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - a fixture
 
 from microconv import checkpoint, metrics, seed
 from microconv.checkpoint import read_checkpoint, save_checkpoint
-from microconv.cli import app
 from microconv.errors import CheckpointError, MicroconvError
 from microconv.nn import ConvoAlphabetModel
 from microconv.preprocess import Preprocessing
@@ -24,24 +23,7 @@ from microconv.training import TrainConfig, train
 REAL_SAVEZ = np.savez
 
 
-@pytest.fixture(autouse=True)
-def generated_letters_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    message = result.stderr.strip()
-    assert message and "\n" not in message, message
-    for fragment in fragments:
-        assert fragment in message, message
+pytestmark = pytest.mark.usefixtures("no_emnist")
 
 
 def leftovers(folder):
