@@ -169,11 +169,13 @@ class PythonBackend(Backend):
         return Buf(dx, x.shape)
 
     # --- activations -------------------------------------------------------------------
+    # 1 + erf(v / sqrt 2) is written erfc(-v / sqrt 2): equal, but exact far into the negative
+    # tail, where 1 + erf(...) rounds to 0.
     def gelu(self, x):
-        return Buf([0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x.data], x.shape)
+        return Buf([0.5 * v * math.erfc(-v / math.sqrt(2.0)) for v in x.data], x.shape)
 
     def gelu_backward(self, x, g):
-        out = [gv * (0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) + v * _phi(v))
+        out = [gv * (0.5 * math.erfc(-v / math.sqrt(2.0)) + v * _phi(v))
                for v, gv in zip(x.data, g.data)]
         return Buf(out, x.shape)
 

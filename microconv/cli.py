@@ -30,6 +30,10 @@ from typer.core import TyperGroup
 
 import microconv
 from microconv.errors import BackendError, DataError, MicroconvError
+from microconv.training import TrainConfig
+
+# train's defaults are TrainConfig's, so the command line and the Python API cannot drift apart
+DEFAULT = TrainConfig()
 
 EXIT_INTERRUPTED = 130
 
@@ -43,6 +47,9 @@ class Backend(str, Enum):
 class Optimizer(str, Enum):
     sgd = "sgd"
     adam = "adam"
+
+
+DEFAULT_OPTIMIZER = Optimizer(DEFAULT.optimizer)
 
 
 # --- one place for expected failures ---------------------------------------------------------
@@ -186,35 +193,40 @@ def train(
     dataset: DatasetOption = "letters",
     epochs: Annotated[Optional[int], typer.Option(
         min=1, help="Passes over the training set (with --max-minutes, whichever ends "
-                    "first).")] = 20,
+                    "first).")] = DEFAULT.epochs,
     max_minutes: Annotated[Optional[float], typer.Option(
         help="Stop after this many minutes, then evaluate and save.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")
+    ] = DEFAULT.batch_size,
     lr: Annotated[Optional[float], typer.Option(
         help="Learning rate (default: 0.002 for adam, 0.05 for sgd), decayed to 0 on a "
              "cosine over the run.")] = None,
     optimizer: Annotated[Optimizer, typer.Option(
-        case_sensitive=False, help="adam, or sgd with heavy-ball momentum.")] = Optimizer.adam,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")] = 0.0,
+        case_sensitive=False, help="adam, or sgd with heavy-ball momentum.")
+    ] = DEFAULT_OPTIMIZER,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = DEFAULT.momentum,
+    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")
+    ] = DEFAULT.weight_decay,
     augment: Annotated[bool, typer.Option(
-        help="Shift and speckle half of every batch (the seed's robustness test).")] = True,
+        help="Shift and speckle half of every batch (the seed's robustness test).")
+    ] = DEFAULT.augment,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")
-    ] = 0,
+    ] = DEFAULT.seed,
     limit: LimitOption = None,
     out: Annotated[Path, typer.Option(
         help="Checkpoint file, rewritten at every validation and at the end.")
-    ] = Path("microconv-letters.npz"),
+    ] = Path(DEFAULT.out),
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue from a checkpoint; its settings are kept unless given here.")] = None,
     metrics: Annotated[Optional[Path], typer.Option(
         help="SQLite metrics database (see [bold]microconv report[/]).")] = None,
     eval_every: Annotated[int, typer.Option(
-        min=1, help="Validate and save a checkpoint every N batches.")] = 100,
+        min=1, help="Validate and save a checkpoint every N batches.")] = DEFAULT.eval_every,
     validation_size: Annotated[int, typer.Option(
-        min=1, help="Test images (a fixed random subset) used for each validation.")] = 1000,
+        min=1, help="Test images (a fixed random subset) used for each validation.")
+    ] = DEFAULT.validation_size,
     dropout: Annotated[float, typer.Option(
-        help="Dropout rate after the first fully connected layer.")] = 0.0,
+        help="Dropout rate after the first fully connected layer.")] = DEFAULT.dropout,
     dashboard: Annotated[Optional[bool], typer.Option(
         "--dashboard/--no-dashboard",
         help="Live Rich dashboard; default: on when stdout is a terminal, otherwise one "
@@ -543,7 +555,7 @@ def bench(
                        compare_torch=compare_torch)
     rows = None
     if profile:
-        rows = {name: profile_step(name, batch_size=batch_size)
+        rows = {name: profile_step(name, batch_size=batch_size, threads=threads)
                 for name in result["backends"] if name != "python"}
         result["profile"] = {name: [{"op": op, "forward_ms": f, "backward_ms": b}
                                     for op, f, b in r] for name, r in rows.items()}
