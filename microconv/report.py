@@ -118,15 +118,15 @@ def confusion_chart(plt, run, path):
 def write_report(database, out_dir, run_id=None):
     """Write loss.png, accuracy.png and (after a finished run) confusion.png; returns the
     paths written."""
+    run = read_run(database, run_id)          # a bad database is the first thing to hear about
+    if not run["batches"]:
+        raise MicroconvError(f"run {run['run']['id']} in {database} has no batches to draw")
     plt = _pyplot()
-    run = read_run(database, run_id)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MicroconvError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
-    if not run["batches"]:
-        raise MicroconvError(f"run {run['run']['id']} in {database} has no batches to draw")
     written = []
     charts = [("loss.png", loss_chart), ("accuracy.png", accuracy_chart)]
     if run["confusion"]:
