@@ -199,13 +199,18 @@ def compare(actual, expected, inputs, who):
                      what=f"{who}: {names[i] if i < 3 else i} gradient")
 
 
+def draw_case(op, data):
+    """Inputs (as float64), the op's argument and an upstream gradient for one drawn case."""
+    inputs, arg = data.draw(OPS[op][0])
+    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
+    return inputs, arg, upstream_gradient(op, inputs, arg, data.draw(st.integers(0, 2**32 - 1)))
+
+
 @pytest.mark.parametrize("backend", ["python", "numpy"])
 @pytest.mark.parametrize("op", sorted(OPS))
 @given(data=st.data())
 def test_matches_pytorch_definitions_in_float32(backend, op, data):
-    inputs, arg = data.draw(OPS[op][0])
-    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
-    g = upstream_gradient(op, inputs, arg, data.draw(st.integers(0, 2**32 - 1)))
+    inputs, arg, g = draw_case(op, data)
     expected = OPS[op][2](inputs, arg, g)
     actual = microconv_result(backend, op, inputs, arg, g)
     compare(actual, expected, inputs, f"{op} on {backend}")
@@ -224,9 +229,7 @@ def test_reference_pool_keeps_the_seeds_truncated_edge():
 @given(data=st.data())
 def test_written_reference_is_pytorch(op, data):
     """The float64 NumPy definitions above agree with PyTorch itself."""
-    inputs, arg = data.draw(OPS[op][0])
-    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
-    g = upstream_gradient(op, inputs, arg, data.draw(st.integers(0, 2**32 - 1)))
+    inputs, arg, g = draw_case(op, data)
     out, grads = torch_result(op, inputs, arg, g)
     ref_out, ref_grads = OPS[op][2](inputs, arg, g)
     assert_close(out, ref_out, dtype="float64", terms=100, magnitude=16, what=f"{op} forward")
@@ -239,9 +242,7 @@ def test_written_reference_is_pytorch(op, data):
 @pytest.mark.parametrize("op", sorted(OPS))
 @given(data=st.data())
 def test_matches_pytorch_itself_in_float32(backend, op, data):
-    inputs, arg = data.draw(OPS[op][0])
-    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
-    g = upstream_gradient(op, inputs, arg, data.draw(st.integers(0, 2**32 - 1)))
+    inputs, arg, g = draw_case(op, data)
     expected = torch_result(op, inputs, arg, g)
     actual = microconv_result(backend, op, inputs, arg, g)
     compare(actual, expected, inputs, f"{op} on {backend} vs torch")
