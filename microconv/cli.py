@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -79,6 +80,11 @@ class _Commands(TyperGroup):
             # Ctrl-C in any other command: nothing was being written, so nothing is lost.
             _error_console().print("[yellow]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            # The reader of our output (say `| head`) stopped early: not the user's mistake.
+            # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (MicroconvError, OSError) as exc:
             _error_console().print(f"[bold red]error:[/] [red]{escape(_one_line(exc))}[/]")
             raise typer.Exit(1) from None

@@ -395,7 +395,8 @@ class _Run:
         top3 = tuple((int(c), float(probs[c])) for c in np.argsort(-probs, kind="stable")[:3])
         self.last_validation = {"step": self.step, **result}
         self.reporter.on_validation(ValidationRecord(
-            step=self.step, epoch=self.epoch, loss=result["loss"], accuracy=result["accuracy"],
+            step=self.step, epoch=self.epoch_of_last_step(), loss=result["loss"],
+            accuracy=result["accuracy"],
             top2_accuracy=result["top2_accuracy"], best_accuracy=self.best_accuracy,
             elapsed_s=self.elapsed(), sample_image=images[which].copy(),
             sample_label=int(labels[which]), sample_top3=top3,
@@ -437,6 +438,11 @@ class _Run:
     def out_of_time(self):
         limit = self.config.max_minutes
         return limit is not None and self.elapsed() >= limit * 60
+
+    def epoch_of_last_step(self):
+        """The epoch the latest step belonged to (self.epoch has already moved on when that
+        step ended an epoch)."""
+        return self.epoch - 1 if self.batch_in_epoch == 0 and self.step > 0 else self.epoch
 
     def finished(self):
         return self.total_batches is not None and self.step >= self.total_batches
