@@ -226,20 +226,10 @@ class _BufferPool:
 class NumpyBackend(Backend):
     name = "numpy"
 
-    def _memo(self, name):
-        """A _Memo created on first use, so subclasses need not call __init__."""
-        key = f"_memo_{name}"
-        memo = self.__dict__.get(key)
-        if memo is None:
-            memo = self.__dict__[key] = _Memo()
-        return memo
-
-    def _buffers(self):
-        """The _BufferPool, created on first use."""
-        pool = self.__dict__.get("_buffer_pool")
-        if pool is None:
-            pool = self.__dict__["_buffer_pool"] = _BufferPool()
-        return pool
+    def __init__(self):
+        self._buffers = _BufferPool()
+        self._im2col_memo = _Memo()     # conv input -> (k, its im2col matrix), for dw
+        self._gelu_memo = _Memo()       # GELU input -> 2 * Phi(x), for the backward
 
     def describe(self):
         return f"NumPy {np.__version__} on the CPU"
@@ -296,9 +286,9 @@ class NumpyBackend(Backend):
         n, _, h, wd = x.shape
         o, _, k, _ = w.shape
         oh, ow = h - k + 1, wd - k + 1
-        cols = _im2col(_channels_last(x), k, self._buffers())
-        self._memo("im2col").remember(x, (k, cols))      # the weight gradient needs it again
-        out = self._buffers().empty((n * oh * ow, o), x.dtype)
+        cols = _im2col(_channels_last(x), k, self._buffers)
+        self._im2col_memo.remember(x, (k, cols))      # the weight gradient needs it again
+        out = self._buffers.empty((n * oh * ow, o), x.dtype)
         np.matmul(cols, _weight_rows(w).T, out=out)                     # (N*OH*OW, O)
         out += b
         return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)         # NCHW view, NHWC memory
@@ -312,15 +302,15 @@ class NumpyBackend(Backend):
             # One multiply, then col2im. Nine per-offset multiplies into contiguous blocks were
             # as fast on an idle machine but far slower on a busy one: every BLAS call makes
             # its threads meet, and a descheduled thread makes the others wait.
-            dcols = self._buffers().empty((g_rows.shape[0], k * k * c), g.dtype)
+            dcols = self._buffers.empty((g_rows.shape[0], k * k * c), g.dtype)
             np.matmul(g_rows, _weight_rows(w), out=dcols)                  # (N*OH*OW, k*k*C)
-            dx = _col2im(dcols, (n, h, wd, c), k, self._buffers()).transpose(0, 3, 1, 2)
+            dx = _col2im(dcols, (n, h, wd, c), k, self._buffers).transpose(0, 3, 1, 2)
         if needs[1]:
-            remembered = self._memo("im2col").recall(x)
+            remembered = self._im2col_memo.recall(x)
             if remembered is not None and remembered[0] == k:
                 cols = remembered[1]
             else:
-                cols = _im2col(_channels_last(x), k, self._buffers())
+                cols = _im2col(_channels_last(x), k, self._buffers)
             # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's 9 columns
             dw_cols = cols.T @ g_rows                                       # (k*k*C, O)
             dw = np.ascontiguousarray(dw_cols.reshape(k, k, c, o).transpose(3, 2, 0, 1))
@@ -332,7 +322,7 @@ class NumpyBackend(Backend):
     # --- pooling -----------------------------------------------------------------------
     def max_pool2d(self, x, k):
         first, _ = _window_part(x, 0, 0, k)        # the ceil-mode output shape: ceil(H/k)
-        out = self._buffers().like(first)
+        out = self._buffers.like(first)
         np.copyto(out, first)
         for i, j in _pool_offsets(k)[1:]:
             part, region = _window_part(x, i, j, k)
@@ -340,7 +330,7 @@ class NumpyBackend(Backend):
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
-        dx = self._buffers().like(x)               # every pixel is written once, below
+        dx = self._buffers.like(x)               # every pixel is written once, below
         taken = None                               # windows whose first maximum was found
         for i, j in _pool_offsets(k):
             part, region = _window_part(x, i, j, k)
@@ -355,7 +345,7 @@ class NumpyBackend(Backend):
 
     # --- activations -------------------------------------------------------------------
     def gelu(self, x):
-        out, cdf2 = self._buffers().like(x), self._buffers().like(x)
+        out, cdf2 = self._buffers.like(x), self._buffers.like(x)
 
         def piece(x, out, cdf2):
             cdf2[...] = _normal_cdf_times_2(x)
@@ -363,14 +353,14 @@ class NumpyBackend(Backend):
             out *= x.dtype.type(0.5)
 
         _in_pieces(piece, x, out, cdf2)
-        self._memo("gelu").remember(x, cdf2)   # 2 * Phi(x), for the backward
+        self._gelu_memo.remember(x, cdf2)   # 2 * Phi(x), for the backward
         return out
 
     def gelu_backward(self, x, g):
-        cdf2 = self._memo("gelu").recall(x)
+        cdf2 = self._gelu_memo.recall(x)
         if cdf2 is None:
             cdf2 = _normal_cdf_times_2(x)
-        slope = self._buffers().like(x)                          # Phi(x) + x * phi(x)
+        slope = self._buffers.like(x)                          # Phi(x) + x * phi(x)
         np.square(x, out=slope)
         slope *= x.dtype.type(-0.5)
         np.exp(slope, out=slope)

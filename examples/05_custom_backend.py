@@ -17,6 +17,7 @@ class CountingBackend(NumpyBackend):
     name = "counting"
 
     def __init__(self):
+        super().__init__()
         self.calls = Counter()
 
     def __getattribute__(self, attr):

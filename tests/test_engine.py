@@ -26,6 +26,7 @@ class CountingBackend(NumpyBackend):
     name = "counting"
 
     def __init__(self):
+        super().__init__()
         self.calls = Counter()
 
 
