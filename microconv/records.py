@@ -81,31 +81,29 @@ class Reporter:
 
 
 class Reporters(Reporter):
-    """Several reporters as one."""
+    """Several reporters as one: every record goes to each of them, in order."""
 
     def __init__(self, *reporters):
         self.reporters = [r for r in reporters if r is not None]
 
+    def _each(self, method, argument):
+        for reporter in self.reporters:
+            getattr(reporter, method)(argument)
+
     def on_start(self, info):
-        for r in self.reporters:
-            r.on_start(info)
+        self._each("on_start", info)
 
     def on_batch(self, record):
-        for r in self.reporters:
-            r.on_batch(record)
+        self._each("on_batch", record)
 
     def on_validation(self, record):
-        for r in self.reporters:
-            r.on_validation(record)
+        self._each("on_validation", record)
 
     def on_checkpoint(self, record):
-        for r in self.reporters:
-            r.on_checkpoint(record)
+        self._each("on_checkpoint", record)
 
     def on_warning(self, message):
-        for r in self.reporters:
-            r.on_warning(message)
+        self._each("on_warning", message)
 
     def on_end(self, record):
-        for r in self.reporters:
-            r.on_end(record)
+        self._each("on_end", record)

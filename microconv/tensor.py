@@ -25,21 +25,8 @@ DTYPES = ("float32", "float64")
 
 
 class Tensor:
-    __slots__ = (
-        "_grad",
-        "_input_stamps",
-        "_stamp",
-        "_topo",
-        "_value",
-        "arg",
-        "backend",
-        "dtype",
-        "name",
-        "op",
-        "requires_grad",
-        "shape",
-        "srcs",
-    )
+    __slots__ = ("op", "srcs", "arg", "shape", "dtype", "backend", "requires_grad", "name",
+                 "_value", "_grad", "_stamp", "_input_stamps", "_topo")
 
     def __init__(self, op, srcs, arg, shape, dtype, backend, requires_grad, name=None):
         self.op = op                  # the rule (see microconv.ops); None for a leaf
