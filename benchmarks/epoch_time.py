@@ -10,13 +10,19 @@ preprocess, one-hot labels, forward, backward, read the loss, SGD update.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
 
-from microconv.bench import TrainingStep, blas_info, blas_threads, machine_info
+from microconv.bench import (
+    TrainingStep,
+    blas_info,
+    blas_threads,
+    machine_info,
+    print_result,
+    random_letters,
+    script_parser,
+)
 from microconv.preprocess import Preprocessing
 
 EMNIST_LETTERS_TRAIN = 124_800
@@ -26,8 +32,7 @@ def epoch_time(backend="numpy", images=EMNIST_LETTERS_TRAIN, batch_size=64, seed
     """Seconds for one shuffled epoch over ``images`` random letters (the last partial batch
     is dropped, as the training loop does with a fixed-size graph)."""
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(images, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 26, size=images)
+    pixels, labels = random_letters(images, rng)
     prep = Preprocessing()
     train = TrainingStep(backend, batch_size, seed=seed)
     order = rng.permutation(images)
@@ -43,12 +48,8 @@ def epoch_time(backend="numpy", images=EMNIST_LETTERS_TRAIN, batch_size=64, seed
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy")
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=EMNIST_LETTERS_TRAIN)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     with blas_threads(args.threads):
         result = epoch_time(args.backend, args.images, args.batch_size)
@@ -56,12 +57,10 @@ def main():
         blas = result["blas"]
         result["threads"] = blas[0]["num_threads"] if isinstance(blas, list) else args.threads
     result["machine"] = machine_info()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{args.backend}: {result['images']:,} images in {result['seconds']:.1f} s "
-              f"({result['images_per_s']:,.0f} images/s, batch {args.batch_size}), "
-              f"load average {result['machine']['load_average_1m']}")
+    print_result(result, args.json,
+                 f"{args.backend}: {result['images']:,} images in {result['seconds']:.1f} s "
+                 f"({result['images_per_s']:,.0f} images/s, batch {args.batch_size}), "
+                 f"load average {result['machine']['load_average_1m']}")
 
 
 if __name__ == "__main__":

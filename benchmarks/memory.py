@@ -10,14 +10,12 @@ the peak never goes down.
 
 from __future__ import annotations
 
-import argparse
-import json
 import resource
 import sys
 
 import numpy as np
 
-from microconv.bench import TrainingStep, blas_threads
+from microconv.bench import TrainingStep, blas_threads, print_result, random_letters, script_parser
 from microconv.preprocess import Preprocessing
 
 
@@ -30,8 +28,7 @@ def peak_rss_mib():
 def training_memory(backend="numpy", batch_size=64, steps=300, images=124_800, seed=0):
     before = peak_rss_mib()
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(images, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 26, size=images)
+    pixels, labels = random_letters(images, rng)
     with_data = peak_rss_mib()
     prep = Preprocessing()
     train = TrainingStep(backend, batch_size, seed=seed)
@@ -45,21 +42,16 @@ def training_memory(backend="numpy", batch_size=64, steps=300, images=124_800, s
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with blas_threads(args.threads):
         result = training_memory(args.backend, args.batch_size, args.steps)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{args.backend}, batch {args.batch_size}, {args.steps} steps: peak RSS "
-              f"{result['peak_rss_mib']:.0f} MiB (at start {result['peak_rss_mib_at_start']:.0f}"
-              f" MiB, with the data set {result['peak_rss_mib_with_data']:.0f} MiB)")
+    print_result(result, args.json,
+                 f"{args.backend}, batch {args.batch_size}, {args.steps} steps: peak RSS "
+                 f"{result['peak_rss_mib']:.0f} MiB (at start "
+                 f"{result['peak_rss_mib_at_start']:.0f} MiB, with the data set "
+                 f"{result['peak_rss_mib_with_data']:.0f} MiB)")
 
 
 if __name__ == "__main__":

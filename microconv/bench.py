@@ -18,7 +18,9 @@ which is optional: without it the kernel is reported as 'unknown').
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import math
 import os
 import platform
@@ -106,6 +108,23 @@ def _blas_thread_count(blas):
     return os.cpu_count()
 
 
+# --- the benchmark scripts in benchmarks/ ---------------------------------------------------
+
+def script_parser(description):
+    """The options every benchmark script takes: backend, batch size, BLAS threads, JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def print_result(result, as_json, summary):
+    """A script's result: the whole of it as one JSON object, or its one-line ``summary``."""
+    print(json.dumps(result, indent=2) if as_json else summary)
+
+
 # --- timing ----------------------------------------------------------------------------------
 
 class _Contender:
@@ -169,14 +188,21 @@ def _time_interleaved(contenders, runs):
     return [contender.summary() for contender in contenders]
 
 
+def random_letters(count, rng, classes=ConvoAlphabetModel.classes):
+    """``count`` random uint8 28x28 images and their labels, drawn from ``rng``; the pixels'
+    values do not change the work a step does."""
+    images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, classes, size=count)
+    return images, labels
+
+
 def random_batches(count, batch_size, seed=0, classes=ConvoAlphabetModel.classes):
     """``count`` batches of random uint8 letters, preprocessed like real ones, with labels."""
     rng = np.random.default_rng(seed)
     prep = Preprocessing()
     batches = []
     for _ in range(count):
-        images = rng.integers(0, 256, size=(batch_size, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, classes, size=batch_size)
+        images, labels = random_letters(batch_size, rng, classes)
         batches.append((prep.apply(images), labels))
     return batches
 
