@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import sys
 
-
-def _number(rate):
-    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
+from microconv.bench import rate_cell
 
 
 def _rate(summary):
-    return f"{_number(summary['median'])} ({_number(summary['min'])}–{_number(summary['max'])})"
+    return rate_cell(summary, dash="–")
 
 
 def _ratio(value):

@@ -549,12 +549,15 @@ def _blas_line(blas):
                      f"{b['num_threads']} threads" for b in blas)
 
 
-def _number(rate):
+def format_rate(rate):
+    """Images per second: whole numbers from 10 up, two decimals below (the python backend)."""
     return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}"
 
 
-def _rate_cell(summary):
-    return f"{_number(summary['median'])} ({_number(summary['min'])}-{_number(summary['max'])})"
+def rate_cell(summary, dash="-"):
+    """The median rate, then the slowest and fastest run: '1,234 (1,100-1,300)'."""
+    return (f"{format_rate(summary['median'])} "
+            f"({format_rate(summary['min'])}{dash}{format_rate(summary['max'])})")
 
 
 def render_bench(result):
@@ -578,15 +581,15 @@ def render_bench(result):
         label = name
         if entry["train"]["batch_size"] != result["batch_size"]:
             label += f" ({entry['train']['batch_size']} img/step)"
-        row = [label, _rate_cell(entry["train"]), f"{entry['train']['ms_per_step']:,.1f}",
-               _rate_cell(entry["infer"])]
+        row = [label, rate_cell(entry["train"]), f"{entry['train']['ms_per_step']:,.1f}",
+               rate_cell(entry["infer"])]
         if ratios:
             row += [f"{ratios[name]['train']:.2f}x", f"{ratios[name]['infer']:.2f}x"]
         table.add_row(*row)
     torch_entry = result.get("torch")
     if torch_entry and torch_entry["available"]:
-        row = [f"torch {torch_entry['version']}", _rate_cell(torch_entry["train"]),
-               f"{torch_entry['train']['ms_per_step']:,.1f}", _rate_cell(torch_entry["infer"])]
+        row = [f"torch {torch_entry['version']}", rate_cell(torch_entry["train"]),
+               f"{torch_entry['train']['ms_per_step']:,.1f}", rate_cell(torch_entry["infer"])]
         if ratios:
             row += ["1.00x", "1.00x"]
         table.add_row(*row)
