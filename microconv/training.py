@@ -187,7 +187,7 @@ def validation_indices(test_size, validation_size, seed):
 # --- the pieces of one run ------------------------------------------------------------------
 
 def make_optimizer(config, model):
-    lr = config.lr if config.lr is not None else DEFAULT_LR[config.optimizer]
+    lr = optimizer_base_lr(config)
     if config.optimizer == "sgd":
         return SGD(model.named_parameters(), lr=lr, momentum=config.momentum,
                    weight_decay=config.weight_decay)
