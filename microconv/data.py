@@ -227,10 +227,18 @@ def find_data_dir(explicit=None, dataset="letters"):
     return None
 
 
-def _present_datasets(path):
-    return [name for name in DATASETS if any(
-        find_emnist_file(path, name, split, kind) is not None
-        for split in SPLITS for kind in ("images", "labels"))]
+def _datasets_in(path, dataset=None):
+    """The datasets to look at in a data directory: the one asked for, else every one with at
+    least one file there; a DataError when the directory is missing or holds none."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"data directory {path} does not exist")
+    datasets = [_check_dataset(dataset)] if dataset else [
+        name for name in DATASETS if any(find_emnist_file(path, name, split, kind) is not None
+                                         for split in SPLITS for kind in ("images", "labels"))]
+    if not datasets:
+        raise DataError(f"{path} holds no EMNIST files (emnist-<dataset>-<split>-...-ubyte[.gz])")
+    return datasets
 
 
 def orientation_check(images, labels, dataset="letters"):
@@ -250,13 +258,8 @@ def orientation_check(images, labels, dataset="letters"):
 def describe_data_dir(path, dataset=None):
     """What a data directory holds: files, image counts per class and an orientation check."""
     path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"data directory {path} does not exist")
-    datasets = [dataset] if dataset else _present_datasets(path)
-    if not datasets:
-        raise DataError(f"{path} holds no EMNIST files (emnist-<dataset>-<split>-...-ubyte[.gz])")
     result = {"path": str(path), "datasets": {}}
-    for name in datasets:
+    for name in _datasets_in(path, dataset):
         names = class_names(name)
         entry = {"splits": {}}
         for split in SPLITS:
@@ -293,13 +296,8 @@ def verify_data_dir(path, dataset=None):
     Returns {"path", "ok", "files": [{"name", "size", "sha256", "known", "ok", "problem"}]}.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"data directory {path} does not exist")
-    datasets = [_check_dataset(dataset)] if dataset else _present_datasets(path)
-    if not datasets:
-        raise DataError(f"{path} holds no EMNIST files (emnist-<dataset>-<split>-...-ubyte[.gz])")
     files = []
-    for name in datasets:
+    for name in _datasets_in(path, dataset):
         for split in SPLITS:
             found = {k: find_emnist_file(path, name, split, k) for k in ("images", "labels")}
             for kind, file in found.items():
