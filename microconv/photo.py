@@ -495,7 +495,11 @@ def prepare_letter(gray, box, mask=None, pen=None):
     width, in photo pixels, that the letter gets before shrinking (see ``pen_width``); by
     default it is set from this letter's own size.
     """
-    gray = as_gray(gray)
+    return _prepare_gray_letter(as_gray(gray), box, mask, pen)
+
+
+def _prepare_gray_letter(gray, box, mask, pen):
+    """``prepare_letter`` on a grey image already made by ``as_gray``."""
     left, top, right, bottom = (int(v) for v in box)
     if right <= left or bottom <= top:
         raise DataError(f"prepare_letter: empty box {box}")
@@ -590,8 +594,9 @@ def _grey_dilate(a, radius):
 
 def letter_images(gray, letters, stroke=EMNIST_STROKE):
     """(N, 28, 28) uint8 EMNIST-like images of found letters."""
-    images = [prepare_letter(gray, x.box, blob_mask(x.blobs, x.box),
-                             pen=pen_width(x.line_size, stroke)) for x in letters]
+    gray = as_gray(gray)              # once for the photo, not once per letter
+    images = [_prepare_gray_letter(gray, x.box, blob_mask(x.blobs, x.box),
+                                   pen_width(x.line_size, stroke)) for x in letters]
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 
