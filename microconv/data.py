@@ -282,8 +282,9 @@ def describe_data_dir(path, dataset=None):
     return result
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
+def file_digest(path, algorithm="sha256"):
+    """The hex digest of a file (any hashlib algorithm), read in CHUNK pieces."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for piece in iter(lambda: f.read(CHUNK), b""):
             digest.update(piece)
@@ -305,7 +306,7 @@ def verify_data_dir(path, dataset=None):
                     files.append({"name": emnist_filename(name, split, kind) + "[.gz]",
                                   "ok": False, "problem": "missing"})
                     continue
-                digest = sha256_of(file)
+                digest = file_digest(file)
                 entry = {"name": file.name, "size": file.stat().st_size, "sha256": digest,
                          "known": KNOWN_SHA256.get(digest), "ok": True, "problem": None}
                 try:

@@ -15,7 +15,6 @@ NIST publishes EMNIST as one zip (``gzip.zip``, about 560 MB) holding
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from microconv.data import SPLITS, emnist_filename, has_dataset, load_emnist
+from microconv.data import SPLITS, emnist_filename, file_digest, has_dataset, load_emnist
 from microconv.errors import DataError
 
 OFFICIAL_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
@@ -38,14 +37,6 @@ def manual_instructions(dest_dir, datasets=("letters",)):
                       for d in datasets)
     return (f"download {OFFICIAL_URL} on a machine with network access, unzip it, and put "
             f"{names} into {dest_dir} (or into a folder named by MICROCONV_DATA or --data-dir)")
-
-
-def _digest(path, algorithm):
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(CHUNK), b""):
-            h.update(piece)
-    return h.hexdigest()
 
 
 def _fetch(url, part, progress, timeout):
@@ -85,11 +76,11 @@ def _fetch(url, part, progress, timeout):
 
 def _check_archive(path, expected_sha256, expected_md5):
     """Compare the archive's checksum with the expected one; the sha256 is returned."""
-    sha256 = _digest(path, "sha256")
+    sha256 = file_digest(path, "sha256")
     if expected_sha256 and sha256 != expected_sha256.lower():
         return sha256, f"SHA-256 is {sha256}, expected {expected_sha256}"
     if expected_md5:
-        md5 = _digest(path, "md5")
+        md5 = file_digest(path, "md5")
         if md5 != expected_md5.lower():
             return sha256, f"MD5 is {md5}, expected {expected_md5}"
     return sha256, None

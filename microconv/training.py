@@ -37,12 +37,12 @@ from microconv.data import (
     batch_order,
     class_names,
     default_cache_dir,
+    file_digest,
     find_data_dir,
     find_emnist_file,
     generated_letters,
     load_emnist,
     perturb,
-    sha256_of,
 )
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
 from microconv.evaluate import confusion_matrix, evaluate, most_confused, scores
@@ -151,8 +151,8 @@ def load_data(config):
     if folder is not None:
         train = load_emnist(folder, "train", config.dataset)
         test = load_emnist(folder, "test", config.dataset)
-        known = KNOWN_SHA256.get(sha256_of(find_emnist_file(folder, config.dataset, "test",
-                                                            "images")), "")
+        known = KNOWN_SHA256.get(file_digest(find_emnist_file(folder, config.dataset, "test",
+                                                              "images")), "")
         kind = ("handwritten-letters stand-in (EMNIST format)" if "stand-in" in known
                 else f"EMNIST {config.dataset}")
         description = f"{kind} from {folder}"
