@@ -113,6 +113,13 @@ def _extract(archive, dest_dir, datasets):
     return written
 
 
+def _read_every_split(dest_dir, datasets):
+    """Read every split of the datasets, which checks every header and length (DataError)."""
+    for dataset in datasets:
+        for split in SPLITS:
+            load_emnist(dest_dir, split, dataset)
+
+
 def download_emnist(dest_dir, url=OFFICIAL_URL, progress=None, expected_sha256=None,
                     expected_md5=None, datasets=("letters",), keep_archive=False, timeout=60):
     """Download the EMNIST archive into dest_dir and unpack the given splits' IDX files.
@@ -132,9 +139,7 @@ def download_emnist(dest_dir, url=OFFICIAL_URL, progress=None, expected_sha256=N
     part = dest_dir / (ARCHIVE_NAME + ".part")
     if not archive.exists() and all(has_dataset(dest_dir, d) for d in datasets):
         try:
-            for dataset in datasets:
-                for split in SPLITS:
-                    load_emnist(dest_dir, split, dataset)
+            _read_every_split(dest_dir, datasets)
             return {"dest": str(dest_dir), "files": [], "archive_sha256": None,
                     "already_present": True}
         except DataError:
@@ -159,9 +164,7 @@ def download_emnist(dest_dir, url=OFFICIAL_URL, progress=None, expected_sha256=N
         if problem:
             raise DataError(f"{archive} is damaged ({problem}); delete it and run again")
     files = _extract(archive, dest_dir, datasets)
-    for dataset in datasets:
-        for split in SPLITS:
-            load_emnist(dest_dir, split, dataset)     # checks every header and length
+    _read_every_split(dest_dir, datasets)
     if not keep_archive:
         archive.unlink(missing_ok=True)
     return {"dest": str(dest_dir), "files": [str(f) for f in files], "archive_sha256": sha256,
