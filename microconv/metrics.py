@@ -109,12 +109,10 @@ class MetricsDB(Reporter):
         self.db = _connect(self.path, create=True)
         self.run_id = None
         self._last_commit = time.monotonic()
-        self._class_names = None
 
     # --- Reporter ---------------------------------------------------------------------
     @_write_errors
     def on_start(self, info):
-        self._class_names = None
         cursor = self.db.execute(
             "INSERT INTO runs (started, backend, device, dataset, config, parameters, train_size,"
             " validation_size, test_size, batches_per_epoch, total_batches)"
