@@ -341,21 +341,22 @@ def _confusion_table(matrix, names):
     return table
 
 
-def _per_class_table(per_class):
-    table = Table(title="accuracy per letter", box=None, padding=(0, 1), title_justify="left",
+def _letter_grid(title, per_class, cell):
+    """A value per letter in two halves, each a row of letters above a row of ``cell(value)``."""
+    table = Table(title=title, box=None, padding=(0, 1), title_justify="left",
                   show_header=False)
     names = list(per_class)
     half = (len(names) + 1) // 2
     for row_names in (names[:half], names[half:]):
         table.add_row(*(Text(name, style="bold") for name in row_names))
-        cells = []
-        for name in row_names:
-            value = per_class[name]
-            style = "green" if value is not None and value >= 0.9 else \
-                "yellow" if value is not None and value >= 0.7 else "red"
-            cells.append(Text("-" if value is None else f"{value:.0%}", style=style))
-        table.add_row(*cells)
+        table.add_row(*(cell(per_class[name]) for name in row_names))
     return table
+
+
+def _accuracy_cell(value):
+    style = "green" if value is not None and value >= 0.9 else \
+        "yellow" if value is not None and value >= 0.7 else "red"
+    return Text("-" if value is None else f"{value:.0%}", style=style)
 
 
 @app.command()
@@ -400,7 +401,7 @@ def evaluate(
     console.print(Panel(summary, title=escape(f"{checkpoint}"), expand=False))
     console.print(f"[dim]on {escape(what)}, backend {escape(result['backend'])}[/]")
     console.print(_confusion_table(result["confusion"], names))
-    console.print(_per_class_table(result["per_class"]))
+    console.print(_letter_grid("accuracy per letter", result["per_class"], _accuracy_cell))
     pairs = result["most_confused"]
     if pairs:
         console.print("most confused (true -> read): " + ", ".join(
@@ -636,14 +637,7 @@ def data_info(
         console.print(table)
         test = entry["splits"].get("test", {})
         if test and not test.get("missing"):
-            counts = Table(box=None, padding=(0, 1), title="test images per class",
-                           title_justify="left", show_header=False)
-            names = list(test["per_class"])
-            half = (len(names) + 1) // 2
-            for part in (names[:half], names[half:]):
-                counts.add_row(*(Text(n, style="bold") for n in part))
-                counts.add_row(*(str(test["per_class"][n]) for n in part))
-            console.print(counts)
+            console.print(_letter_grid("test images per class", test["per_class"], str))
             if samples:
                 console.print(Columns(_sample_letters(folder, name, samples)))
 
