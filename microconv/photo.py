@@ -203,9 +203,7 @@ def connected_components(mask, strong=None):
     """
     mask = np.asarray(mask, dtype=bool)
     h, w = mask.shape
-    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
-    run_rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
+    run_rows, starts, ends = _runs(mask)
     if len(starts) == 0:
         return []
     wide = w + 2                                   # keys row * wide + col keep (row, col) order
@@ -242,6 +240,15 @@ def connected_components(mask, strong=None):
     return blobs
 
 
+def _runs(mask):
+    """(rows, starts, ends) of the runs of True in each row of a 2-D mask, in reading order;
+    ``ends`` are exclusive."""
+    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    return rows, starts, ends
+
+
 def blob_mask(blobs, box):
     """Boolean mask of the given blobs' pixels inside box (left, top, right, bottom)."""
     left, top, right, bottom = box
@@ -268,6 +275,20 @@ class Letter:
     line_size: float = 0.0
 
 
+def _mask_box(mask):
+    """(left, top, right, bottom) of a mask's True pixels; None when it has none."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if len(rows) == 0:
+        return None
+    cols = np.nonzero(mask.any(axis=0))[0]
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def _shift_box(box, dx, dy):
+    left, top, right, bottom = box
+    return (int(left) + dx, int(top) + dy, int(right) + dx, int(bottom) + dy)
+
+
 def _union_box(boxes):
     boxes = np.array(boxes)
     return (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
@@ -279,11 +300,9 @@ def _stroke_width(mask):
     whichever is shorter (a run along a stroke is long, across it short)."""
     widths = []
     for m in (mask, mask.T):
-        e = np.diff(m.astype(np.int8), axis=1, prepend=0, append=0)
-        _, s = np.nonzero(e == 1)
-        _, t = np.nonzero(e == -1)
-        if len(s):
-            widths.append(float(np.median(t - s)))
+        _, starts, ends = _runs(m)
+        if len(starts):
+            widths.append(float(np.median(ends - starts)))
     return min(widths) if widths else 1.0
 
 
@@ -314,8 +333,8 @@ def find_letter_details(image):
 def _shifted(letter, offset):
     blobs = [Blob(b.rows + offset, b.starts + offset, b.ends + offset, b.strong)
              for b in letter.blobs]
-    move = lambda box: tuple(int(v) + offset for v in box)
-    return Letter(blobs, move(letter.ink_box), move(letter.box), letter.line_size)
+    return Letter(blobs, _shift_box(letter.ink_box, offset, offset),
+                  _shift_box(letter.box, offset, offset), letter.line_size)
 
 
 def _find_in(gray):
@@ -412,9 +431,8 @@ def _split_touching(letter, typical_height):
     column_ink = mask.sum(axis=0)
     stroke = _stroke_width(mask)
     lo, hi = int(width * 0.25), int(width * 0.75)
-    thin = np.concatenate([[False], column_ink[lo:hi] <= 1.5 * stroke, [False]])
-    edges = np.diff(thin.astype(np.int8))
-    run_starts, run_ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    thin = column_ink[lo:hi] <= 1.5 * stroke
+    _, run_starts, run_ends = _runs(thin[None, :])
     if len(run_starts) == 0:
         return [letter]
     longest = int(np.argmax(run_ends - run_starts))        # cut in the middle of the
@@ -423,13 +441,10 @@ def _split_touching(letter, typical_height):
         return [letter]
     parts = []
     for a, b in ((0, cut), (cut, width)):
-        part_mask = mask[:, a:b]
-        rows = np.nonzero(part_mask.any(axis=1))[0]
-        cols = np.nonzero(part_mask.any(axis=0))[0]
-        if len(rows) == 0:
+        part_box = _mask_box(mask[:, a:b])
+        if part_box is None:
             continue
-        box = (left + a + int(cols[0]), top + int(rows[0]),
-               left + a + int(cols[-1]) + 1, top + int(rows[-1]) + 1)
+        box = _shift_box(part_box, left + a, top)
         parts.append(Letter(_clip_blobs(letter.blobs, left + a, left + b), box))
     return [q for p in parts for q in _split_touching(p, typical_height)]
 
@@ -516,9 +531,7 @@ def _prepare_gray_letter(gray, box, mask, pen):
     ink = np.clip((darkness - WEAK_DARKNESS) / max(core - WEAK_DARKNESS, 1e-3), 0.0, 1.0)
     ink = np.where(_grow(own_ink, 1), ink, 0.0)
     # EMNIST: crop to the ink, centre in a square keeping the aspect ratio, add the border.
-    rows = np.nonzero(own_ink.any(axis=1))[0]
-    cols = np.nonzero(own_ink.any(axis=0))[0]
-    ink_box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    ink_box = _mask_box(own_ink)
     frame = square_box(ink_box)
     ink = _crop_padded(ink, frame, fill=0.0)
     # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
