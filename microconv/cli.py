@@ -577,10 +577,13 @@ def bench(
 
 # --- data --------------------------------------------------------------------------------------
 
-def _data_folder(folder, dataset="letters"):
+def _data_folder(folder, dataset):
+    """The folder the user gave, else the one with the default search finds, else a DataError."""
     from microconv.data import default_cache_dir, find_data_dir
 
-    found = find_data_dir(_str(folder), dataset)
+    if folder is not None:
+        return folder
+    found = find_data_dir(None, dataset)
     if found is None:
         raise DataError(f"no EMNIST {dataset} files found in $MICROCONV_DATA or "
                         f"{default_cache_dir()}; pass a folder or run 'microconv data download'")
@@ -614,7 +617,7 @@ def data_info(
     """What a data folder holds: images per class, an orientation check, a few letters."""
     from microconv.data import describe_data_dir
 
-    folder = _data_folder(folder, dataset or "letters") if folder is None else folder
+    folder = _data_folder(folder, dataset or "letters")
     info = describe_data_dir(folder, dataset)
     if as_json:
         _print_json(info)
@@ -652,7 +655,7 @@ def data_verify(
     """Check every EMNIST file: structure, sizes and SHA-256 against known files."""
     from microconv.data import verify_data_dir
 
-    folder = _data_folder(folder, dataset or "letters") if folder is None else folder
+    folder = _data_folder(folder, dataset or "letters")
     result = verify_data_dir(folder, dataset)
     if as_json:
         _print_json(result)
