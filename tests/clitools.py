@@ -1,4 +1,4 @@
-"""Running the command line the way a user does, and checking how it fails."""
+"""Running the command line the way a user does, checking how it fails, and tiny training runs."""
 
 import pytest
 from typer.testing import CliRunner
@@ -7,6 +7,7 @@ from microconv.cli import app
 from microconv.checkpoint import save_checkpoint
 from microconv.nn import ConvoAlphabetModel
 from microconv.preprocess import Preprocessing
+from microconv.training import TrainConfig
 
 
 def cli(*args, env=None):
@@ -23,6 +24,16 @@ def assert_one_line_error(result, *fragments, code=1):
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def small_train_config(folder, **settings):
+    """A TrainConfig for a run of a few seconds: one epoch over 64 letters in batches of 16,
+    validation on 16 images, seed 3, the checkpoint at folder/run.npz; settings override any
+    of these. Test modules fix their own further defaults with functools.partial."""
+    config = dict(epochs=1, limit=64, batch_size=16, validation_size=16, seed=3,
+                  out=str(folder / "run.npz"))
+    config.update(settings)
+    return TrainConfig(**config)
 
 
 def untrained_checkpoint(folder):

@@ -7,13 +7,19 @@ command line is checked end to end.
 """
 
 import errno
+import functools
 import os
 import re
 import warnings
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - a fixture
+from clitools import (  # noqa: F401 - no_emnist is a fixture
+    assert_one_line_error,
+    cli,
+    no_emnist,
+    small_train_config,
+)
 
 from microconv import training
 from microconv.checkpoint import read_checkpoint
@@ -21,7 +27,7 @@ from microconv.cli import EXIT_INTERRUPTED
 from microconv.dashboard import LineReporter
 from microconv.errors import TrainingError
 from microconv.records import Reporter
-from microconv.training import TrainConfig, TrainingInterrupted, train
+from microconv.training import TrainingInterrupted, train
 
 REAL_SAVEZ = np.savez
 EXPLODED = r"at step (\d+) \(first non-finite gradient: (c[123]|fc[123])\.(weight|bias)\)"
@@ -33,11 +39,7 @@ pytestmark = pytest.mark.usefixtures("no_emnist")
 SMALL = ("--limit", 64, "--batch-size", 16, "--validation-size", 16, "--no-dashboard")
 
 
-def small(tmp_path, **overrides):
-    settings = dict(epochs=1, limit=64, batch_size=16, eval_every=1, validation_size=16,
-                    out=str(tmp_path / "run.npz"), seed=3)
-    settings.update(overrides)
-    return TrainConfig(**settings)
+small = functools.partial(small_train_config, eval_every=1)
 
 
 class Snapshots(Reporter):

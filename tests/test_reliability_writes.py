@@ -5,12 +5,19 @@ making the write, fsync, rename or SQLite raise exactly what the operating syste
 """
 
 import errno
+import functools
 import os
 import sqlite3
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - a fixture
+from clitools import (  # noqa: F401 - no_emnist is a fixture
+    assert_one_line_error,
+    cli,
+    no_emnist,
+    small_train_config,
+    untrained_checkpoint,
+)
 
 from microconv import checkpoint, metrics, seed
 from microconv.checkpoint import read_checkpoint, save_checkpoint
@@ -18,7 +25,7 @@ from microconv.errors import CheckpointError, MicroconvError
 from microconv.nn import ConvoAlphabetModel
 from microconv.preprocess import Preprocessing
 from microconv.records import Reporter
-from microconv.training import TrainConfig, train
+from microconv.training import train
 
 REAL_SAVEZ = np.savez
 
@@ -33,8 +40,7 @@ def leftovers(folder):
 @pytest.fixture
 def previous(tmp_path):
     """A checkpoint already on disk (model seed 0) and its bytes."""
-    path = tmp_path / "model.npz"
-    save_checkpoint(path, ConvoAlphabetModel("numpy", seed=0), Preprocessing())
+    path = untrained_checkpoint(tmp_path)
     return path, path.read_bytes()
 
 
@@ -102,11 +108,7 @@ def test_ctrl_c_while_writing_keeps_the_previous_checkpoint(previous, monkeypatc
 
 # --- during training -----------------------------------------------------------------------------
 
-def small(tmp_path, **overrides):
-    settings = dict(epochs=1, limit=64, batch_size=16, eval_every=2, validation_size=16,
-                    out=str(tmp_path / "run.npz"), seed=3, augment=False)
-    settings.update(overrides)
-    return TrainConfig(**settings)
+small = functools.partial(small_train_config, eval_every=2, augment=False)
 
 
 class Ending(Reporter):

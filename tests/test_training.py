@@ -1,7 +1,10 @@
 """The training loop: it learns, reports, checkpoints, resumes exactly and fails cleanly."""
 
+import functools
+
 import numpy as np
 import pytest
+from clitools import no_emnist, small_train_config, untrained_checkpoint  # noqa: F401 - a fixture
 
 from microconv import training
 from microconv.checkpoint import load_checkpoint, read_checkpoint
@@ -9,12 +12,16 @@ from microconv.errors import TrainingError
 from microconv.records import Reporter
 from microconv.training import TrainConfig, TrainingInterrupted, train
 
+# Tests train on generated letters, whatever is installed on this machine.
+pytestmark = pytest.mark.usefixtures("no_emnist")
+
 
 class Recorder(Reporter):
     def __init__(self, on_batch=None):
         self.events = []
         self.batches = []
         self.validations = []
+        self.warnings = []
         self.hook = on_batch
 
     def on_start(self, info):
@@ -32,23 +39,15 @@ class Recorder(Reporter):
     def on_checkpoint(self, record):
         self.events.append(("checkpoint", record.step))
 
+    def on_warning(self, message):
+        self.warnings.append(message)
+
     def on_end(self, record):
         self.events.append("end")
         self.final = record
 
 
-@pytest.fixture(autouse=True)
-def no_emnist_anywhere(tmp_path, monkeypatch):
-    """Tests train on generated letters, whatever is installed on this machine."""
-    monkeypatch.delenv("MICROCONV_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
-
-
-def small(tmp_path, **overrides):
-    settings = dict(epochs=2, limit=64, batch_size=16, eval_every=3, validation_size=20,
-                    out=str(tmp_path / "run.npz"), seed=7)
-    settings.update(overrides)
-    return TrainConfig(**settings)
+small = functools.partial(small_train_config, epochs=2, eval_every=3, validation_size=20, seed=7)
 
 
 def test_short_run_lowers_the_loss_and_reports_everything(tmp_path):
@@ -168,28 +167,15 @@ def test_metrics_database_is_written_by_train(tmp_path):
 
 def test_resuming_on_other_data_warns(tmp_path):
     train(small(tmp_path, epochs=1))
-    warnings = []
-
-    class Warned(Recorder):
-        def on_warning(self, message):
-            warnings.append(message)
-
-    train(small(tmp_path, epochs=2, limit=48, resume=str(tmp_path / "run.npz")), Warned())
+    recorder = Recorder()
+    train(small(tmp_path, epochs=2, limit=48, resume=str(tmp_path / "run.npz")), recorder)
+    warnings = recorder.warnings
     assert len(warnings) == 1 and "64 training" in warnings[0] and "48 training" in warnings[0]
 
 
 def test_weights_without_training_state_are_fine_tuned(tmp_path):
-    from microconv.checkpoint import save_checkpoint
-    from microconv.nn import ConvoAlphabetModel
-    from microconv.preprocess import Preprocessing
-    save_checkpoint(tmp_path / "plain.npz", ConvoAlphabetModel(seed=3), Preprocessing())
-    warnings = []
-
-    class Warned(Recorder):
-        def on_warning(self, message):
-            warnings.append(message)
-
-    recorder = Warned()
-    train(small(tmp_path, epochs=1, resume=str(tmp_path / "plain.npz")), recorder)
-    assert "no training state" in warnings[0]
+    plain = untrained_checkpoint(tmp_path)
+    recorder = Recorder()
+    train(small(tmp_path, epochs=1, resume=str(plain)), recorder)
+    assert "no training state" in recorder.warnings[0]
     assert [b.step for b in recorder.batches] == [1, 2, 3, 4]
