@@ -22,13 +22,13 @@ so fc1's weight columns are permuted to give identical results.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 
 import numpy as np
 
 from microconv.checkpoint import save_checkpoint
+from microconv.data import file_digest
 from microconv.errors import CheckpointError
 from microconv.nn import ConvoAlphabetModel
 from microconv.preprocess import Preprocessing
@@ -213,8 +213,7 @@ def import_seed(state_path, out_path, backend="numpy"):
     """
     state_path = os.fspath(state_path)
     layout, params = read_seed_state(state_path)
-    with open(state_path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = file_digest(state_path)
     options, preprocessing = inference_options(layout)
     model = ConvoAlphabetModel(backend=backend, **options)
     model.load_state_dict(params)
