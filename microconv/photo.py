@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import string
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
@@ -271,7 +271,7 @@ class Letter:
     the typical letter size of its line (which sets the pen width it is prepared with)."""
     blobs: list
     ink_box: tuple
-    box: tuple = field(default=())
+    box: tuple = ()
     line_size: float = 0.0
 
 
