@@ -435,8 +435,7 @@ def predict(
     for path in images:
         results = photo.read_letters(classifier, path)
         found.append({"image": str(path), "text": "".join(r["letter"] for r in results),
-                      "letters": [{"box": list(r["box"]), "letter": r["letter"],
-                                   "top3": [[c, p] for c, p in r["top3"]]} for r in results]})
+                      "letters": results})             # _print_json turns tuples into lists
         if annotate is not None:
             photo.annotate(path, results, annotate)
     if as_json:
@@ -456,7 +455,7 @@ def predict(
         table.add_column("box (left, top, right, bottom)", style="dim")
         for i, letter in enumerate(entry["letters"], 1):
             top3 = "  ".join(f"{c} {p:.0%}" for c, p in letter["top3"])
-            table.add_row(str(i), letter["letter"], top3, str(tuple(letter["box"])))
+            table.add_row(str(i), letter["letter"], top3, str(letter["box"]))
         if len(entry["letters"]) == 1:
             # One letter: also show it the way the network saw it.
             gray = photo.read_image(path)
