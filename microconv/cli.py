@@ -474,27 +474,25 @@ def backend_report(device=None):
     """Every backend with its availability, and every OpenCL device (for ``backends``)."""
     from microconv import backends as registry
 
+    opencl = {"devices": [], "error": None}
+    try:
+        from microconv.backends import ops_opencl
+        opencl["devices"] = ops_opencl.device_report(device)
+    except (BackendError, ImportError) as exc:
+        opencl["error"] = _one_line(exc)
+    chosen = [d for d in opencl["devices"] if d["chosen"]]
     entries = []
     for name in registry.names():
         reason = registry.unavailable_reason(name)
-        entry = {"name": name, "available": reason is None, "reason": reason,
-                 "description": None}
+        description = None
         if reason is None and name != "opencl":
-            entry["description"] = registry.get(name).describe()
-        entries.append(entry)
-    opencl = {"devices": [], "error": None}
-    try:
-        import importlib
-        module = importlib.import_module("microconv.backends.ops_opencl")
-        opencl["devices"] = module.device_report(device)
-        chosen = [d for d in opencl["devices"] if d["chosen"]]
-        if chosen:
-            for entry in entries:
-                if entry["name"] == "opencl" and entry["available"]:
-                    entry["description"] = (f"{chosen[0]['device']} on {chosen[0]['platform']}"
-                                            f", driver {chosen[0]['driver']}")
-    except (BackendError, ImportError) as exc:
-        opencl["error"] = _one_line(exc)
+            description = registry.get(name).describe()
+        elif reason is None and chosen:
+            # The device report already names the device --device chooses.
+            description = (f"{chosen[0]['device']} on {chosen[0]['platform']}, "
+                           f"driver {chosen[0]['driver']}")
+        entries.append({"name": name, "available": reason is None, "reason": reason,
+                        "description": description})
     return {"backends": entries, "opencl": opencl}
 
 
