@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 from microconv import photo, seed
 from microconv.checkpoint import load_checkpoint
+from microconv.data import load_emnist
 from microconv.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -261,12 +262,8 @@ def test_seed_photo_reads_at_least_8_of_11_letters(photo_results):
 def test_single_letter_pictures_read_like_the_data_set(seed_classifier, tmp_path):
     """Data-set letters saved as pictures go through the finder and the preparation and are
     read about as well as when fed to the network directly."""
-    import gzip
-    raw = gzip.decompress((DATA / "emnist-letters-test-images-idx3-ubyte.gz").read_bytes())
-    images = np.frombuffer(raw, np.uint8, offset=16)[:78 * 784].reshape(78, 28, 28)
-    images = images.transpose(0, 2, 1)                         # stored transposed, like EMNIST
-    raw = gzip.decompress((DATA / "emnist-letters-test-labels-idx1-ubyte.gz").read_bytes())
-    labels = np.frombuffer(raw, np.uint8, offset=8)[:78].astype(int) - 1
+    images, labels = load_emnist(DATA, split="test")           # upright, classes from 0
+    images, labels = images[:78], labels[:78]
     single = read = 0
     for image, label in zip(images, labels):
         path = tmp_path / "letter.png"
