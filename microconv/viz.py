@@ -90,26 +90,29 @@ def _pairs(image):
     return image[0::2], image[1::2]
 
 
+def _glyph_rows(image, ink):
+    """Per line of text, each character's (glyph, brighter of its two pixels)."""
+    top, bottom = _pairs(image)
+    return [[(_GLYPHS[(bool(t >= ink), bool(b >= ink))], max(t, b)) for t, b in zip(trow, brow)]
+            for trow, brow in zip(top, bottom)]
+
+
 def letter_lines(image, ink=INK):
     """An upright grey image (28x28 uint8) as 14 lines of half-block characters.
 
     Each character covers two pixel rows: ▀ the upper is ink, ▄ the lower, █ both. The
     shapes read without colour, so the art survives logs and plain terminals.
     """
-    top, bottom = _pairs(image)
-    return ["".join(_GLYPHS[(bool(t >= ink), bool(b >= ink))] for t, b in zip(trow, brow))
-            for trow, brow in zip(top, bottom)]
+    return ["".join(glyph for glyph, _ in row) for row in _glyph_rows(image, ink)]
 
 
 def letter_art(image, ink=INK):
     """The same drawing as ``letter_lines`` as Rich Text; faint ink (anti-aliased edges) is
     dimmed. No fixed colours, so it reads on dark and light terminals alike."""
-    top, bottom = _pairs(image)
     text = Text(no_wrap=True, overflow="crop")
-    for row, (trow, brow) in enumerate(zip(top, bottom)):
-        if row:
+    for number, row in enumerate(_glyph_rows(image, ink)):
+        if number:
             text.append("\n")
-        for t, b in zip(trow, brow):
-            glyph = _GLYPHS[(bool(t >= ink), bool(b >= ink))]
-            text.append(glyph, style="dim" if glyph != " " and max(t, b) < 2 * ink else None)
+        for glyph, brightest in row:
+            text.append(glyph, style="dim" if glyph != " " and brightest < 2 * ink else None)
     return text
