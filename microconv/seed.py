@@ -130,9 +130,9 @@ def read_seed_state(path):
     as in ``ConvoAlphabetModel``), ready for ``load_state_dict``.
     """
     path = os.fspath(path)
-    size = os.path.getsize(path) if os.path.isfile(path) else None
-    if size is None:
+    if not os.path.isfile(path):
         raise CheckpointError(f"seed state {path} does not exist or is not a file")
+    size = os.path.getsize(path)
     if size not in LAYOUT_BYTES.values():
         if size <= 2 * HEAD_BYTES:
             # Parse anyway so the message says what is wrong (truncated, damaged, other model).
