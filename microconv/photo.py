@@ -117,7 +117,7 @@ def box_mean(values, weights, radius):
     block = max(1, radius // 8)
     h, w = values.shape
     weighted = _block_sum(values * weights, block)
-    weight = _block_sum(weights.astype(np.float64), block)
+    weight = _block_sum(weights, block)
     r = max(1, round(radius / block))
     total = _window_sum(_window_sum(weighted, r, 0), r, 1)
     count = _window_sum(_window_sum(weight, r, 0), r, 1)
