@@ -85,14 +85,18 @@ def blas_info():
     return found or "unknown"
 
 
+def _require_positive_int(value, what):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise MicroconvError(f"bench: {what} must be a positive integer, got {value!r}")
+
+
 @contextlib.contextmanager
 def blas_threads(threads):
     """Limit the BLAS thread pools to ``threads`` inside the block (no limit for None)."""
     if threads is None:
         yield
         return
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise MicroconvError(f"bench: threads must be a positive integer, got {threads!r}")
+    _require_positive_int(threads, "threads")
     try:
         import threadpoolctl
     except ImportError:
@@ -366,8 +370,7 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
     backends = list(backends)
     for value, what in ((batch_size, "batch_size"), (runs, "runs"),
                         (python_images, "python_images"), (infer_batch_size, "infer_batch_size")):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MicroconvError(f"bench: {what} must be a positive integer, got {value!r}")
+        _require_positive_int(value, what)
     known = backend_registry.names()
     for name in backends:
         if name not in known:
