@@ -226,9 +226,13 @@ class TrainingStep:
         self.classes = classes
         self.dtype = dtype
 
-    def __call__(self, images, labels):
+    def feed(self, images, labels):
+        """Assign the next batch and its one-hot labels to the graph's leaves."""
         self.x.assign(images)
         self.target.assign(ops.one_hot(labels, self.classes, self.dtype))
+
+    def __call__(self, images, labels):
+        self.feed(images, labels)
         self.loss.backward()
         loss = self.loss.item()
         self.optimizer.step()
@@ -509,8 +513,7 @@ def _profile_step(backend, batch_size, steps, seed):
         images, labels = data()
         start = time.perf_counter()
         timed.phase = "forward"
-        train.x.assign(images)
-        train.target.assign(ops.one_hot(labels, train.classes, train.dtype))
+        train.feed(images, labels)
         train.loss.realize()
         middle = time.perf_counter()
         timed.phase = "backward"
