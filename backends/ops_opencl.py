@@ -317,6 +317,7 @@ class OpenCLBackend(Backend):
         # while another finishes (the weight gradients have few, long-running tiles).
         self.min_groups = 4 * device.max_compute_units
         self._tile_limits = {}            # dtype -> the most work-items matmul_tiled allows
+        self._dtype_names = {}            # dtype as given -> its name, once checked
 
     def describe(self):
         d = self.device
@@ -325,13 +326,22 @@ class OpenCLBackend(Backend):
 
     # --- plumbing ---------------------------------------------------------------------
     def _kernels(self, dtype):
-        dtype = np.dtype(dtype).name
-        if dtype not in _DTYPES:
-            raise BackendError(f"opencl: dtype {dtype} is not supported (use float32)")
-        if dtype == "float64" and not self.has_fp64:
+        """The kernel table for dtype. Every primitive asks, several times per call, so the
+        dtype's name and the device's support for it are worked out once per dtype."""
+        name = self._dtype_names.get(dtype)
+        if name is None:
+            name = self._supported_dtype_name(dtype)
+            self._dtype_names[dtype] = name
+        return _build_kernels(self.cl, self.context, self.device, name)
+
+    def _supported_dtype_name(self, dtype):
+        name = np.dtype(dtype).name
+        if name not in _DTYPES:
+            raise BackendError(f"opencl: dtype {name} is not supported (use float32)")
+        if name == "float64" and not self.has_fp64:
             raise BackendError(f"opencl: device '{self.device.name.strip()}' has no float64 "
                                "support (cl_khr_fp64); use float32, or --backend numpy")
-        return _build_kernels(self.cl, self.context, self.device, dtype)
+        return name
 
     def _memory_error(self, exc):
         return BackendError(f"OpenCL device '{self.device.name.strip()}' is out of memory "
