@@ -400,6 +400,15 @@ class OpenCLBackend(Backend):
         self._run(name, first.dtype, first.size, first.size, *extra, *inputs, out)
         return out
 
+    def _per_row(self, name, *inputs):
+        """A kernel with one work-item per row of the last axis (rows, length, inputs, out)."""
+        first = inputs[0]
+        length = first.shape[-1]
+        rows = first.size // length
+        out = self._empty(first.shape, first.dtype)
+        self._run(name, first.dtype, rows, rows, length, *inputs, out)
+        return out
+
     # --- moving data ------------------------------------------------------------------
     def from_numpy(self, array):
         array = np.asarray(array)
@@ -618,18 +627,10 @@ class OpenCLBackend(Backend):
         return self._elementwise("relu_backward", x, g)
 
     def log_softmax(self, x):
-        length = x.shape[-1]
-        rows = x.size // length
-        out = self._empty(x.shape, x.dtype)
-        self._run("log_softmax", x.dtype, rows, rows, length, x, out)
-        return out
+        return self._per_row("log_softmax", x)
 
     def log_softmax_backward(self, y, g):
-        length = y.shape[-1]
-        rows = y.size // length
-        out = self._empty(y.shape, y.dtype)
-        self._run("log_softmax_backward", y.dtype, rows, rows, length, y, g, out)
-        return out
+        return self._per_row("log_softmax_backward", y, g)
 
     # --- optimiser updates, in place --------------------------------------------------
     def sgd_update(self, p, g, v, lr, momentum, weight_decay):
