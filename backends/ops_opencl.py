@@ -558,11 +558,11 @@ class OpenCLBackend(Backend):
                              out_shape=(n, o, oh, ow))
 
     def conv2d_backward(self, x, w, g, needs):
+        if self.simple:
+            return self._conv2d_backward_direct(x, w, g, needs)
         n, c, h, wd = x.shape
         o, _, k, _ = w.shape
         oh, ow = h - k + 1, wd - k + 1
-        if self.simple:
-            return self._conv2d_backward_direct(x, w, g, needs)
         dx = dw = db = None
         if needs[0] or needs[2]:
             # g as an (O, N*OH*OW) matrix; w (O, C*k*k) is already the transposed w^T.
