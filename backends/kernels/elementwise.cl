@@ -119,6 +119,15 @@ __kernel void gelu_backward(const int n, __global const real *x, __global const 
     }
 }
 
+/* strided_sum: a[first] + a[first + stride] + ... (count numbers), added in that order.
+ * The four reductions below differ only in which numbers one work-item adds. */
+inline real strided_sum(__global const real *a, int first, int count, int stride)
+{
+    real acc = 0;
+    for (int z = 0; z < count; z++) acc += a[first + z * stride];
+    return acc;
+}
+
 /* sum_chunks: partial[t] = sum of a[t*chunk .. min(n, (t+1)*chunk)), one work-item per chunk.
  * Called repeatedly (on the partial sums) until one value is left. */
 __kernel void sum_chunks(const int n, const int chunk, __global const real *a,
@@ -127,10 +136,7 @@ __kernel void sum_chunks(const int n, const int chunk, __global const real *a,
     int t = get_global_id(0);
     int start = t * chunk;
     if (start >= n) return;
-    int stop = min(n, start + chunk);
-    real acc = 0;
-    for (int i = start; i < stop; i++) acc += a[i];
-    partial[t] = acc;
+    partial[t] = strided_sum(a, start, min(n, start + chunk) - start, 1);
 }
 
 /* sum_slices: a holds `slices` blocks of n numbers; out[i] = sum over z of a[z*n + i]
@@ -139,10 +145,7 @@ __kernel void sum_slices(const int n, const int slices, __global const real *a,
                          __global real *out)
 {
     int i = get_global_id(0);
-    if (i >= n) return;
-    real acc = 0;
-    for (int z = 0; z < slices; z++) acc += a[z * n + i];
-    out[i] = acc;
+    if (i < n) out[i] = strided_sum(a, i, slices, n);
 }
 
 /* sum_rows: a is (rows, cols); out[j] = sum over i of a[i*cols + j], one work-item per column */
@@ -150,10 +153,7 @@ __kernel void sum_rows(const int rows, const int cols, __global const real *a,
                        __global real *out)
 {
     int j = get_global_id(0);
-    if (j >= cols) return;
-    real acc = 0;
-    for (int i = 0; i < rows; i++) acc += a[i * cols + j];
-    out[j] = acc;
+    if (j < cols) out[j] = strided_sum(a, j, rows, cols);
 }
 
 /* row_sums: a is (rows, cols); out[i] = sum over j of a[i*cols + j], one work-item per row */
@@ -161,10 +161,7 @@ __kernel void row_sums(const int rows, const int cols, __global const real *a,
                        __global real *out)
 {
     int i = get_global_id(0);
-    if (i >= rows) return;
-    real acc = 0;
-    for (int j = 0; j < cols; j++) acc += a[i * cols + j];
-    out[i] = acc;
+    if (i < rows) out[i] = strided_sum(a, i * cols, cols, 1);
 }
 
 /* transpose: a is (rows, cols), out is (cols, rows).
