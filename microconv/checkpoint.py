@@ -39,14 +39,16 @@ def save_checkpoint(path, model, preprocessing, header=None, optimizer_state=Non
     write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
-def write_atomically(path, write):
-    """Call write(file) on a temporary file beside ``path``, then rename it into place."""
+def write_atomically(path, write, error=CheckpointError):
+    """Call write(file) on a temporary file beside ``path``, then rename it into place.
+
+    A failure raises ``error`` (a MicroconvError class) and leaves any earlier file intact."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())       # mkstemp makes owner-only files; keep the usual
         with os.fdopen(fd, "wb") as f:
@@ -56,8 +58,8 @@ def write_atomically(path, write):
         os.replace(tmp, path)
     except OSError as exc:
         _remove_quietly(tmp)
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}; "
-                              "any earlier file there is unchanged") from None
+        raise error(f"cannot write {path}: {exc.strerror or exc}; "
+                    "any earlier file there is unchanged") from None
     except BaseException:
         _remove_quietly(tmp)
         raise

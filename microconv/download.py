@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
+from microconv.checkpoint import write_atomically
 from microconv.data import SPLITS, emnist_filename, file_digest, has_dataset, load_emnist
 from microconv.errors import DataError
 
@@ -99,14 +99,10 @@ def _extract(archive, dest_dir, datasets):
             if missing:
                 raise DataError(f"{archive} lacks {', '.join(missing)}")
             for name, info in sorted(members.items()):
-                fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=dest_dir)
-                try:
-                    with os.fdopen(fd, "wb") as out, z.open(info) as src:
+                def copy(out, info=info):
+                    with z.open(info) as src:
                         shutil.copyfileobj(src, out, CHUNK)
-                    os.replace(tmp, dest_dir / name)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                write_atomically(dest_dir / name, copy, error=DataError)
                 written.append(dest_dir / name)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"cannot unpack {archive}: {exc}") from None
