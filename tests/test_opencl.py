@@ -49,13 +49,16 @@ def on(backend, *arrays_, dtype=np.float32):
     return [backend.from_numpy(np.asarray(a, dtype=dtype)) for a in arrays_]
 
 
+def outputs(result):
+    """A primitive's result as a tuple (conv2d_backward gives three buffers, the others one)."""
+    return result if isinstance(result, tuple) else (result,)
+
+
 def compare(cl_backend, ref, method, inputs, *extra, terms=1, magnitude=1.0):
     """Call one primitive on both backends (OpenCL float32, NumPy float64) and compare."""
     out = getattr(cl_backend, method)(*on(cl_backend, *inputs), *extra)
     expected = getattr(ref, method)(*on(ref, *inputs, dtype=np.float64), *extra)
-    outs = out if isinstance(out, tuple) else (out,)
-    expecteds = expected if isinstance(expected, tuple) else (expected,)
-    for i, (a, e) in enumerate(zip(outs, expecteds)):
+    for i, (a, e) in enumerate(zip(outputs(out), outputs(expected))):
         assert (a is None) == (e is None), f"{method} output {i}"
         if a is not None:
             got = cl_backend.to_numpy(a)
@@ -202,9 +205,8 @@ def test_fast_kernels_match_the_simple_ones_on_whole_and_partial_tiles(cl_backen
     def both(method, arrays_, *extra):
         fast = getattr(cl_backend, method)(*on(cl_backend, *arrays_), *extra)
         simple = getattr(cl_simple, method)(*on(cl_simple, *arrays_), *extra)
-        fast = fast if isinstance(fast, tuple) else (fast,)
-        simple = simple if isinstance(simple, tuple) else (simple,)
-        return [(cl_backend.to_numpy(f), cl_simple.to_numpy(s)) for f, s in zip(fast, simple)]
+        return [(cl_backend.to_numpy(f), cl_simple.to_numpy(s))
+                for f, s in zip(outputs(fast), outputs(simple))]
 
     for m, k, n in ((16, 13, 24), (19, 7, 21), (8, 300, 8), (17, 2100, 9), (3, 5, 2)):
         a, b = rng.uniform(-1, 1, (m, k)), rng.uniform(-1, 1, (k, n))
@@ -292,16 +294,16 @@ def test_sgd_and_adam_updates_in_place(cl_backend, ref, shape, seed, wd, step):
     rng = np.random.default_rng(seed)
     p, g, v, m = (rng.uniform(-1, 1, shape) for _ in range(4))
     v2 = np.abs(v)                                 # Adam's second moment is never negative
-    for be, dtype in ((cl_backend, np.float32), (ref, np.float64)):
-        bufs = on(be, p, g, v, dtype=dtype)
-        be.sgd_update(*bufs, 0.1, 0.9, wd)
+
+    def updated(be, dtype):
+        """One SGD and one Adam update in place; the buffers they changed, on the host."""
+        sgd = on(be, p, g, v, dtype=dtype)
+        be.sgd_update(*sgd, 0.1, 0.9, wd)
         adam = on(be, p, g, m, v2, dtype=dtype)
         be.adam_update(*adam, 1e-2, 0.9, 0.999, 1e-8, wd, step)
-        results = [be.to_numpy(b) for b in (bufs[0], bufs[2], adam[0], adam[2], adam[3])]
-        if be is cl_backend:
-            got = results
-        else:
-            expected = results
+        return [be.to_numpy(b) for b in (sgd[0], sgd[2], adam[0], adam[2], adam[3])]
+
+    got, expected = updated(cl_backend, np.float32), updated(ref, np.float64)
     for name, a, e in zip(("sgd p", "sgd v", "adam p", "adam m", "adam v"), got, expected):
         assert_close(a, e, magnitude=2, what=name)
 
@@ -325,7 +327,6 @@ class SmallCNN(nn.Module):
 
 def train_two_steps(backend, optimizer_class, **options):
     rng = np.random.default_rng(7)
-    backend = mc.backends.get(backend) if isinstance(backend, str) else backend
     model = SmallCNN(backend, seed=3)
     x = mc.tensor(rng.uniform(-1, 1, (3, 2, 9, 9)), backend=backend)
     loss = mc.nll_loss(model(x), rng.integers(0, 5, 3))
@@ -343,9 +344,9 @@ def train_two_steps(backend, optimizer_class, **options):
     (SGD, {"lr": 0.1, "momentum": 0.9}),
     (Adam, {"lr": 1e-2}),
 ])
-def test_training_steps_agree_with_numpy(cl_backend, optimizer_class, options):
+def test_training_steps_agree_with_numpy(cl_backend, ref, optimizer_class, options):
     cl_losses, cl_grads, cl_params = train_two_steps(cl_backend, optimizer_class, **options)
-    np_losses, np_grads, np_params = train_two_steps("numpy", optimizer_class, **options)
+    np_losses, np_grads, np_params = train_two_steps(ref, optimizer_class, **options)
     assert_close(cl_losses, np_losses, terms=50, what="losses")
     for step, (cg, ng) in enumerate(zip(cl_grads, np_grads)):
         for name in ng:
