@@ -147,9 +147,8 @@ def _match_spec(spec, found):
                        f"are: {_describe_listing(found)} (give 'P:D' or a piece of a name)")
 
 
-def _choose_device(cl, spec=None):
-    """The device to use, by the rules in the module docstring."""
-    found = _devices(cl)
+def _choose_device(cl, found, spec=None):
+    """The device to use among ``found`` (from _devices), by the rules in the module docstring."""
     spec = spec if spec not in (None, "") else os.environ.get("MICROCONV_OPENCL_DEVICE") or None
     if spec is not None:
         return _match_spec(spec, found)
@@ -181,7 +180,7 @@ def device_report(device=None):
     """
     cl = _pyopencl()
     found = _devices(cl)
-    chosen = _choose_device(cl, device)
+    chosen = _choose_device(cl, found, device)
     return [{"platform": platform.name.strip(), "device": dev.name.strip(),
              "index": f"{pi}:{di}", "type": _device_type_name(cl, dev),
              "driver": dev.driver_version.strip(), "chosen": dev == chosen}
@@ -208,7 +207,7 @@ def create(device=None, kernels="auto"):
     if kernels not in ("auto", "simple"):
         raise BackendError(f"opencl: kernels must be 'auto' or 'simple', not {kernels!r}")
     cl = _pyopencl()
-    return OpenCLBackend(cl, _choose_device(cl, device), simple=kernels == "simple")
+    return OpenCLBackend(cl, _choose_device(cl, _devices(cl), device), simple=kernels == "simple")
 
 
 # --- contexts, programs and kernels, each made once -----------------------------------------
