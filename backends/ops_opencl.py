@@ -316,7 +316,7 @@ class OpenCLBackend(Backend):
         # while another finishes (the weight gradients have few, long-running tiles).
         self.min_groups = 4 * device.max_compute_units
         self._tile_limits = {}            # dtype -> the most work-items matmul_tiled allows
-        self._dtype_names = {}            # dtype as given -> its name, once checked
+        self._dtype_names = {}            # np.dtype -> its name, once checked
 
     def describe(self):
         d = self.device
@@ -327,6 +327,7 @@ class OpenCLBackend(Backend):
     def _kernels(self, dtype):
         """The kernel table for dtype. Every primitive asks, several times per call, so the
         dtype's name and the device's support for it are worked out once per dtype."""
+        dtype = np.dtype(dtype)           # cheap, unlike .name; and always a usable key
         name = self._dtype_names.get(dtype)
         if name is None:
             name = self._supported_dtype_name(dtype)
@@ -334,7 +335,7 @@ class OpenCLBackend(Backend):
         return _build_kernels(self.cl, self.context, self.device, name)
 
     def _supported_dtype_name(self, dtype):
-        name = np.dtype(dtype).name
+        name = dtype.name
         if name not in _DTYPES:
             raise BackendError(f"opencl: dtype {name} is not supported (use float32)")
         if name == "float64" and not self.has_fp64:
