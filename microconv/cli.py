@@ -294,7 +294,7 @@ def _str(path):
 def _test_split(data_dir, dataset, limit, header):
     """The test images to evaluate on, and a sentence saying what they are."""
     from microconv import training
-    from microconv.data import class_names, find_data_dir, generated_letters, load_emnist
+    from microconv.data import class_names, find_data_dir, load_emnist
 
     class_names(dataset)                     # an unknown dataset is named as such
     folder = find_data_dir(_str(data_dir), dataset)
@@ -304,11 +304,9 @@ def _test_split(data_dir, dataset, limit, header):
     else:
         if dataset != "letters":
             raise DataError(f"no EMNIST {dataset} files found; pass --data-dir")
-        # The generated test letters a run without data used (seeded as training.load_data
-        # seeds them).
+        # the generated test letters a run without data files used
         seed = int((header.get("config") or {}).get("seed", 0))
-        count = min(limit or training.GENERATED_TEST, training.GENERATED_TEST)
-        images, labels = generated_letters(count, seed + 1_000_003)
+        images, labels = training.generated_split("test", seed, limit)
         what = "generated letters (no EMNIST files found; pass --data-dir)"
     if limit is not None:
         images, labels = images[:limit], labels[:limit]

@@ -144,6 +144,14 @@ class Dataset:
     class_names: str
 
 
+def generated_split(split, seed, limit=None):
+    """The generated letters a run without data files trains ("train") or tests ("test") on:
+    up to GENERATED_TRAIN / GENERATED_TEST of them, the test ones from a seed of their own."""
+    count, split_seed = ((GENERATED_TRAIN, seed) if split == "train"
+                         else (GENERATED_TEST, seed + 1_000_003))
+    return generated_letters(min(limit or count, count), split_seed)
+
+
 def load_data(config):
     """The training and test split the config asks for, plus a sentence saying what they are."""
     names = class_names(config.dataset)
@@ -161,10 +169,8 @@ def load_data(config):
             raise TrainingError(f"no EMNIST {config.dataset} files found (looked in "
                                 f"MICROCONV_DATA and {default_cache_dir()}); generated data "
                                 "exists only for letters")
-        n_train = min(config.limit or GENERATED_TRAIN, GENERATED_TRAIN)
-        n_test = min(config.limit or GENERATED_TEST, GENERATED_TEST)
-        train = generated_letters(n_train, config.seed)
-        test = generated_letters(n_test, config.seed + 1_000_003)
+        train = generated_split("train", config.seed, config.limit)
+        test = generated_split("test", config.seed, config.limit)
         description = ("generated letters (no EMNIST files found in MICROCONV_DATA or "
                        f"{default_cache_dir()}; run 'microconv data download' or pass --data-dir)")
     if config.limit is not None:
