@@ -102,7 +102,8 @@ class Dropout(Module):
     def __call__(self, x):
         if self.p == 0.0:
             return x
-        mask = Tensor.leaf(np.ones(x.shape, dtype=x.dtype), x.backend)
+        mask = Tensor.leaf(np.ones(x.shape, dtype=x.dtype), x.backend,
+                           name=f"dropout mask {len(self._masks)}")
         self._masks.append(mask)
         return ops.dropout(x, mask)
 

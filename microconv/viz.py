@@ -71,8 +71,6 @@ def model_graph_dot(batch_size=1, train=False, backend="numpy"):
         labels = Tensor.leaf(np.zeros((batch_size, model.classes), dtype=model.dtype),
                              model.backend, name="one-hot labels")
         out = ops.nll_loss(out, labels)
-    for name, mask in enumerate(getattr(model.drop, "_masks", [])):
-        names[id(mask)] = f"dropout mask {name}"
     return graph_to_dot(out, names, title="ConvoAlphabetModel" + (" training" if train else ""))
 
 
