@@ -6,7 +6,7 @@ buffers and never change their inputs, except the optimiser updates, which chang
 parameter and its state in place. Shapes are plain tuples, row-major (C order).
 
 Derivatives are not a backend's business beyond the local formulas listed here: which
-gradient goes where is decided once, in ``microconv/ops.py``.
+gradient goes where is decided once, in ``microconv/engine/ops.py``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from microconv.bench import (
+from microconv.cli.bench import (
     TrainingStep,
     blas_info,
     blas_threads,
@@ -23,7 +23,7 @@ from microconv.bench import (
     random_letters,
     script_parser,
 )
-from microconv.preprocess import Preprocessing
+from microconv.letters.preprocess import Preprocessing
 
 EMNIST_LETTERS_TRAIN = 124_800
 

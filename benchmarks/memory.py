@@ -15,8 +15,14 @@ import sys
 
 import numpy as np
 
-from microconv.bench import TrainingStep, blas_threads, print_result, random_letters, script_parser
-from microconv.preprocess import Preprocessing
+from microconv.cli.bench import (
+    TrainingStep,
+    blas_threads,
+    print_result,
+    random_letters,
+    script_parser,
+)
+from microconv.letters.preprocess import Preprocessing
 
 
 def peak_rss_mib():

@@ -4,7 +4,7 @@ Run it the way the benchmarks are meant to be run (the machine presets OpenBLAS 
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/opencl_vs_numpy.py
 
-The measuring is ``microconv.bench.run_bench``'s (see there): a training step is what training
+The measuring is ``microconv.cli.bench.run_bench``'s (see there): a training step is what training
 does (assign a batch and its one-hot labels, forward, backward, read the loss, SGD with
 momentum); inference is the forward pass with the log-probabilities read back, here at the
 training batch size. Each number is the median of the timed runs after warm-up (the first
@@ -18,7 +18,7 @@ import argparse
 
 from rich.console import Console
 
-from microconv.bench import render_bench, run_bench
+from microconv.cli.bench import render_bench, run_bench
 
 
 def main():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from microconv.bench import rate_cell
+from microconv.cli.bench import rate_cell
 
 
 def _rate(summary):

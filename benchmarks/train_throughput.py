@@ -16,7 +16,7 @@ import json
 
 from rich.console import Console
 
-from microconv.bench import profile_step, render_bench, render_profile, run_bench
+from microconv.cli.bench import profile_step, render_bench, render_profile, run_bench
 
 
 def main():

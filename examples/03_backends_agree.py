@@ -6,7 +6,7 @@ Run: python examples/03_backends_agree.py
 import numpy as np
 
 import microconv as mc
-from microconv.optim import SGD
+from microconv.engine.optim import SGD
 
 
 def one_step(backend):

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 
 import microconv as mc
-from microconv.checkpoint import Classifier
-from microconv.nn import ConvoAlphabetModel
-from microconv.optim import Adam
-from microconv.preprocess import Preprocessing
+from microconv.engine.optim import Adam
+from microconv.letters.checkpoint import Classifier
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 args = [a for a in sys.argv[1:] if a != "--quick"]
 quick = "--quick" in sys.argv

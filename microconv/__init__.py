@@ -10,15 +10,34 @@ The public API uses PyTorch's names::
 """
 
 from microconv import backends
-from microconv.checkpoint import load_checkpoint, save_checkpoint
-from microconv.data import generated_letters, load_emnist, perturb
-from microconv.errors import (BackendError, CheckpointError, DataError, MicroconvError, ShapeError,
-                              TrainingError)
-from microconv.evaluate import evaluate
-from microconv.ops import (conv2d, dropout, flatten, gelu, linear, log_softmax, matmul, max_pool2d,
-                           nll_loss, one_hot, relu, reshape, tensor)
-from microconv.tensor import Tensor
-from microconv.training import TrainConfig, TrainingInterrupted, train
+from microconv.engine.ops import (
+                              conv2d,
+                              dropout,
+                              flatten,
+                              gelu,
+                              linear,
+                              log_softmax,
+                              matmul,
+                              max_pool2d,
+                              nll_loss,
+                              one_hot,
+                              relu,
+                              reshape,
+                              tensor,
+)
+from microconv.engine.tensor import Tensor
+from microconv.errors import (
+                              BackendError,
+                              CheckpointError,
+                              DataError,
+                              MicroconvError,
+                              ShapeError,
+                              TrainingError,
+)
+from microconv.letters.checkpoint import load_checkpoint, save_checkpoint
+from microconv.letters.data import generated_letters, load_emnist, perturb
+from microconv.letters.evaluate import evaluate
+from microconv.letters.training import TrainConfig, TrainingInterrupted, train
 
 __version__ = "0.1.0"
 

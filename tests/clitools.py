@@ -4,10 +4,10 @@ import pytest
 from typer.testing import CliRunner
 
 from microconv.cli import app
-from microconv.checkpoint import save_checkpoint
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
-from microconv.training import TrainConfig
+from microconv.letters.checkpoint import save_checkpoint
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
+from microconv.letters.training import TrainConfig
 
 
 def cli(*args, env=None):

@@ -35,7 +35,7 @@ from strategies import (
 from tolerance import assert_close
 
 import microconv as mc
-from microconv.optim import SGD, Adam
+from microconv.engine.optim import SGD, Adam
 
 seeds = st.integers(0, 2**32 - 1)
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from microconv import MicroconvError
-from microconv.bench import profile_step, render_bench, render_profile, run_bench
+from microconv.cli.bench import profile_step, render_bench, render_profile, run_bench
 
 TINY = {"batch_size": 4, "infer_batch_size": 4, "runs": 2, "warmup": 1, "min_run_seconds": 0}
 

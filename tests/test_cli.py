@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from PIL import Image
 from clitools import assert_one_line_error, cli
+from PIL import Image
 
 import microconv
-from microconv import synth
 from microconv.cli import app
-from microconv.data import generated_letters
+from microconv.letters import synth
+from microconv.letters.data import generated_letters
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SEED_STATE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
@@ -131,7 +131,7 @@ def test_train_on_generated_letters_when_no_data_is_found(home, tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(home, tmp_path, monkeypatch):
-    from microconv.dashboard import LineReporter
+    from microconv.cli.dashboard import LineReporter
 
     def interrupt_at_step_two(self, record):
         if record.step == 2:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from microconv.dashboard import (
+from microconv.cli.dashboard import (
     LOSS_HISTORY,
     SPARK_BLOCKS,
     DashboardState,
@@ -18,14 +18,14 @@ from microconv.dashboard import (
     render_dashboard,
     sparkline,
 )
-from microconv.records import (
+from microconv.cli.viz import letter_lines
+from microconv.letters.records import (
     BatchRecord,
     CheckpointRecord,
     FinalRecord,
     RunInfo,
     ValidationRecord,
 )
-from microconv.viz import letter_lines
 
 C, I, L, G, Q = 2, 8, 11, 6, 16     # class indices of letters used below
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from microconv import data
 from microconv.errors import DataError
+from microconv.letters import data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "handwritten-letters"
 

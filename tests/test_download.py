@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from microconv import data, download, synth
 from microconv.errors import DataError
+from microconv.letters import data, download, synth
 
 
 def make_archive(tmp_path):

@@ -232,7 +232,7 @@ def test_backends_doc_table_lists_exactly_the_primitives():
 def test_gradients_after_an_optimiser_step_match_a_fresh_graph(backend):
     """Parameters (here even the image, as when optimising an input) change in place; nothing a
     backend kept from the previous forward pass may leak into the next gradients."""
-    from microconv.optim import SGD
+    from microconv.engine.optim import SGD
 
     def build(values):
         leaves = {n: mc.tensor(v, backend=backend, requires_grad=True) for n, v in values.items()}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from microconv.errors import DataError
-from microconv.evaluate import evaluate, most_confused, scores
+from microconv.letters.evaluate import evaluate, most_confused, scores
 
 
 class LookupClassifier:

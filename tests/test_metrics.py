@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from microconv.errors import MicroconvError
-from microconv.metrics import MetricsDB, list_runs, read_run
-from microconv.records import (
+from microconv.letters.metrics import MetricsDB, list_runs, read_run
+from microconv.letters.records import (
     BatchRecord,
     CheckpointRecord,
     FinalRecord,

@@ -22,9 +22,9 @@ from strategies import arrays, conv_case, distinct_values, floats, small_shapes
 from tolerance import assert_close
 
 import microconv as mc
-from microconv import nn, ops
+from microconv.engine import nn, ops
+from microconv.engine.optim import SGD, Adam
 from microconv.errors import BackendError
-from microconv.optim import SGD, Adam
 
 few = settings(max_examples=8, deadline=None)
 seeds = st.integers(0, 2**32 - 1)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from microconv import photo, seed
-from microconv.checkpoint import load_checkpoint
-from microconv.data import load_emnist
 from microconv.errors import DataError
+from microconv.letters import hello_dl, photo
+from microconv.letters.checkpoint import load_checkpoint
+from microconv.letters.data import load_emnist
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data" / "handwritten-letters"
@@ -233,7 +233,7 @@ def seed_classifier(tmp_path_factory):
     if not SAMPLE.exists() or not PHOTO.exists():
         pytest.skip(f"seed artifacts not present in {SAMPLE.parent}")
     out = tmp_path_factory.mktemp("seed") / "seed.npz"
-    seed.import_seed(SAMPLE, out)
+    hello_dl.import_seed(SAMPLE, out)
     return load_checkpoint(out)
 
 

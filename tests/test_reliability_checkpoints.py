@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microconv import seed
-from microconv.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from microconv.errors import CheckpointError
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
+from microconv.letters import hello_dl
+from microconv.letters.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -174,17 +174,17 @@ def test_a_header_that_is_not_json(tmp_path, good):
 def state_bytes(tmp_path_factory):
     rng = np.random.default_rng(0)
     tensors = [rng.normal(0, 0.1, size=shape).astype(np.float32)
-               for shape in seed.LAYOUTS["legacy"]]
+               for shape in hello_dl.LAYOUTS["legacy"]]
     path = tmp_path_factory.mktemp("state") / "good.state"
-    seed.write_seed_state(path, "legacy", tensors)
-    layout, params = seed.read_seed_state(path)
+    hello_dl.write_seed_state(path, "legacy", tensors)
+    layout, params = hello_dl.read_seed_state(path)
     assert layout == "legacy"
     return path.read_bytes(), params
 
 
 def state_or_checkpoint_error(path):
     try:
-        return seed.read_seed_state(path)
+        return hello_dl.read_seed_state(path)
     except CheckpointError as exc:
         message = str(exc)
         assert message and "\n" not in message and str(path) in message, message
@@ -192,7 +192,7 @@ def state_or_checkpoint_error(path):
 
 
 @given(content=st.binary(max_size=300),
-       magic=st.sampled_from([b"", np.array(seed.BEGIN_MAGIC, "<f4").tobytes()]))
+       magic=st.sampled_from([b"", np.array(hello_dl.BEGIN_MAGIC, "<f4").tobytes()]))
 def test_random_bytes_are_not_a_seed_state(tmp_path_factory, content, magic):
     path = write(tmp_path_factory.mktemp("fuzz"), "junk.state", magic + content)
     assert isinstance(state_or_checkpoint_error(path), CheckpointError)
@@ -205,7 +205,7 @@ def test_seed_state_truncated_near_either_end(tmp_path, state_bytes):
         assert isinstance(state_or_checkpoint_error(path), CheckpointError), cut
 
 
-@given(cut=st.integers(0, seed.LEGACY_BYTES - 1))
+@given(cut=st.integers(0, hello_dl.LEGACY_BYTES - 1))
 def test_seed_state_truncated_anywhere(tmp_path_factory, state_bytes, cut):
     content, _ = state_bytes
     path = write(tmp_path_factory.mktemp("cut"), "cut.state", content[:cut])
@@ -235,4 +235,4 @@ def test_seed_state_with_a_flipped_byte(tmp_path_factory, state_bytes, data):
 def test_a_seed_state_that_is_a_folder(tmp_path):
     (tmp_path / "dir.state").mkdir()
     with pytest.raises(CheckpointError, match="does not exist or is not a file"):
-        seed.read_seed_state(tmp_path / "dir.state")
+        hello_dl.read_seed_state(tmp_path / "dir.state")

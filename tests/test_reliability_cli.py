@@ -12,13 +12,13 @@ import sqlite3
 import sys
 import zipfile
 
+import clitools
 import pytest
 from PIL import Image
-import clitools
 
-from microconv import synth
 from microconv.cli import app
-from microconv.data import emnist_filename
+from microconv.letters import synth
+from microconv.letters.data import emnist_filename
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_usage_mistakes_exit_2_with_a_short_panel(files, argv, fragment):
 
 
 def test_ctrl_c_outside_training_aborts_without_a_traceback(files, monkeypatch):
-    evaluation = sys.modules["microconv.evaluate"]
+    evaluation = sys.modules["microconv.letters.evaluate"]
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microconv import data
 from microconv.errors import DataError
+from microconv.letters import data
 
 IMAGES = data.emnist_filename("letters", "train", "images")
 LABELS = data.emnist_filename("letters", "train", "labels")

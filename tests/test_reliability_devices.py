@@ -9,9 +9,9 @@ train, evaluate and predict. Faults on a working device need an OpenCL device (P
 import importlib
 import sys
 
+import clitools
 import numpy as np
 import pytest
-import clitools
 from clitools import cli, untrained_checkpoint
 
 from microconv import backends as registry

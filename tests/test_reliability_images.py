@@ -13,16 +13,16 @@ import zlib
 
 import numpy as np
 import pytest
+from clitools import assert_one_line_error, cli, untrained_checkpoint
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from clitools import assert_one_line_error, cli, untrained_checkpoint
 
-from microconv import photo
-from microconv.checkpoint import Classifier
 from microconv.errors import DataError
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
+from microconv.letters import photo
+from microconv.letters.checkpoint import Classifier
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def peak_memory_mb(path):
     """Peak resident memory of a fresh Python that reads the picture (megabytes)."""
     # VmHWM (Linux) belongs to the new program alone; ru_maxrss would include the memory of
     # the pytest process it was forked from.
-    code = ("import sys\nfrom microconv import photo\n"
+    code = ("import sys\nfrom microconv.letters import photo\n"
             "try:\n    print(photo.read_image(sys.argv[1]).shape)\n"
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
             "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"

@@ -21,13 +21,13 @@ from clitools import (  # noqa: F401 - no_emnist is a fixture
     small_train_config,
 )
 
-from microconv import training
-from microconv.checkpoint import read_checkpoint
-from microconv.cli import EXIT_INTERRUPTED
-from microconv.dashboard import LineReporter
+from microconv.cli.app import EXIT_INTERRUPTED
+from microconv.cli.dashboard import LineReporter
 from microconv.errors import TrainingError
-from microconv.records import Reporter
-from microconv.training import TrainingInterrupted, train
+from microconv.letters import training
+from microconv.letters.checkpoint import read_checkpoint
+from microconv.letters.records import Reporter
+from microconv.letters.training import TrainingInterrupted, train
 
 REAL_SAVEZ = np.savez
 EXPLODED = r"at step (\d+) \(first non-finite gradient: (c[123]|fc[123])\.(weight|bias)\)"

@@ -19,13 +19,13 @@ from clitools import (  # noqa: F401 - no_emnist is a fixture
     untrained_checkpoint,
 )
 
-from microconv import checkpoint, metrics, seed
-from microconv.checkpoint import read_checkpoint, save_checkpoint
 from microconv.errors import CheckpointError, MicroconvError
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
-from microconv.records import Reporter
-from microconv.training import train
+from microconv.letters import checkpoint, hello_dl, metrics
+from microconv.letters.checkpoint import read_checkpoint, save_checkpoint
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
+from microconv.letters.records import Reporter
+from microconv.letters.training import train
 
 REAL_SAVEZ = np.savez
 
@@ -248,8 +248,8 @@ def test_metrics_close_failure_is_reported_and_the_connection_closed(tmp_path):
 
 def test_import_seed_into_a_missing_folder(tmp_path):
     state = tmp_path / "w.state"
-    tensors = [np.zeros(shape, np.float32) for shape in seed.LAYOUTS["legacy"]]
-    seed.write_seed_state(state, "legacy", tensors)
+    tensors = [np.zeros(shape, np.float32) for shape in hello_dl.LAYOUTS["legacy"]]
+    hello_dl.write_seed_state(state, "legacy", tensors)
     result = cli("import-seed", state, "--out", tmp_path / "gone" / "w.npz")
     assert_one_line_error(result, "w.npz", "No such file or directory")
 
@@ -257,8 +257,8 @@ def test_import_seed_into_a_missing_folder(tmp_path):
 def test_import_seed_over_a_checkpoint_that_cannot_be_replaced(tmp_path, previous, monkeypatch):
     path, before = previous
     state = tmp_path / "w.state"
-    seed.write_seed_state(state, "legacy",
-                          [np.zeros(shape, np.float32) for shape in seed.LAYOUTS["legacy"]])
+    hello_dl.write_seed_state(state, "legacy",
+                          [np.zeros(shape, np.float32) for shape in hello_dl.LAYOUTS["legacy"]])
     monkeypatch.setattr(checkpoint.os, "replace", denied)
     result = cli("import-seed", state, "--out", path)
     assert_one_line_error(result, "Permission denied", "unchanged")

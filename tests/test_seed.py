@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from microconv import seed
-from microconv.checkpoint import load_checkpoint, read_checkpoint
+from microconv.engine.tensor import Tensor
 from microconv.errors import CheckpointError
-from microconv.nn import ConvoAlphabetModel
-from microconv.tensor import Tensor
+from microconv.letters import hello_dl
+from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
+from microconv.letters.model import ConvoAlphabetModel
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
@@ -41,12 +41,12 @@ def random_tensors(layout, rng):
     """Tensors in a layout's file order, sized like PyTorch's initial ranges so that the
     activations neither vanish nor saturate."""
     tensors = []
-    for _, c_in, c_out in seed.CONVS:
+    for _, c_in, c_out in hello_dl.CONVS:
         kernels = c_out if layout == "legacy" else c_out * c_in
         bound = 1 / np.sqrt(9 * c_in)
         tensors += [rng.uniform(-bound, bound, (3, 3)) for _ in range(kernels)]
         tensors += [rng.uniform(-0.1, 0.1, (1, 1)) / c_in for _ in range(c_out)]
-    for _, n_in, n_out in seed.LINEARS:
+    for _, n_in, n_out in hello_dl.LINEARS:
         bound = 1 / np.sqrt(n_in)
         tensors += [rng.uniform(-bound, bound, (n_out, n_in)),
                     rng.uniform(-bound, bound, (n_out, 1))]
@@ -64,13 +64,13 @@ def microconv_log_probs(params, image, output_gelu, pool_gelu=True):
 
 @needs_sample
 def test_sample_parses_exactly_as_the_legacy_layout():
-    assert SAMPLE.stat().st_size == seed.LEGACY_BYTES == 190_632
-    tensors = seed.read_state_tensors(SAMPLE)
+    assert SAMPLE.stat().st_size == hello_dl.LEGACY_BYTES == 190_632
+    tensors = hello_dl.read_state_tensors(SAMPLE)
     assert len(tensors) == 454
     assert sum(t.size for t in tensors) == 46_746
     # every byte accounted for: 2 magics + a 2-float header per tensor + the values
-    assert 4 * (4 + 2 * len(tensors) + sum(t.size for t in tensors)) == seed.LEGACY_BYTES
-    layout, params = seed.read_seed_state(SAMPLE)
+    assert 4 * (4 + 2 * len(tensors) + sum(t.size for t in tensors)) == hello_dl.LEGACY_BYTES
+    layout, params = hello_dl.read_seed_state(SAMPLE)
     assert layout == "legacy"
     model = ConvoAlphabetModel()
     model.load_state_dict(params)                 # every name and shape fits
@@ -79,15 +79,15 @@ def test_sample_parses_exactly_as_the_legacy_layout():
 
 @needs_sample
 def test_sample_writes_back_byte_for_byte(tmp_path):
-    tensors = seed.read_state_tensors(SAMPLE)
+    tensors = hello_dl.read_state_tensors(SAMPLE)
     copy = tmp_path / "copy.state"
-    seed.write_seed_state(copy, "legacy", tensors)
+    hello_dl.write_seed_state(copy, "legacy", tensors)
     assert copy.read_bytes() == SAMPLE.read_bytes()
 
 
 @needs_sample
 def test_sample_statistics_match_the_seed_spec_table():
-    tensors = iter(seed.read_state_tensors(SAMPLE))
+    tensors = iter(hello_dl.read_state_tensors(SAMPLE))
     for member, (count, shape, lo, hi, mean, std) in SAMPLE_STATS.items():
         group = [next(tensors) for _ in range(count)]
         assert all(t.shape == shape for t in group), member
@@ -101,8 +101,8 @@ def test_sample_statistics_match_the_seed_spec_table():
 
 @needs_sample
 def test_legacy_conversion_shares_kernels_and_scales_biases():
-    tensors = seed.read_state_tensors(SAMPLE)
-    _, params = seed.read_seed_state(SAMPLE)
+    tensors = hello_dl.read_state_tensors(SAMPLE)
+    _, params = hello_dl.read_seed_state(SAMPLE)
     c2_kernels = np.stack(tensors[64:128])                 # after c1's 32 kernels + 32 biases
     c2_biases = np.array([t[0, 0] for t in tensors[128:192]])
     for i in (0, 17, 31):
@@ -113,12 +113,12 @@ def test_legacy_conversion_shares_kernels_and_scales_biases():
 
 @needs_sample
 def test_imported_sample_matches_the_seeds_forward_pass():
-    tensors = seed.read_state_tensors(SAMPLE)
-    _, params = seed.read_seed_state(SAMPLE)
+    tensors = hello_dl.read_state_tensors(SAMPLE)
+    _, params = hello_dl.read_seed_state(SAMPLE)
     rng = np.random.default_rng(5)
     for _ in range(2):
         image = rng.random((28, 28)) * 0.99
-        want = seed.reference_forward("legacy", tensors, image)
+        want = hello_dl.reference_forward("legacy", tensors, image)
         got = microconv_log_probs(params, image, output_gelu=True)
         np.testing.assert_allclose(got, want, atol=2e-5)
 
@@ -126,18 +126,18 @@ def test_imported_sample_matches_the_seeds_forward_pass():
 @needs_sample
 def test_flatten_order_matters():
     """Without the fc1 column permutation the network computes something else."""
-    tensors = seed.read_state_tensors(SAMPLE)
-    _, params = seed.read_seed_state(SAMPLE)
+    tensors = hello_dl.read_state_tensors(SAMPLE)
+    _, params = hello_dl.read_seed_state(SAMPLE)
     unpermuted = dict(params, **{"fc1.weight": tensors[-6]})
     image = np.random.default_rng(1).random((28, 28))
-    want = seed.reference_forward("legacy", tensors, image)
+    want = hello_dl.reference_forward("legacy", tensors, image)
     assert np.abs(microconv_log_probs(unpermuted, image, output_gelu=True) - want).max() > 1e-3
 
 
 @needs_sample
 def test_import_seed_writes_a_checkpoint_that_needs_no_flags(tmp_path):
     out = tmp_path / "seed.npz"
-    summary = seed.import_seed(SAMPLE, out)
+    summary = hello_dl.import_seed(SAMPLE, out)
     assert summary["layout"] == "legacy"
     assert summary["sha256"] == SAMPLE_SHA256
     assert summary["parameters"] == 137_178
@@ -150,10 +150,10 @@ def test_import_seed_writes_a_checkpoint_that_needs_no_flags(tmp_path):
     classifier = load_checkpoint(out)
     images = np.random.default_rng(2).integers(0, 256, size=(2, 28, 28), dtype=np.uint8)
     got = classifier.predict(images)
-    tensors = seed.read_state_tensors(SAMPLE)
+    tensors = hello_dl.read_state_tensors(SAMPLE)
     for image, row in zip(images, got):
-        np.testing.assert_allclose(row, seed.reference_forward("legacy", tensors, image / 256.0),
-                                   atol=2e-5)
+        want = hello_dl.reference_forward("legacy", tensors, image / 256.0)
+        np.testing.assert_allclose(row, want, atol=2e-5)
 
 
 def read_idx_gz(path):
@@ -168,7 +168,7 @@ def read_idx_gz(path):
 @pytest.mark.skipif(not DATA.exists(), reason=f"letters data {DATA} not present")
 def test_imported_sample_reads_the_handwritten_letters_test_split(tmp_path):
     out = tmp_path / "seed.npz"
-    seed.import_seed(SAMPLE, out)
+    hello_dl.import_seed(SAMPLE, out)
     classifier = load_checkpoint(out)
     images = read_idx_gz(DATA / "emnist-letters-test-images-idx3-ubyte.gz").transpose(0, 2, 1)
     labels = read_idx_gz(DATA / "emnist-letters-test-labels-idx1-ubyte.gz").astype(int) - 1
@@ -184,16 +184,17 @@ def test_head_layout_round_trip_matches_a_direct_forward_pass(tmp_path):
     rng = np.random.default_rng(3)
     tensors = random_tensors("head", rng)
     path = tmp_path / "head.state"
-    seed.write_seed_state(path, "head", tensors)
-    assert path.stat().st_size == seed.HEAD_BYTES == 632_744
-    layout, params = seed.read_seed_state(path)
+    hello_dl.write_seed_state(path, "head", tensors)
+    assert path.stat().st_size == hello_dl.HEAD_BYTES == 632_744
+    layout, params = hello_dl.read_seed_state(path)
     assert layout == "head"
     # kernel (o, i) is file kernel o * C_in + i; the bias is applied once per input channel
     np.testing.assert_array_equal(params["c2.weight"][5, 7], tensors[32 + 32 + 5 * 32 + 7])
     assert params["c3.bias"][0] == pytest.approx(64 * tensors[32 + 32 + 2048 + 64 + 8192][0, 0])
     image = rng.random((28, 28))
     # HEAD's blocks are conv -> pool without GELU (seed-spec 3.2), and so is the import
-    want = seed.reference_forward("head", tensors, image, post_pool_gelu=False, output_gelu=False)
+    want = hello_dl.reference_forward("head", tensors, image, post_pool_gelu=False,
+                                      output_gelu=False)
     got = microconv_log_probs(params, image, output_gelu=False, pool_gelu=False)
     assert np.ptp(want) > 0.05                      # a real, non-degenerate prediction
     np.testing.assert_allclose(got, want, atol=2e-5)
@@ -201,8 +202,8 @@ def test_head_layout_round_trip_matches_a_direct_forward_pass(tmp_path):
 
 def test_head_import_records_the_seeds_normalisation_and_architecture(tmp_path):
     path = tmp_path / "head.state"
-    seed.write_seed_state(path, "head", random_tensors("head", np.random.default_rng(4)))
-    summary = seed.import_seed(path, tmp_path / "head.npz")
+    hello_dl.write_seed_state(path, "head", random_tensors("head", np.random.default_rng(4)))
+    summary = hello_dl.import_seed(path, tmp_path / "head.npz")
     header, _, _ = read_checkpoint(tmp_path / "head.npz")
     assert summary["layout"] == header["seed_state"]["layout"] == "head"
     assert header["model_options"]["output_gelu"] is False
@@ -220,7 +221,7 @@ def small_legacy_tensors():
 @pytest.fixture
 def legacy_bytes(tmp_path):
     path = tmp_path / "good.state"
-    seed.write_seed_state(path, "legacy", small_legacy_tensors())
+    hello_dl.write_seed_state(path, "legacy", small_legacy_tensors())
     return path.read_bytes()
 
 
@@ -228,7 +229,7 @@ def expect_error(tmp_path, data, *phrases):
     path = tmp_path / "bad.state"
     path.write_bytes(data)
     with pytest.raises(CheckpointError) as info:
-        seed.read_seed_state(path)
+        hello_dl.read_seed_state(path)
     message = str(info.value)
     assert "\n" not in message
     for phrase in phrases:
@@ -239,8 +240,8 @@ def expect_error(tmp_path, data, *phrases):
 def test_synthesised_legacy_file_reads_back(tmp_path, legacy_bytes):
     path = tmp_path / "ok.state"
     path.write_bytes(legacy_bytes)
-    layout, params = seed.read_seed_state(path)
-    assert layout == "legacy" and len(legacy_bytes) == seed.LEGACY_BYTES
+    layout, params = hello_dl.read_seed_state(path)
+    assert layout == "legacy" and len(legacy_bytes) == hello_dl.LEGACY_BYTES
     assert set(params) == set(ConvoAlphabetModel().state_dict())
 
 
@@ -271,14 +272,14 @@ def test_right_size_but_unknown_layout(tmp_path):
     tensors = small_legacy_tensors()
     tensors[-6] = tensors[-6].T.copy()              # fc1 stored 512x64: same bytes, other shape
     path = tmp_path / "odd.state"
-    seed.write_seed_state(path, "legacy", tensors)
-    assert path.stat().st_size == seed.LEGACY_BYTES
+    hello_dl.write_seed_state(path, "legacy", tensors)
+    assert path.stat().st_size == hello_dl.LEGACY_BYTES
     expect_error(tmp_path, path.read_bytes(), "unknown layout")
 
 
 def test_other_model_is_an_unknown_layout(tmp_path):
     path = tmp_path / "other.state"
-    seed.write_seed_state(path, "legacy", [np.ones((2, 2), np.float32)])
+    hello_dl.write_seed_state(path, "legacy", [np.ones((2, 2), np.float32)])
     expect_error(tmp_path, path.read_bytes(), "unknown layout", "bytes")
 
 
@@ -286,10 +287,10 @@ def test_non_finite_values_are_refused(tmp_path):
     tensors = small_legacy_tensors()
     tensors[250][0, 0] = np.nan                      # one of c3's kernels
     path = tmp_path / "nan.state"
-    seed.write_seed_state(path, "legacy", tensors)
+    hello_dl.write_seed_state(path, "legacy", tensors)
     expect_error(tmp_path, path.read_bytes(), "NaN or infinite")
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        seed.read_seed_state(tmp_path / "nope.state")
+        hello_dl.read_seed_state(tmp_path / "nope.state")

@@ -3,8 +3,8 @@
 import numpy as np
 
 import microconv as mc
-from microconv.nn import ConvoAlphabetModel
-from microconv.optim import Adam
+from microconv.engine.optim import Adam
+from microconv.letters.model import ConvoAlphabetModel
 
 
 def test_adam_steps_lower_the_loss_on_a_fixed_batch():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from microconv import data, synth
+from microconv.letters import data, synth
 
 
 def test_generated_letters_look_like_emnist():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from clitools import no_emnist, small_train_config, untrained_checkpoint  # noqa: F401 - a fixture
 
-from microconv import training
-from microconv.checkpoint import load_checkpoint, read_checkpoint
 from microconv.errors import TrainingError
-from microconv.records import Reporter
-from microconv.training import TrainConfig, TrainingInterrupted, train
+from microconv.letters import training
+from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
+from microconv.letters.records import Reporter
+from microconv.letters.training import TrainConfig, TrainingInterrupted, train
 
 # Tests train on generated letters, whatever is installed on this machine.
 pytestmark = pytest.mark.usefixtures("no_emnist")
@@ -156,7 +156,7 @@ def test_learning_rate_schedule():
 
 
 def test_metrics_database_is_written_by_train(tmp_path):
-    from microconv.metrics import read_run
+    from microconv.letters.metrics import read_run
     db = tmp_path / "m.sqlite3"
     train(small(tmp_path, epochs=1, metrics=str(db)))
     run = read_run(db)

@@ -13,8 +13,8 @@ import numbers
 
 import numpy as np
 
+from microconv.engine.tensor import Tensor, as_array
 from microconv.errors import MicroconvError, ShapeError
-from microconv.tensor import Tensor, as_array
 
 
 class Rule:

@@ -175,7 +175,7 @@ def generate(n, seed=0):
 
 def write_emnist_files(folder, train_size, test_size, seed=0, gzipped=True):
     """Write a generated set as the four emnist-letters IDX files (transposed, labels 1..26)."""
-    from microconv.data import emnist_filename, write_idx
+    from microconv.letters.data import emnist_filename, write_idx
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gzipped else ""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from microconv.errors import MicroconvError
-from microconv.metrics import read_run
+from microconv.letters.metrics import read_run
 
 SMOOTHING = 50          # batches in the moving average drawn over the raw loss
 

@@ -16,10 +16,10 @@ import zipfile
 
 import numpy as np
 
+from microconv.engine.tensor import Tensor
 from microconv.errors import CheckpointError, MicroconvError
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
-from microconv.tensor import Tensor
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 FORMAT = "microconv-checkpoint"
 VERSION = 1

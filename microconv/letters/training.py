@@ -29,9 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from microconv import backends, ops
-from microconv.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
-from microconv.data import (
+from microconv import backends
+from microconv.engine import ops
+from microconv.engine.optim import SGD, Adam
+from microconv.engine.tensor import Tensor
+from microconv.errors import CheckpointError, MicroconvError, TrainingError
+from microconv.letters.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
+from microconv.letters.data import (
     DATASETS,
     KNOWN_SHA256,
     batch_order,
@@ -44,12 +48,10 @@ from microconv.data import (
     load_emnist,
     perturb,
 )
-from microconv.errors import CheckpointError, MicroconvError, TrainingError
-from microconv.evaluate import confusion_matrix, evaluate, most_confused, scores
-from microconv.nn import ConvoAlphabetModel
-from microconv.optim import SGD, Adam
-from microconv.preprocess import Preprocessing
-from microconv.records import (
+from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
+from microconv.letters.records import (
     BatchRecord,
     CheckpointRecord,
     FinalRecord,
@@ -58,7 +60,6 @@ from microconv.records import (
     RunInfo,
     ValidationRecord,
 )
-from microconv.tensor import Tensor
 
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
@@ -495,7 +496,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> FinalRecord:
     config.checked()
     database = None
     if config.metrics:
-        from microconv.metrics import MetricsDB
+        from microconv.letters.metrics import MetricsDB
         database = MetricsDB(config.metrics)
         reporter = Reporters(reporter, database)
     try:

@@ -27,11 +27,11 @@ import os
 
 import numpy as np
 
-from microconv.checkpoint import save_checkpoint
-from microconv.data import file_digest
 from microconv.errors import CheckpointError
-from microconv.nn import ConvoAlphabetModel
-from microconv.preprocess import Preprocessing
+from microconv.letters.checkpoint import save_checkpoint
+from microconv.letters.data import file_digest
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 BEGIN_MAGIC = (12345.0, 67890.0)
 END_MAGIC = (9876.0, 54321.0)

@@ -58,9 +58,9 @@ def graph_to_dot(output, names=None, title="microconv"):
 
 def model_graph_dot(batch_size=1, train=False, backend="numpy"):
     """The ConvoAlphabetModel's graph (with the loss when ``train``) as dot text."""
-    from microconv import ops
-    from microconv.nn import ConvoAlphabetModel
-    from microconv.tensor import Tensor
+    from microconv.engine import ops
+    from microconv.engine.tensor import Tensor
+    from microconv.letters.model import ConvoAlphabetModel
 
     model = ConvoAlphabetModel(backend)
     x = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype), model.backend,

@@ -22,9 +22,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from microconv.checkpoint import write_atomically
-from microconv.data import SPLITS, emnist_filename, file_digest, has_dataset, load_emnist
 from microconv.errors import DataError
+from microconv.letters.checkpoint import write_atomically
+from microconv.letters.data import SPLITS, emnist_filename, file_digest, has_dataset, load_emnist
 
 OFFICIAL_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 OFFICIAL_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"    # as published with torchvision's EMNIST

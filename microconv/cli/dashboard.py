@@ -1,6 +1,6 @@
 """What a person watching training sees: a Rich live dashboard, or plain progress lines.
 
-Both are Reporters (see microconv.records): the training loop hands them immutable records
+Both are Reporters (see microconv.letters.records): the training loop hands them immutable records
 and never knows how they are shown. ``DashboardState`` keeps what the records said (bounded
 in memory however long the run), ``render_dashboard`` turns one state into a Rich Layout,
 and ``LiveDashboard`` shows that layout under ONE ``rich.live.Live``, redrawn from the
@@ -30,8 +30,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from microconv.records import Reporter
-from microconv.viz import letter_art
+from microconv.cli.viz import letter_art
+from microconv.letters.records import Reporter
 
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 RUNNING_WINDOW = 50          # batches averaged for the running train loss and accuracy
@@ -71,7 +71,7 @@ def class_names_for(info):
     """The printable class names of the run's dataset (A..Z for letters)."""
     dataset = (info.config or {}).get("dataset", "letters") if info is not None else "letters"
     try:
-        from microconv.data import class_names
+        from microconv.letters.data import class_names
         return class_names(dataset)
     except Exception:  # noqa: BLE001 - a display must not fail on an unknown dataset
         return string.ascii_uppercase

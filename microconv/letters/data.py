@@ -325,8 +325,9 @@ def verify_data_dir(path, dataset=None):
 # --- generated letters and augmentation ----------------------------------------------------
 
 def generated_letters(n, seed=0):
-    """n handwriting-like letters drawn by microconv.synth: (upright uint8 images, labels)."""
-    from microconv import synth
+    """n handwriting-like letters drawn by the letter generator (synth.py): (upright uint8
+    images, labels)."""
+    from microconv.letters import synth
     return synth.generate(n, seed)
 
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from microconv.errors import MicroconvError
-from microconv.records import Reporter
+from microconv.letters.records import Reporter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

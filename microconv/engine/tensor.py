@@ -29,7 +29,7 @@ class Tensor:
                  "_value", "_grad", "_stamp", "_input_stamps", "_topo")
 
     def __init__(self, op, srcs, arg, shape, dtype, backend, requires_grad, name=None):
-        self.op = op                  # the rule (see microconv.ops); None for a leaf
+        self.op = op                  # the rule (see microconv.engine.ops); None for a leaf
         self.srcs = tuple(srcs)
         self.arg = arg
         self.shape = tuple(shape)
@@ -162,7 +162,7 @@ class Tensor:
         label = f" '{self.name}'" if self.name else ""
         return f"<Tensor {what}{label} shape={self.shape} {self.dtype} on {self.backend.name}>"
 
-    # --- operators: sugar over the rules in microconv.ops -------------------------------
+    # --- operators: sugar over the rules in microconv.engine.ops -------------------------------
 
     def __add__(self, other):
         return ops.add(self, other)
@@ -208,4 +208,4 @@ def as_array(data, dtype, where):
 
 
 # Imported last: the rules module needs Tensor, and Tensor's operators need the rules.
-from microconv import ops  # noqa: E402
+from microconv.engine import ops  # noqa: E402

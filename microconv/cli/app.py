@@ -31,7 +31,7 @@ from typer.core import TyperGroup
 
 import microconv
 from microconv.errors import BackendError, DataError, MicroconvError
-from microconv.training import TrainConfig
+from microconv.letters.training import TrainConfig
 
 # train's defaults are TrainConfig's, so the command line and the Python API cannot drift apart
 DEFAULT = TrainConfig()
@@ -70,7 +70,7 @@ class _Commands(TyperGroup):
     """The app's command group: turns expected failures into one line and an exit code."""
 
     def invoke(self, ctx):
-        from microconv.training import TrainingInterrupted
+        from microconv.letters.training import TrainingInterrupted
         try:
             return super().invoke(ctx)
         except TrainingInterrupted as exc:
@@ -243,8 +243,8 @@ def train(
     Uses EMNIST letters when found (--data-dir, $MICROCONV_DATA, the user cache), otherwise
     generated letters, and says which. Ctrl-C saves a checkpoint and stops (exit code 130).
     """
-    from microconv import training
-    from microconv.dashboard import LineReporter, LiveDashboard
+    from microconv.cli.dashboard import LineReporter, LiveDashboard
+    from microconv.letters import training
 
     _backend_options(backend, device)            # refuse --device without OpenCL
     settings = dict(backend=backend.value, device=device, data_dir=_str(data_dir),
@@ -293,8 +293,8 @@ def _str(path):
 
 def _test_split(data_dir, dataset, limit, header):
     """The test images to evaluate on, and a sentence saying what they are."""
-    from microconv import training
-    from microconv.data import class_names, find_data_dir, load_emnist
+    from microconv.letters import training
+    from microconv.letters.data import class_names, find_data_dir, load_emnist
 
     class_names(dataset)                     # an unknown dataset is named as such
     folder = find_data_dir(_str(data_dir), dataset)
@@ -373,9 +373,9 @@ def evaluate(
     Accuracy, top-2, accuracy on shifted and speckled copies, per-letter accuracy, the
     confusion matrix and the most-confused pairs.
     """
-    from microconv.checkpoint import load_checkpoint
-    from microconv.data import class_names
-    from microconv.evaluate import evaluate as evaluate_classifier
+    from microconv.letters.checkpoint import load_checkpoint
+    from microconv.letters.data import class_names
+    from microconv.letters.evaluate import evaluate as evaluate_classifier
 
     classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(backend, device))
     images, labels, what = _test_split(data_dir, dataset, limit, classifier.header)
@@ -422,9 +422,9 @@ def predict(
     as_json: JsonOption = False,
 ):
     """Read the handwritten letters in pictures; prints each letter with its top-3 guesses."""
-    from microconv import photo
-    from microconv.checkpoint import load_checkpoint
-    from microconv.viz import letter_art
+    from microconv.cli.viz import letter_art
+    from microconv.letters import photo
+    from microconv.letters.checkpoint import load_checkpoint
 
     if annotate is not None and len(images) != 1:
         raise MicroconvError("--annotate writes one picture: give exactly one IMAGE")
@@ -550,7 +550,7 @@ def bench(
     as_json: JsonOption = False,
 ):
     """Training and inference speed in images per second, per backend."""
-    from microconv.bench import profile_step, render_bench, render_profile, run_bench
+    from microconv.cli.bench import profile_step, render_bench, render_profile, run_bench
 
     names = [b.value for b in backend] if backend else ["numpy"]
     result = run_bench(names, batch_size=batch_size, threads=threads, runs=runs,
@@ -574,7 +574,7 @@ def bench(
 
 def _data_folder(folder, dataset):
     """The folder the user gave, else the one with the default search finds, else a DataError."""
-    from microconv.data import default_cache_dir, find_data_dir
+    from microconv.letters.data import default_cache_dir, find_data_dir
 
     if folder is not None:
         return folder
@@ -587,8 +587,8 @@ def _data_folder(folder, dataset):
 
 def _sample_letters(folder, dataset, count):
     """One test image for each of the first ``count`` classes, drawn as half-block art."""
-    from microconv.data import class_names, load_emnist
-    from microconv.viz import letter_art
+    from microconv.cli.viz import letter_art
+    from microconv.letters.data import class_names, load_emnist
 
     images, labels = load_emnist(folder, "test", dataset)
     names = class_names(dataset)
@@ -610,7 +610,7 @@ def data_info(
     as_json: JsonOption = False,
 ):
     """What a data folder holds: images per class, an orientation check, a few letters."""
-    from microconv.data import describe_data_dir
+    from microconv.letters.data import describe_data_dir
 
     folder = _data_folder(folder, dataset or "letters")
     info = describe_data_dir(folder, dataset)
@@ -648,7 +648,7 @@ def data_verify(
     as_json: JsonOption = False,
 ):
     """Check every EMNIST file: structure, sizes and SHA-256 against known files."""
-    from microconv.data import verify_data_dir
+    from microconv.letters.data import verify_data_dir
 
     folder = _data_folder(folder, dataset or "letters")
     result = verify_data_dir(folder, dataset)
@@ -696,8 +696,8 @@ def data_download(
         TransferSpeedColumn,
     )
 
-    from microconv import download
-    from microconv.data import default_cache_dir
+    from microconv.letters import download
+    from microconv.letters.data import default_cache_dir
 
     dest = dest or default_cache_dir()
     url = url or download.OFFICIAL_URL
@@ -735,7 +735,7 @@ def report(
     Loss and accuracy over time, and the test confusion matrix as a heatmap. Needs
     matplotlib: pip install 'microconv\\[report]'.
     """
-    from microconv.report import write_report
+    from microconv.cli.report import write_report
 
     written = write_report(database, out, run_id=run)
     console = _console()
@@ -756,7 +756,7 @@ def graph(
 
     Try: microconv graph | dot -Tsvg > graph.svg
     """
-    from microconv.viz import model_graph_dot
+    from microconv.cli.viz import model_graph_dot
 
     text = model_graph_dot(batch_size=batch_size, train=training)
     if out is None:
@@ -775,7 +775,7 @@ def import_seed(
     as_json: JsonOption = False,
 ):
     """Convert the seed's (hello-dl) trained weights into a microconv checkpoint."""
-    from microconv.seed import import_seed as convert
+    from microconv.letters.hello_dl import import_seed as convert
 
     summary = convert(state, out)
     if as_json:

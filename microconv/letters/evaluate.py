@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from microconv.data import class_names as dataset_class_names
-from microconv.data import perturb
 from microconv.errors import DataError
+from microconv.letters.data import class_names as dataset_class_names
+from microconv.letters.data import perturb
 
 
 def scores(log_probs, labels):
@@ -48,7 +48,7 @@ def most_confused(matrix, top=10):
 
 
 def evaluate(classifier, images, labels, seed=0, class_names=None):
-    """Evaluate a microconv.checkpoint.Classifier on upright uint8 images (N, 28, 28).
+    """Evaluate a microconv.letters.checkpoint.Classifier on upright uint8 images (N, 28, 28).
 
     Returns a dict: count, loss, accuracy, top2_accuracy, perturbed_accuracy,
     perturbed_top2_accuracy, per_class ({letter: accuracy}), confusion (list of lists, row =

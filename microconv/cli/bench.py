@@ -30,12 +30,12 @@ import time
 import numpy as np
 
 from microconv import backends as backend_registry
-from microconv import ops
+from microconv.engine import ops
+from microconv.engine.optim import SGD
+from microconv.engine.tensor import Tensor
 from microconv.errors import MicroconvError
-from microconv.nn import ConvoAlphabetModel
-from microconv.optim import SGD
-from microconv.preprocess import Preprocessing
-from microconv.tensor import Tensor
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 INFER_BATCH_SIZE = 256
 LEARNING_RATE = 0.01

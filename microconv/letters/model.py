@@ -1,0 +1,61 @@
+"""The seed's ConvoAlphabetModel: the network that reads handwritten letters.
+
+Built from the engine's generic layers; everything letter-specific (26 classes, 28x28 input,
+the two options that run the seed's own weights) lives here, not in the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microconv import backends
+from microconv.engine import ops
+from microconv.engine.nn import Conv2d, Dropout, Linear, Module
+
+
+class ConvoAlphabetModel(Module):
+    """The seed's letter reader, as the blog's design list gives it.
+
+    28x28 -> [conv3x3 1->32, max-pool 2, GELU] 32x13x13 -> [conv3x3 32->64, pool, GELU]
+    64x6x6 (the 11x11 map pools with truncated edge windows) -> [conv3x3 64->128, pool, GELU]
+    128x2x2 -> flatten 512 -> linear 64, GELU -> linear 128, GELU -> linear 26 -> log-softmax.
+    137,178 parameters. Two options exist only to run the seed's own weights faithfully:
+    ``output_gelu`` adds the GELU on fc3 that its January 2023 sample was trained with
+    (seed-spec 5.3), and ``pool_gelu=False`` drops the post-pool GELUs that its HEAD code lost
+    by accident (seed-spec 3.2). New models keep the defaults.
+    """
+
+    architecture = "ConvoAlphabetModel"
+    classes = 26
+
+    def __init__(self, backend="numpy", dtype="float32", seed=0, dropout=0.0, output_gelu=False,
+                 pool_gelu=True):
+        be = backends.get(backend) if isinstance(backend, str) else backend
+        self.options = {"dropout": float(dropout), "output_gelu": bool(output_gelu),
+                        "pool_gelu": bool(pool_gelu)}
+        rng = np.random.default_rng(seed)
+        self.backend = be
+        self.dtype = dtype
+        self.c1 = Conv2d(1, 32, 3, be, dtype, rng)
+        self.c2 = Conv2d(32, 64, 3, be, dtype, rng)
+        self.c3 = Conv2d(64, 128, 3, be, dtype, rng)
+        self.fc1 = Linear(512, 64, be, dtype, rng)
+        self.fc2 = Linear(64, 128, be, dtype, rng)
+        self.fc3 = Linear(128, self.classes, be, dtype, rng)
+        self.drop = Dropout(dropout)
+
+    def __call__(self, x, train=False):
+        """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
+        for conv in (self.c1, self.c2, self.c3):          # (N,32,13,13) (N,64,6,6) (N,128,2,2)
+            x = ops.max_pool2d(conv(x), 2)
+            if self.options["pool_gelu"]:
+                x = ops.gelu(x)
+        x = self.fc1(ops.flatten(x))                      # (N, 64)
+        if train:
+            x = self.drop(x)
+        x = ops.gelu(x)
+        x = ops.gelu(self.fc2(x))                         # (N, 128)
+        x = self.fc3(x)                                   # (N, 26)
+        if self.options["output_gelu"]:                   # only the seed's January 2023 weights
+            x = ops.gelu(x)
+        return ops.log_softmax(x)
