@@ -7,6 +7,7 @@ module is imported, and its device opened, only when it is asked for.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from microconv.errors import BackendError
@@ -34,6 +35,13 @@ def _module(name):
     if name not in names():
         raise BackendError(f"unknown backend '{name}'; known backends: {', '.join(names())}")
     return importlib.import_module(f"{__name__}.ops_{name}")
+
+
+def options(name):
+    """The names of the options a backend takes (for example ``device``)."""
+    factory = _user_factories.get(name) or _module(name).create
+    return tuple(p for p in inspect.signature(factory).parameters
+                 if p not in ("args", "kwargs"))
 
 
 def unavailable_reason(name):

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 class Backend:
     name = "?"
+    # What callers may ask instead of comparing names: a slow backend is timed on a few images
+    # (seconds per image), and host memory means reading a buffer back costs no device sync.
+    slow = False
+    host_memory = True
 
     def describe(self):
         """One line naming the device and driver, for the dashboard and ``microconv backends``."""

@@ -295,6 +295,7 @@ def _pow2_at_least(n):
 
 class OpenCLBackend(Backend):
     name = "opencl"
+    host_memory = False
 
     def __init__(self, cl, device, simple=False):
         self.cl = cl

@@ -31,6 +31,7 @@ def _phi(x):
 
 class PythonBackend(Backend):
     name = "python"
+    slow = True
 
     def describe(self):
         return "pure Python (reference loops, float64 arithmetic)"

@@ -11,10 +11,13 @@ Options that several commands share are defined once, as ``Annotated`` types bel
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import math
 import os
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -30,27 +33,11 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 import microconv
+from microconv import backends as registry
 from microconv.errors import BackendError, DataError, MicroconvError
 from microconv.letters.training import TrainConfig
 
-# train's defaults are TrainConfig's, so the command line and the Python API cannot drift apart
-DEFAULT = TrainConfig()
-
 EXIT_INTERRUPTED = 130
-
-
-class Backend(str, Enum):
-    python = "python"
-    numpy = "numpy"
-    opencl = "opencl"
-
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    adam = "adam"
-
-
-DEFAULT_OPTIMIZER = Optimizer(DEFAULT.optimizer)
 
 
 # --- one place for expected failures ---------------------------------------------------------
@@ -124,19 +111,39 @@ def main_callback(
 
 # --- shared option definitions -----------------------------------------------------------------
 
-BackendOption = Annotated[Backend, typer.Option(
-    "--backend", "-b", case_sensitive=False, envvar="MICROCONV_BACKEND",
-    help="Where the arithmetic runs: [bold]python[/] (reference loops, very slow), "
-         "[bold]numpy[/] (CPU) or [bold]opencl[/] (a GPU or CPU through OpenCL).")]
-DeviceOption = Annotated[Optional[str], typer.Option(
-    "--device", help="OpenCL device: 'P:D' (platform:device index) or a piece of its name. "
-                     "See [bold]microconv backends[/].")]
-DataDirOption = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Folder with the EMNIST files (emnist-letters-*-ubyte.gz). Default: "
-                       "$MICROCONV_DATA, then ~/.cache/microconv/emnist, else generated "
-                       "letters.")]
-DatasetOption = Annotated[str, typer.Option(
-    "--dataset", help="EMNIST split: letters (26 classes; the model has 26 outputs).")]
+def _choices(name, values):
+    """An Enum of the allowed values (Typer's way to offer choices); members are strings."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+def _plain_choice(value):
+    """The string behind a choice, so commands and TrainConfig see plain values."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _setting(name):
+    """``Annotated[type, option]`` for a TrainConfig field: flag, help, limits and choices come
+    from the field itself, so ``train``, the other commands and the Python API cannot drift."""
+    field = TrainConfig.__dataclass_fields__[name]
+    meta = field.metadata
+    flag = "--" + name.replace("_", "-")
+    kind = typing.get_type_hints(TrainConfig)[name]
+    if kind is bool:
+        flag += f"/--no-{name.replace('_', '-')}"
+    choices = meta.get("choices")
+    if choices is not None:
+        kind = _choices(name, choices() if callable(choices) else choices)
+    option = typer.Option(flag, *([meta["short"]] if "short" in meta else []), help=meta["help"],
+                          min=meta.get("min"), envvar=meta.get("envvar"), case_sensitive=False,
+                          callback=_plain_choice)
+    return Annotated[kind, option]
+
+
+BackendOption = _setting("backend")
+DeviceOption = _setting("device")
+DataDirOption = _setting("data_dir")
+DatasetOption = _setting("dataset")
+LimitOption = _setting("limit")
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print one JSON object instead of tables.")]
 CheckpointArgument = Annotated[Path, typer.Argument(
@@ -145,10 +152,6 @@ CheckpointArgument = Annotated[Path, typer.Argument(
 DataFolderArgument = Annotated[Optional[Path], typer.Argument(
     help="The data folder; default: $MICROCONV_DATA, then ~/.cache/microconv/emnist.",
     show_default=False)]
-LimitOption = Annotated[Optional[int], typer.Option(
-    "--limit", min=1, help="Use only the first N images (quick trials).")]
-
-
 def _console():
     return Console(highlight=False)
 
@@ -179,64 +182,37 @@ def _percent(value):
 
 
 def _backend_options(backend, device):
-    """The options for backends.get: only OpenCL has devices to choose from."""
+    """The options for backends.get: only a backend with devices takes --device."""
     if not device:
         return {}
-    if backend != Backend.opencl:
-        raise BackendError(f"--device chooses an OpenCL device; the {backend.value} backend "
-                           "has none (add --backend opencl)")
+    if "device" not in registry.options(backend):
+        with_devices = [name for name in registry.names() if "device" in registry.options(name)]
+        raise BackendError(f"--device chooses a device; the {backend} backend has none (add "
+                           + " or ".join(f"--backend {name}" for name in with_devices) + ")")
     return {"device": device}
 
 
 # --- train -------------------------------------------------------------------------------------
 
+def _with_training_settings(command):
+    """Give ``command(ctx, ..., **settings)`` one option per TrainConfig field, after ctx."""
+    own = list(inspect.signature(command).parameters.values())[:-1]      # all but **settings
+    settings = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                                  annotation=_setting(f.name))
+                for f in dataclasses.fields(TrainConfig)]
+    command.__signature__ = inspect.Signature(own[:1] + settings + own[1:])
+    return command
+
+
 @app.command()
+@_with_training_settings
 def train(
     ctx: typer.Context,
-    backend: BackendOption = Backend.numpy,
-    device: DeviceOption = None,
-    data_dir: DataDirOption = None,
-    dataset: DatasetOption = "letters",
-    epochs: Annotated[Optional[int], typer.Option(
-        min=1, help="Passes over the training set (with --max-minutes, whichever ends "
-                    "first).")] = DEFAULT.epochs,
-    max_minutes: Annotated[Optional[float], typer.Option(
-        help="Stop after this many minutes, then evaluate and save.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")
-    ] = DEFAULT.batch_size,
-    lr: Annotated[Optional[float], typer.Option(
-        help="Learning rate (default: 0.002 for adam, 0.05 for sgd), decayed to 0 on a "
-             "cosine over the run.")] = None,
-    optimizer: Annotated[Optimizer, typer.Option(
-        case_sensitive=False, help="adam, or sgd with heavy-ball momentum.")
-    ] = DEFAULT_OPTIMIZER,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = DEFAULT.momentum,
-    weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")
-    ] = DEFAULT.weight_decay,
-    augment: Annotated[bool, typer.Option(
-        help="Shift and speckle half of every batch (the seed's robustness test).")
-    ] = DEFAULT.augment,
-    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")
-    ] = DEFAULT.seed,
-    limit: LimitOption = None,
-    out: Annotated[Path, typer.Option(
-        help="Checkpoint file, rewritten at every validation and at the end.")
-    ] = Path(DEFAULT.out),
-    resume: Annotated[Optional[Path], typer.Option(
-        help="Continue from a checkpoint; its settings are kept unless given here.")] = None,
-    metrics: Annotated[Optional[Path], typer.Option(
-        help="SQLite metrics database (see [bold]microconv report[/]).")] = None,
-    eval_every: Annotated[int, typer.Option(
-        min=1, help="Validate and save a checkpoint every N batches.")] = DEFAULT.eval_every,
-    validation_size: Annotated[int, typer.Option(
-        min=1, help="Test images (a fixed random subset) used for each validation.")
-    ] = DEFAULT.validation_size,
-    dropout: Annotated[float, typer.Option(
-        help="Dropout rate after the first fully connected layer.")] = DEFAULT.dropout,
     dashboard: Annotated[Optional[bool], typer.Option(
         "--dashboard/--no-dashboard",
         help="Live Rich dashboard; default: on when stdout is a terminal, otherwise one "
              "plain line every few seconds.", show_default=False)] = None,
+    **settings,
 ):
     """Train the letter reader and watch it learn on a live dashboard.
 
@@ -246,18 +222,12 @@ def train(
     from microconv.cli.dashboard import LineReporter, LiveDashboard
     from microconv.letters import training
 
-    _backend_options(backend, device)            # refuse --device without OpenCL
-    settings = dict(backend=backend.value, device=device, data_dir=_str(data_dir),
-                    dataset=dataset, epochs=epochs, max_minutes=max_minutes,
-                    batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                    weight_decay=weight_decay, augment=augment, seed=seed, limit=limit,
-                    out=str(out), resume=_str(resume), metrics=_str(metrics),
-                    eval_every=eval_every, validation_size=validation_size, dropout=dropout)
-    if resume is not None:
+    _backend_options(settings["backend"], settings["device"])    # refuse --device early
+    if settings["resume"] is not None:
         # Keep the checkpoint's settings except those given on this command line.
         given = {name: value for name, value in settings.items()
                  if name != "resume" and _given(ctx, name)}
-        config = training.resume_config(resume, **given)
+        config = training.resume_config(settings["resume"], **given)
     else:
         config = training.TrainConfig(**settings)
 
@@ -361,7 +331,7 @@ def _accuracy_cell(value):
 def evaluate(
     checkpoint: CheckpointArgument,
     data_dir: DataDirOption = None,
-    backend: BackendOption = Backend.numpy,
+    backend: BackendOption = "numpy",
     device: DeviceOption = None,
     dataset: DatasetOption = "letters",
     limit: LimitOption = None,
@@ -377,7 +347,7 @@ def evaluate(
     from microconv.letters.data import class_names
     from microconv.letters.evaluate import evaluate as evaluate_classifier
 
-    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(backend, device))
+    classifier = load_checkpoint(checkpoint, backend, **_backend_options(backend, device))
     images, labels, what = _test_split(data_dir, dataset, limit, classifier.header)
     names = classifier.header.get("class_names") or class_names(dataset)
     result = evaluate_classifier(classifier, images, labels, seed=seed, class_names=names)
@@ -417,7 +387,7 @@ def predict(
     annotate: Annotated[Optional[Path], typer.Option(
         help="Write the picture with a box around each letter and the letter read "
              "(one IMAGE only).")] = None,
-    backend: BackendOption = Backend.numpy,
+    backend: BackendOption = "numpy",
     device: DeviceOption = None,
     as_json: JsonOption = False,
 ):
@@ -428,7 +398,7 @@ def predict(
 
     if annotate is not None and len(images) != 1:
         raise MicroconvError("--annotate writes one picture: give exactly one IMAGE")
-    classifier = load_checkpoint(checkpoint, backend.value, **_backend_options(backend, device))
+    classifier = load_checkpoint(checkpoint, backend, **_backend_options(backend, device))
     found = []
     for path in images:
         results = photo.read_letters(classifier, path)
@@ -536,7 +506,7 @@ def backends(
 
 @app.command()
 def bench(
-    backend: Annotated[Optional[list[Backend]], typer.Option(
+    backend: Annotated[Optional[list[_choices("backend", registry.names())]], typer.Option(
         "--backend", "-b", case_sensitive=False,
         help="Backend to measure; repeat for several (default: numpy).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 64,
@@ -558,7 +528,7 @@ def bench(
     rows = None
     if profile:
         rows = {name: profile_step(name, batch_size=batch_size, threads=threads)
-                for name in result["backends"] if name != "python"}
+                for name in result["backends"] if not registry.get(name).slow}
         result["profile"] = {name: [{"op": op, "forward_ms": f, "backward_ms": b}
                                     for op, f, b in r] for name, r in rows.items()}
     if as_json:

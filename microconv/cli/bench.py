@@ -30,11 +30,9 @@ import time
 import numpy as np
 
 from microconv import backends as backend_registry
-from microconv.engine import ops
 from microconv.engine.optim import SGD
-from microconv.engine.tensor import Tensor
 from microconv.errors import MicroconvError
-from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.model import ConvoAlphabetModel, LetterGraph
 from microconv.letters.preprocess import Preprocessing
 
 INFER_BATCH_SIZE = 256
@@ -216,25 +214,14 @@ class TrainingStep:
 
     def __init__(self, backend, batch_size, seed=0, dtype="float32"):
         self.model = ConvoAlphabetModel(backend, dtype=dtype, seed=seed)
-        be = self.model.backend
-        classes = self.model.classes
-        self.x = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=dtype), be)
-        self.target = Tensor.leaf(np.zeros((batch_size, classes), dtype=dtype), be)
-        self.logp = self.model(self.x, train=True)
-        self.loss = ops.nll_loss(self.logp, self.target)
+        self.graph = LetterGraph(self.model, batch_size, train=True)
+        self.feed = self.graph.feed
         self.optimizer = SGD(self.model.named_parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-        self.classes = classes
-        self.dtype = dtype
-
-    def feed(self, images, labels):
-        """Assign the next batch and its one-hot labels to the graph's leaves."""
-        self.x.assign(images)
-        self.target.assign(ops.one_hot(labels, self.classes, self.dtype))
 
     def __call__(self, images, labels):
         self.feed(images, labels)
-        self.loss.backward()
-        loss = self.loss.item()
+        self.graph.loss.backward()
+        loss = self.graph.loss.item()
         self.optimizer.step()
         return loss
 
@@ -245,13 +232,11 @@ class TrainingStep:
 
 class InferenceStep:
     def __init__(self, model, batch_size):
-        be = model.backend
-        self.x = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype), be)
-        self.logp = model(self.x, train=False)
+        self.graph = LetterGraph(model, batch_size)
 
     def __call__(self, images):
-        self.x.assign(images)
-        return self.logp.numpy()
+        self.graph.feed(images)
+        return self.graph.log_probs.numpy()
 
 
 def _cycle(items):
@@ -400,7 +385,7 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
             if reason is not None:
                 result["skipped"][name] = reason
                 continue
-            small = name == "python"             # seconds per image: a few images, one warm-up
+            small = backend_registry.get(name).slow      # seconds per image: a few, one warm-up
             try:
                 contenders[name] = backend_contenders(
                     name, python_images if small else batch_size,
@@ -514,11 +499,11 @@ def _profile_step(backend, batch_size, steps, seed):
         start = time.perf_counter()
         timed.phase = "forward"
         train.feed(images, labels)
-        train.loss.realize()
+        train.graph.loss.realize()
         middle = time.perf_counter()
         timed.phase = "backward"
-        train.loss.backward()
-        train.loss.item()
+        train.graph.loss.backward()
+        train.graph.loss.item()
         train.optimizer.step()
         train.sync()
         end = time.perf_counter()

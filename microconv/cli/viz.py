@@ -58,19 +58,12 @@ def graph_to_dot(output, names=None, title="microconv"):
 
 def model_graph_dot(batch_size=1, train=False, backend="numpy"):
     """The ConvoAlphabetModel's graph (with the loss when ``train``) as dot text."""
-    from microconv.engine import ops
-    from microconv.engine.tensor import Tensor
-    from microconv.letters.model import ConvoAlphabetModel
+    from microconv.letters.model import ConvoAlphabetModel, LetterGraph
 
     model = ConvoAlphabetModel(backend)
-    x = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype), model.backend,
-                    name="images")
     names = {id(p): name for name, p in model.named_parameters()}
-    out = model(x, train=train)
-    if train:
-        labels = Tensor.leaf(np.zeros((batch_size, model.classes), dtype=model.dtype),
-                             model.backend, name="one-hot labels")
-        out = ops.nll_loss(out, labels)
+    graph = LetterGraph(model, batch_size, train=train)
+    out = graph.loss if train else graph.log_probs
     return graph_to_dot(out, names, title="ConvoAlphabetModel" + (" training" if train else ""))
 
 

@@ -16,9 +16,8 @@ import zipfile
 
 import numpy as np
 
-from microconv.engine.tensor import Tensor
 from microconv.errors import CheckpointError, MicroconvError
-from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.model import ConvoAlphabetModel, LetterGraph
 from microconv.letters.preprocess import Preprocessing
 
 FORMAT = "microconv-checkpoint"
@@ -157,11 +156,10 @@ class Classifier:
         if n not in self._graphs:
             if len(self._graphs) > 4:        # keep a few batch sizes, not one graph per size
                 self._graphs.clear()
-            leaf = Tensor.leaf(np.zeros((n, 1, 28, 28), dtype=self.model.dtype), self.model.backend)
-            self._graphs[n] = (leaf, self.model(leaf))
-        leaf, out = self._graphs[n]
-        leaf.assign(chunk)
-        return out.numpy()
+            self._graphs[n] = LetterGraph(self.model, n)
+        graph = self._graphs[n]
+        graph.feed(chunk)
+        return graph.log_probs.numpy()
 
     def predict(self, images):
         """Upright uint8 images -> log-probabilities (N, 26)."""

@@ -11,6 +11,7 @@ import numpy as np
 from microconv import backends
 from microconv.engine import ops
 from microconv.engine.nn import Conv2d, Dropout, Linear, Module
+from microconv.engine.tensor import Tensor
 
 
 class ConvoAlphabetModel(Module):
@@ -59,3 +60,31 @@ class ConvoAlphabetModel(Module):
         if self.options["output_gelu"]:                   # only the seed's January 2023 weights
             x = ops.gelu(x)
         return ops.log_softmax(x)
+
+
+class LetterGraph:
+    """The graph a batch of letters flows through, built once per batch size and fed by assign.
+
+    images leaf (N, 1, 28, 28) -> model -> log-probabilities (N, 26), and for training the
+    NLL loss against a one-hot labels leaf. Training, inference, the benchmark and the graph
+    picture all use this one recipe; each step only assigns new values to the leaves, so the
+    graph, its topological order and its buffers are reused.
+    """
+
+    def __init__(self, model, batch_size, train=False):
+        self.model = model
+        self.batch_size = batch_size
+        self.images = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype),
+                                  model.backend, name="images")
+        self.log_probs = model(self.images, train=train)
+        self.labels = self.loss = None
+        if train:
+            self.labels = Tensor.leaf(np.zeros((batch_size, model.classes), dtype=model.dtype),
+                                      model.backend, name="one-hot labels")
+            self.loss = ops.nll_loss(self.log_probs, self.labels)
+
+    def feed(self, images, labels=None):
+        """Assign the next batch (network input) and, when training, its integer labels."""
+        self.images.assign(images)
+        if labels is not None:
+            self.labels.assign(ops.one_hot(labels, self.model.classes, self.model.dtype))

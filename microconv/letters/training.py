@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from microconv import backends
-from microconv.engine import ops
 from microconv.engine.optim import SGD, Adam
-from microconv.engine.tensor import Tensor
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
 from microconv.letters.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
 from microconv.letters.data import (
@@ -49,7 +47,7 @@ from microconv.letters.data import (
     perturb,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
-from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.model import ConvoAlphabetModel, LetterGraph
 from microconv.letters.preprocess import Preprocessing
 from microconv.letters.records import (
     BatchRecord,
@@ -79,29 +77,59 @@ class TrainingInterrupted(MicroconvError):
         self.step = step
 
 
+def setting(default, help, **cli):
+    """A TrainConfig field with its help text and command-line details: ``min`` (a lower
+    bound), ``choices`` (a tuple, or a function returning one), ``short`` (a one-letter flag),
+    ``envvar``. The dataclass, the ``train`` command and the docs all read it from here."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass
 class TrainConfig:
-    backend: str = "numpy"
-    device: str | None = None          # backend option, e.g. an OpenCL device
-    data_dir: str | None = None        # None: MICROCONV_DATA, the user cache, else generated
-    dataset: str = "letters"
-    epochs: int | None = 12
-    max_minutes: float | None = None   # stop (and evaluate) after this much wall time
-    batch_size: int = 64
-    lr: float | None = None            # None: the optimiser's default (DEFAULT_LR)
-    optimizer: str = "adam"            # "adam" or "sgd" (heavy-ball momentum)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    augment: bool = True               # perturb half of every batch like the seed's --mut-on-learn
-    seed: int = 0
-    limit: int | None = None           # use only the first N training (and test) images
-    out: str = "microconv-letters.npz"
-    resume: str | None = None          # a checkpoint to continue from
-    metrics: str | None = None         # SQLite file for the metrics database
-    eval_every: int = 100              # validate and checkpoint every N batches
-    dropout: float = 0.0
-    validation_size: int = 1000        # fixed subset of the test split used for validation
-    schedule: str = "cosine"           # "cosine": decay to 0 over the run; or "constant"
+    """Every setting of a training run: its name, default and help text, written once."""
+
+    backend: str = setting(
+        "numpy", "Where the arithmetic runs: python (reference loops, very slow), numpy (CPU), "
+        "opencl (a GPU or CPU through OpenCL), or any other backend installed.",
+        choices=backends.names, short="-b", envvar="MICROCONV_BACKEND")
+    device: str | None = setting(
+        None, "OpenCL device: 'P:D' (platform:device index) or a piece of its name. "
+        "See 'microconv backends'.")
+    data_dir: str | None = setting(
+        None, "Folder with the EMNIST files (emnist-letters-*-ubyte.gz). Default: "
+        "$MICROCONV_DATA, then ~/.cache/microconv/emnist, else generated letters.")
+    dataset: str = setting(
+        "letters", "EMNIST split: letters (26 classes; the model has 26 outputs).")
+    epochs: int | None = setting(
+        12, "Passes over the training set (with --max-minutes, whichever ends first).", min=1)
+    max_minutes: float | None = setting(
+        None, "Stop after this many minutes, then evaluate and save.")
+    batch_size: int = setting(64, "Images per training step.", min=1)
+    lr: float | None = setting(
+        None, "Learning rate (default: 0.002 for adam, 0.05 for sgd), decayed to 0 on a "
+        "cosine over the run.")
+    optimizer: str = setting("adam", "adam, or sgd with heavy-ball momentum.",
+                             choices=tuple(DEFAULT_LR))
+    momentum: float = setting(0.9, "SGD momentum.")
+    weight_decay: float = setting(0.0, "L2 weight decay.")
+    augment: bool = setting(
+        True, "Shift and speckle half of every batch (the seed's robustness test).")
+    seed: int = setting(0, "Seed for weights, shuffling and augmentation.")
+    limit: int | None = setting(
+        None, "Use only the first N training (and test) images (quick trials).", min=1)
+    out: str = setting("microconv-letters.npz",
+                       "Checkpoint file, rewritten at every validation and at the end.")
+    resume: str | None = setting(
+        None, "Continue from a checkpoint; its settings are kept unless given here.")
+    metrics: str | None = setting(
+        None, "SQLite metrics database (see 'microconv report').")
+    eval_every: int = setting(100, "Validate and save a checkpoint every N batches.", min=1)
+    dropout: float = setting(0.0, "Dropout rate after the first fully connected layer.")
+    validation_size: int = setting(
+        1000, "Test images (a fixed random subset) used for each validation.", min=1)
+    schedule: str = setting(
+        "cosine", "cosine: decay the learning rate to 0 over the run; constant: keep it.",
+        choices=("cosine", "constant"))
 
     def checked(self):
         """Self, after checking every field; a TrainingError names the first bad one."""
@@ -346,14 +374,8 @@ class _Run:
         self.time_to_target = progress.get("time_to_target_s")
 
     def build_graph(self):
-        """The training graph, built once: every step assigns new inputs to the two leaves."""
-        b = self.config.batch_size
-        dtype = self.model.dtype
-        self.x_leaf = Tensor.leaf(np.zeros((b, 1, 28, 28), dtype=dtype), self.backend)
-        self.y_leaf = Tensor.leaf(np.zeros((b, ConvoAlphabetModel.classes), dtype=dtype),
-                                  self.backend)
-        self.log_probs = self.model(self.x_leaf, train=True)
-        self.loss = ops.nll_loss(self.log_probs, self.y_leaf)
+        """The training graph, built once: every step assigns new inputs to its two leaves."""
+        self.graph = LetterGraph(self.model, self.config.batch_size, train=True)
 
     def header(self, metrics=None):
         config = self.config
@@ -417,22 +439,21 @@ class _Run:
         if config.augment:
             images = augment_batch(images, rng)
         labels = self.data.train_labels[indices]
-        self.x_leaf.assign(self.preprocessing.apply(images))
-        self.y_leaf.assign(ops.one_hot(labels, ConvoAlphabetModel.classes, self.model.dtype))
+        self.graph.feed(self.preprocessing.apply(images), labels)
         self.model.drop.resample(rng)
         lr = learning_rate(config, self.step + 1, self.total_batches)
         self.optimizer.lr = lr
-        self.loss.backward()
-        loss = float(self.loss.numpy())
+        self.graph.loss.backward()
+        loss = float(self.graph.loss.numpy())
         bad = None if math.isfinite(loss) else first_bad_gradient(self.model) or "the loss"
-        if bad is None and config.backend in ("numpy", "python"):
+        if bad is None and self.backend.host_memory:
             bad = first_bad_gradient(self.model)     # cheap on the host; devices check the loss
         if bad is not None:
             raise TrainingError(f"loss {loss} / gradients stopped being finite at step "
                                 f"{self.step + 1} (first non-finite gradient: {bad}); "
                                 f"{config.out} keeps the last good checkpoint")
         # Read the predictions before the update: afterwards they would be recomputed.
-        accuracy = float((self.log_probs.numpy().argmax(axis=1) == labels).mean())
+        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
         self.optimizer.step()
         self.step += 1
         self.batch_in_epoch += 1
