@@ -197,8 +197,8 @@ def _backend_options(backend, device):
 def _with_training_settings(command):
     """Give ``command(ctx, ..., **settings)`` one option per TrainConfig field, after ctx."""
     own = list(inspect.signature(command).parameters.values())[:-1]      # all but **settings
-    settings = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
-                                  annotation=_setting(f.name))
+    settings = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                  default=f.default, annotation=_setting(f.name))
                 for f in dataclasses.fields(TrainConfig)]
     command.__signature__ = inspect.Signature(own[:1] + settings + own[1:])
     return command
