@@ -46,16 +46,27 @@ class ConvoAlphabetModel(Module):
 
     def __call__(self, x, train=False):
         """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
-        for conv in (self.c1, self.c2, self.c3):          # (N,32,13,13) (N,64,6,6) (N,128,2,2)
+        return self.trace(x, train)[2]
+
+    def trace(self, x, train=False):
+        """The same graph with its landmarks: (blocks, scores, log_probs).
+
+        ``blocks`` are the outputs of the three convolution blocks, (N,32,13,13) (N,64,6,6)
+        (N,128,2,2); ``scores`` (N, 26) are what the log-softmax normalises. ``microconv
+        serve`` shows them to explain one reading.
+        """
+        blocks = []
+        for conv in (self.c1, self.c2, self.c3):
             x = ops.max_pool2d(conv(x), 2)
             if self.options["pool_gelu"]:
                 x = ops.gelu(x)
+            blocks.append(x)
         x = self.fc1(ops.flatten(x))                      # (N, 64)
         if train:
             x = self.drop(x)
         x = ops.gelu(x)
         x = ops.gelu(self.fc2(x))                         # (N, 128)
-        x = self.fc3(x)                                   # (N, 26)
+        scores = self.fc3(x)                              # (N, 26)
         if self.options["output_gelu"]:                   # only the seed's January 2023 weights
-            x = ops.gelu(x)
-        return ops.log_softmax(x)
+            scores = ops.gelu(scores)
+        return blocks, scores, ops.log_softmax(scores)
