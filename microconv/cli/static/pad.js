@@ -267,16 +267,21 @@ function drawPhoto(picture, result) {
   context.drawImage(picture, 0, 0, result.width, result.height);
   const sides = result.letters.map((x) => x.box[2] - x.box[0]).sort((a, b) => a - b);
   const size = sides.length ? sides[Math.floor(sides.length / 2)] : 0;
+  const fontSize = Math.max(12, Math.round(size * 0.5));
+  const space = size * 0.08;
   context.lineWidth = Math.max(2, size / 40);
-  context.font = `bold ${Math.max(12, Math.round(size * 0.5))}px system-ui, sans-serif`;
+  context.font = `bold ${fontSize}px system-ui, sans-serif`;
   context.textAlign = "center";
-  context.textBaseline = "top";
   for (const found of result.letters) {
     const [left, top, right, bottom] = found.box;
     context.strokeStyle = "#00a000";
     context.strokeRect(left, top, right - left, bottom - top);
     context.fillStyle = "#c00000";
-    context.fillText(found.letter, (left + right) / 2, bottom + size * 0.08);
+    // the letter read goes below its box, or above it where the photo ends too soon
+    const below = bottom + space + fontSize <= result.height;
+    context.textBaseline = below ? "top" : "bottom";
+    context.fillText(found.letter, (left + right) / 2,
+                     below ? bottom + space : Math.max(fontSize, top - space));
   }
 }
 
