@@ -9,12 +9,12 @@ No driver or browser is ever downloaded: selenium gets the system chromedriver's
 """
 
 import base64
-import os
 import shutil
 
 import numpy as np
 import pytest
 from servetools import (
+    REQUIRE_BROWSER,
     WORD,
     request,
     strokes_of,
@@ -23,7 +23,6 @@ from servetools import (
 )
 from servetools import pad_server as serving
 
-REQUIRE_BROWSER = os.environ.get("MICROCONV_REQUIRE_BROWSER") == "1"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WAIT_S = 120                    # generous: CI machines are slow and shared
 
