@@ -70,7 +70,7 @@ class LetterReader:
         self.classifier = classifier
         model = classifier.model
         self._input = Tensor.leaf(np.zeros((1, 1, 28, 28), dtype=model.dtype), model.backend)
-        self._blocks, self._scores, self._log_probs = model.trace(self._input)
+        self._blocks, self._scores = model.trace(self._input)
         self._lock = threading.Lock()
         self._blas = ThreadpoolController()
 
@@ -92,10 +92,9 @@ class LetterReader:
         x = self.classifier.preprocess(drawn_letter(photo.read_image(io.BytesIO(data)))[None])
         with self._network():
             self._input.assign(x)
-            log_probs = self._log_probs.numpy()[0]
             scores = self._scores.numpy()[0]
             blocks = [block.numpy()[0] for block in self._blocks]
-        ranked = photo.top_letters(log_probs)
+        ranked = photo.top_letters(scores)            # the softmax of the scores
         return {"letter": ranked[0][0], "top3": ranked, "input": _rounded(x[0, 0]),
                 "blocks": [_rounded(block) for block in blocks], "scores": _rounded(scores)}
 

@@ -44,12 +44,8 @@ class ConvoAlphabetModel(Module):
         self.fc3 = Linear(128, self.classes, be, dtype, rng)
         self.drop = Dropout(dropout)
 
-    def __call__(self, x, train=False):
-        """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
-        return self.trace(x, train)[2]
-
     def trace(self, x, train=False):
-        """The same graph with its landmarks: (blocks, scores, log_probs).
+        """The graph up to the scores, with its landmarks: (blocks, scores).
 
         ``blocks`` are the outputs of the three convolution blocks, (N,32,13,13) (N,64,6,6)
         (N,128,2,2); ``scores`` (N, 26) are what the log-softmax normalises. ``microconv
@@ -66,7 +62,12 @@ class ConvoAlphabetModel(Module):
             x = self.drop(x)
         x = ops.gelu(x)
         x = ops.gelu(self.fc2(x))                         # (N, 128)
-        scores = self.fc3(x)                              # (N, 26)
+        x = self.fc3(x)                                   # (N, 26)
         if self.options["output_gelu"]:                   # only the seed's January 2023 weights
-            scores = ops.gelu(scores)
-        return blocks, scores, ops.log_softmax(scores)
+            x = ops.gelu(x)
+        return blocks, x
+
+    def __call__(self, x, train=False):
+        """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
+        _, x = self.trace(x, train)
+        return ops.log_softmax(x)

@@ -649,8 +649,8 @@ def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE):
 
 
 def top_letters(log_probs, top=3):
-    """The ``top`` most likely letters of one row of log-probabilities, as (letter,
-    probability) pairs, most likely first."""
+    """The ``top`` most likely letters of one row of log-probabilities (or of the scores
+    before the log-softmax: the same softmax), as (letter, probability) pairs, best first."""
     probs = np.exp(log_probs - log_probs.max())
     probs = probs / probs.sum()
     best = np.argsort(-probs)[:top]
