@@ -416,7 +416,7 @@ def test_docs_describe_every_command():
     page = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
     text = page.read_text(encoding="utf-8")
     commands = sorted(typer.main.get_command(app).commands)
-    assert len(commands) == 9
+    assert len(commands) == 10
     for name in commands:
         assert f"\n## {name}\n" in text, name
         assert f"$ microconv {name}" in text, name

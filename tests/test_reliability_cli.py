@@ -92,6 +92,12 @@ ERRORS = [
     (("predict", "{model}", "{picture}", "--annotate", "{root}/out.unknown"),
      ["cannot write", "out.unknown"]),
     (("predict", "{model}", "{picture}", "--device", "1:0"), ["--device", "--backend opencl"]),
+    # serve (each fails before the server starts)
+    (("serve", "{text}"), ["notes.txt is not a microconv checkpoint"]),
+    (("serve", "{missing}/model.npz"), ["model.npz does not exist"]),
+    (("serve", "{model}", "--host", "no-such-host.invalid"),
+     ["cannot listen on no-such-host.invalid"]),
+    (("serve", "{model}", "--device", "0:0"), ["--device", "--backend opencl"]),
     # data info / verify / download
     (("data", "info", "{missing}"), ["missing does not exist"]),
     (("data", "info", "{empty_dir}"), ["holds no EMNIST files"]),

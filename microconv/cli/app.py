@@ -436,6 +436,29 @@ def predict(
         console.print(f"annotated picture written to [bold]{escape(str(annotate))}[/]")
 
 
+# --- serve -------------------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    checkpoint: CheckpointArgument,
+    host: Annotated[str, typer.Option(
+        help="Address to listen on; 127.0.0.1 keeps the pad on this computer.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    backend: BackendOption = Backend.numpy,
+    device: DeviceOption = None,
+):
+    """A drawing pad in the browser: write a letter and watch the network read it.
+
+    Also shows the letter as the network receives it, what each layer sees, and reads
+    uploaded photos. Serves a JSON API for scripts too (docs/serve.md). Needs the web extra:
+    pip install "microconv\\[web]".
+    """
+    from microconv.cli.serve import serve as serve_pad
+
+    serve_pad(checkpoint, host, port, backend.value, _backend_options(backend, device),
+              say=typer.echo)
+
+
 # --- backends ----------------------------------------------------------------------------------
 
 def backend_report(device=None):

@@ -45,12 +45,19 @@ class ConvoAlphabetModel(Module):
         self.fc3 = Linear(128, self.classes, be, dtype, rng)
         self.drop = Dropout(dropout)
 
-    def __call__(self, x, train=False):
-        """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
-        for conv in (self.c1, self.c2, self.c3):          # (N,32,13,13) (N,64,6,6) (N,128,2,2)
+    def trace(self, x, train=False):
+        """The graph up to the scores, with its landmarks: (blocks, scores).
+
+        ``blocks`` are the outputs of the three convolution blocks, (N,32,13,13) (N,64,6,6)
+        (N,128,2,2); ``scores`` (N, 26) are what the log-softmax normalises. ``microconv
+        serve`` shows them to explain one reading.
+        """
+        blocks = []
+        for conv in (self.c1, self.c2, self.c3):
             x = ops.max_pool2d(conv(x), 2)
             if self.options["pool_gelu"]:
                 x = ops.gelu(x)
+            blocks.append(x)
         x = self.fc1(ops.flatten(x))                      # (N, 64)
         if train:
             x = self.drop(x)
@@ -59,6 +66,11 @@ class ConvoAlphabetModel(Module):
         x = self.fc3(x)                                   # (N, 26)
         if self.options["output_gelu"]:                   # only the seed's January 2023 weights
             x = ops.gelu(x)
+        return blocks, x
+
+    def __call__(self, x, train=False):
+        """Build the graph from an input node x (N, 1, 28, 28) to log-probabilities (N, 26)."""
+        _, x = self.trace(x, train)
         return ops.log_softmax(x)
 
 

@@ -48,16 +48,18 @@ EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters
 # 1. Reading the photo
 
 
-def _open_bounded(path, mode):
-    """Open an image file in ``mode``, upright (EXIF orientation) and at most MAX_SIDE."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+def _open_bounded(source, mode):
+    """Open an image in ``mode``, upright (EXIF orientation) and at most MAX_SIDE.
+
+    ``source`` is a path or a binary file object (an upload held in memory)."""
+    path = _name(source)
+    if not hasattr(source, "read") and not os.path.isfile(path):
         raise DataError(f"image {path} does not exist")
     try:
         with warnings.catch_warnings():
             # Pillow warns about pictures over 89 M pixels; MAX_PIXELS below is our own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
         # JPEG can decode straight to a reduced size, so a huge photo never sits in memory
         # at full resolution.
         image.draft(mode, (MAX_SIDE, MAX_SIDE))
@@ -67,18 +69,27 @@ def _open_bounded(path, mode):
         image.thumbnail((MAX_SIDE, MAX_SIDE))     # in place, before any copy at full size
         image = ImageOps.exif_transpose(image)
         return image.convert(mode)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's own message names the file object, which means nothing to a user
+        raise DataError(f"cannot read image {path}: not a picture format Pillow knows") from None
+    except Image.DecompressionBombError as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: damaged or unsupported ({exc})") from None
 
 
-def read_image(path):
-    """Grey values (H, W) float32 in 0..255 of an image file, at most MAX_SIDE on each side."""
-    gray = np.asarray(_open_bounded(path, "L"), dtype=np.float32)
+def read_image(source):
+    """Grey values (H, W) float32 in 0..255 of an image (a path or a binary file object), at
+    most MAX_SIDE on each side."""
+    gray = np.asarray(_open_bounded(source, "L"), dtype=np.float32)
     if gray.size == 0 or gray.max() - gray.min() < 1:
-        raise DataError(f"image {os.fspath(path)} is uniform: there is nothing to read")
+        raise DataError(f"image {_name(source)} is uniform: there is nothing to read")
     return gray
+
+
+def _name(source):
+    """How messages name an image: its path, or "in memory" for a file object."""
+    return "in memory" if hasattr(source, "read") else os.fspath(source)
 
 
 def as_gray(image):
@@ -613,27 +624,37 @@ def letter_images(gray, letters, stroke=EMNIST_STROKE):
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 
-def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
-    """Find, prepare and classify the letters on a photo.
+def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE):
+    """Find, prepare and classify the letters on a photo (a path or a binary file object).
 
     Returns, in reading order, ``{"box": (l, t, r, b), "letter": "a", "top3": [(letter,
     probability), ...]}`` per letter. ``classifier`` is a ``checkpoint.Classifier`` (its
     recorded preprocessing is applied); ``stroke`` is the pen width of the 28x28 letters.
     """
-    gray = read_image(path)
+    return classify_letters(classifier, read_image(source), top, stroke)
+
+
+def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE):
+    """``read_letters`` on a grey image from ``read_image``; boxes are in its pixels."""
     letters = find_letter_details(gray)
     if not letters:
         return []
     log_probs = classifier.predict(letter_images(gray, letters, stroke))
     results = []
     for letter, scores in zip(letters, log_probs):
-        probs = np.exp(scores - scores.max())
-        probs = probs / probs.sum()
-        best = np.argsort(-probs)[:top]
-        results.append({"box": tuple(int(v) for v in letter.box),
-                        "letter": LETTERS[int(best[0])],
-                        "top3": [(LETTERS[int(i)], float(probs[i])) for i in best]})
+        ranked = top_letters(scores, top)
+        results.append({"box": tuple(int(v) for v in letter.box), "letter": ranked[0][0],
+                        "top3": ranked})
     return results
+
+
+def top_letters(log_probs, top=3):
+    """The ``top`` most likely letters of one row of log-probabilities (or of the scores
+    before the log-softmax: the same softmax), as (letter, probability) pairs, best first."""
+    probs = np.exp(log_probs - log_probs.max())
+    probs = probs / probs.sum()
+    best = np.argsort(-probs)[:top]
+    return [(LETTERS[int(i)], float(probs[i])) for i in best]
 
 
 def _font(size):

@@ -1,0 +1,135 @@
+"""The drawing pad's tests share these: a checkpoint, a running server, pictures to send.
+
+The checkpoint is the seed's own weights (imported from ../shared/seed-artifacts, where they
+read the generated word below correctly) or, without ../shared, a freshly initialised model:
+the tests that compare the page with the API hold for any weights.
+"""
+
+import contextlib
+import http.client
+import io
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from microconv.letters import hello_dl, synth
+from microconv.letters.data import load_emnist
+from microconv.letters.model import ConvoAlphabetModel
+
+# CI installs the web extra and Chromium and sets this: then nothing here may skip
+REQUIRE_BROWSER = os.environ.get("MICROCONV_REQUIRE_BROWSER") == "1"
+try:
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError:
+    if REQUIRE_BROWSER:
+        raise
+    pytest.skip('the web extra is not installed (pip install -e ".[web]")',
+                allow_module_level=True)
+
+from microconv.cli import serve  # noqa: E402  (after the skip: it needs the web extra)
+from microconv.letters.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from microconv.letters.preprocess import Preprocessing  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data" / "handwritten-letters"
+SEED_STATE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
+PAD_SIDE = 256          # the pad's canvas (index.html)
+PEN = 9                 # the pad's pen width (pad.js)
+WORD = "pad"            # the seed's weights read it on word_photo(WORD)
+
+
+def reader_checkpoint(folder):
+    """(path, True) for the seed's weights, else (path, False) for an untrained model."""
+    path = folder / "reader.npz"
+    if SEED_STATE.exists():
+        hello_dl.import_seed(SEED_STATE, path)
+        return path, True
+    save_checkpoint(path, ConvoAlphabetModel("numpy", seed=0), Preprocessing())
+    return path, False
+
+
+@contextlib.contextmanager
+def pad_server(folder):
+    """(base URL, reader, whether the weights are trained) of a server on a free local port."""
+    path, trained = reader_checkpoint(folder)
+    reader = serve.LetterReader(load_checkpoint(path))
+    with serve.running(serve.create_app(reader, path.name)) as url:
+        yield url, reader, trained
+
+
+def request(url, method="GET", body=None, content_type=None, chunked=False):
+    """(status, JSON answer) of one request; a chunked body is an iterable of bytes."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    try:
+        connection.request(method, parts.path, body=body, headers=headers,
+                           encode_chunked=chunked)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def png(image):
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_letter():
+    """(28x28 uint8 image, its letter): a letter of the test split, or a generated one."""
+    if DATA.exists():
+        images, labels = load_emnist(DATA, "test")
+        index = 4
+    else:
+        images, labels = synth.generate(8, seed=4)
+        index = 0
+    return images[index], "abcdefghijklmnopqrstuvwxyz"[labels[index]]
+
+
+test_letter.__test__ = False        # a helper, not a test
+
+
+def strokes_of(image):
+    """Pen strokes that copy a 28x28 letter onto the pad: one stroke along every run of ink
+    in each half-pixel row, in pad pixels ((x, y) points, 2 per stroke)."""
+    rows = np.asarray(Image.fromarray(image).resize((56, 56), Image.BILINEAR)) > 96
+    cell = PAD_SIDE / 56
+    strokes = []
+    for row, ink in enumerate(rows):
+        edges = np.diff(np.concatenate([[0], ink.astype(np.int8), [0]]))
+        for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            y = (row + 0.5) * cell
+            strokes.append([((start + 0.5) * cell, y), ((end - 0.5) * cell, y)])
+    return strokes
+
+
+def word_photo(word, seed=7):
+    """A PNG 'photo' of generated handwritten letters, dark on grey paper, left to right."""
+    rng = np.random.default_rng(seed)
+    side, gap = 112, 40
+    paper = 190 + rng.normal(0, 3, (side + 2 * gap, len(word) * (side + gap) + gap))
+    for i, letter in enumerate(word):
+        ink = synth.draw_letter(synth.LETTERS.index(letter.upper()), rng)
+        big = np.asarray(Image.fromarray(ink).resize((side, side), Image.BICUBIC), np.float64)
+        left = gap + i * (side + gap)
+        paper[gap:gap + side, left:left + side] -= big / 255 * 140
+    return png(np.clip(paper, 0, 255))
+
+
+def pad_picture(strokes):
+    """The pad's PNG after drawing the strokes with its pen: black on opaque white."""
+    picture = Image.new("L", (PAD_SIDE, PAD_SIDE), 255)
+    pen = ImageDraw.Draw(picture)
+    for stroke in strokes:
+        pen.line(stroke, fill=0, width=PEN)
+        for x, y in (stroke[0], stroke[-1]):
+            pen.ellipse((x - PEN / 2, y - PEN / 2, x + PEN / 2, y + PEN / 2), fill=0)
+    return png(picture)
