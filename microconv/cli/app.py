@@ -444,7 +444,7 @@ def serve(
     host: Annotated[str, typer.Option(
         help="Address to listen on; 127.0.0.1 keeps the pad on this computer.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
-    backend: BackendOption = Backend.numpy,
+    backend: BackendOption = "numpy",
     device: DeviceOption = None,
 ):
     """A drawing pad in the browser: write a letter and watch the network read it.
@@ -455,7 +455,7 @@ def serve(
     """
     from microconv.cli.serve import serve as serve_pad
 
-    serve_pad(checkpoint, host, port, backend.value, _backend_options(backend, device),
+    serve_pad(checkpoint, host, port, backend, _backend_options(backend, device),
               say=typer.echo)
 
 
