@@ -20,7 +20,7 @@ from servetools import (
     png,
     request,
     strokes_of,
-    test_letter,
+    sample_letter,
     word_photo,
 )
 from servetools import pad_server as serving
@@ -38,7 +38,7 @@ def pad_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def drawn():
     """The pad's PNG of a letter of the test split, drawn stroke by stroke, and the letter."""
-    image, letter = test_letter()
+    image, letter = sample_letter()
     return pad_picture(strokes_of(image)), letter
 
 
