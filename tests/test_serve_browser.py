@@ -17,8 +17,8 @@ from servetools import (
     REQUIRE_BROWSER,
     WORD,
     request,
-    strokes_of,
     sample_letter,
+    strokes_of,
     word_photo,
 )
 from servetools import pad_server as serving
