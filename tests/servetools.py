@@ -83,7 +83,7 @@ def png(image):
     return buffer.getvalue()
 
 
-def test_letter():
+def sample_letter():
     """(28x28 uint8 image, its letter): a letter of the test split, or a generated one."""
     if DATA.exists():
         images, labels = load_emnist(DATA, "test")
@@ -92,9 +92,6 @@ def test_letter():
         images, labels = synth.generate(8, seed=4)
         index = 0
     return images[index], "abcdefghijklmnopqrstuvwxyz"[labels[index]]
-
-
-test_letter.__test__ = False        # a helper, not a test
 
 
 def strokes_of(image):

@@ -7,6 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
+import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,8 +20,8 @@ from servetools import (
     pad_picture,
     png,
     request,
+    sample_letter,
     strokes_of,
-    test_letter,
     word_photo,
 )
 from servetools import pad_server as serving
@@ -38,7 +39,7 @@ def pad_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def drawn():
     """The pad's PNG of a letter of the test split, drawn stroke by stroke, and the letter."""
-    image, letter = test_letter()
+    image, letter = sample_letter()
     return pad_picture(strokes_of(image)), letter
 
 
@@ -219,7 +220,6 @@ def test_fifty_requests_at_once_are_all_answered_each_with_its_own_letter(
 # ---------------------------------------------------------------------------- the page
 
 def test_the_page_and_its_files_are_served_and_fetch_nothing_from_elsewhere(pad_server):
-    import urllib.request
     url, _, _ = pad_server
     for name in ("", "static/style.css", "static/pad.js"):
         with urllib.request.urlopen(url + name) as response:

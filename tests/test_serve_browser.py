@@ -17,8 +17,8 @@ from servetools import (
     REQUIRE_BROWSER,
     WORD,
     request,
+    sample_letter,
     strokes_of,
-    test_letter,
     word_photo,
 )
 from servetools import pad_server as serving
@@ -127,7 +127,7 @@ def test_a_letter_written_stroke_by_stroke_is_shown_as_the_api_reads_it(page, pa
     from selenium.webdriver.common.by import By
 
     url, _, trained = pad_server
-    image, letter = test_letter()
+    image, letter = sample_letter()
     strokes = strokes_of(image)
     draw(page, strokes)
     shown, rows = shown_answer(page, len(strokes))

@@ -37,15 +37,15 @@ from microconv.letters.checkpoint import load_checkpoint
 
 try:
     import uvicorn
-    from threadpoolctl import ThreadpoolController
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
+    from threadpoolctl import ThreadpoolController
 except ImportError as exc:          # the optional web extra; _require_web says how to get it
-    _web_missing = exc.name or "starlette or uvicorn"
+    _web_missing = exc.name or "a library of the web extra"
 else:
     _web_missing = None
 
