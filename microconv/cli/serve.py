@@ -30,10 +30,10 @@ import time
 
 import numpy as np
 
-from microconv.engine.tensor import Tensor
 from microconv.errors import DataError, MicroconvError
 from microconv.letters import photo
 from microconv.letters.checkpoint import load_checkpoint
+from microconv.letters.model import LetterGraph
 
 try:
     import uvicorn
@@ -68,9 +68,7 @@ class LetterReader:
 
     def __init__(self, classifier):
         self.classifier = classifier
-        model = classifier.model
-        self._input = Tensor.leaf(np.zeros((1, 1, 28, 28), dtype=model.dtype), model.backend)
-        self._blocks, self._scores = model.trace(self._input)
+        self._graph = LetterGraph(classifier.model, 1)
         self._lock = threading.Lock()
         self._blas = ThreadpoolController()
 
@@ -91,9 +89,9 @@ class LetterReader:
         """One letter (an image file's bytes) -> the answer and what each layer saw."""
         x = self.classifier.preprocess(drawn_letter(photo.read_image(io.BytesIO(data)))[None])
         with self._network():
-            self._input.assign(x)
-            scores = self._scores.numpy()[0]
-            blocks = [block.numpy()[0] for block in self._blocks]
+            self._graph.feed(x)
+            scores = self._graph.scores.numpy()[0]
+            blocks = [block.numpy()[0] for block in self._graph.blocks]
         ranked = photo.top_letters(scores)            # the softmax of the scores
         return {"letter": ranked[0][0], "top3": ranked, "input": _rounded(x[0, 0]),
                 "blocks": [_rounded(block) for block in blocks], "scores": _rounded(scores)}

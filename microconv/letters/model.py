@@ -88,7 +88,9 @@ class LetterGraph:
         self.batch_size = batch_size
         self.images = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype),
                                   model.backend, name="images")
-        self.log_probs = model(self.images, train=train)
+        # the conv blocks' outputs and the scores stay reachable, to show what each layer sees
+        self.blocks, self.scores = model.trace(self.images, train=train)
+        self.log_probs = ops.log_softmax(self.scores)
         self.labels = self.loss = None
         if train:
             self.labels = Tensor.leaf(np.zeros((batch_size, model.classes), dtype=model.dtype),
