@@ -77,3 +77,14 @@ def get(name, **options):
                 raise BackendError(f"backend '{name}' does not take the options "
                                    f"{', '.join(options) or '(none)'}") from None
     return _instances[key]
+
+
+def resolve(backend, **options):
+    """The backend object for a name (see ``get``), or the object itself when given one."""
+    from microconv.backends.base import Backend
+    if isinstance(backend, str):
+        return get(backend, **options)
+    if isinstance(backend, Backend) and not options:
+        return backend
+    raise BackendError(f"a backend is a name ({', '.join(names())}) or a backend object, "
+                       f"not {type(backend).__name__}" + (" with options" if options else ""))

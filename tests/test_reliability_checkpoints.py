@@ -143,15 +143,26 @@ def test_unusable_parameter_values(tmp_path, good, change, message):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: h.update(architecture=["ConvoAlphabetModel"]), "unknown architecture"),
-    (lambda h: h.update(architecture="ResNet50"), "unknown architecture 'ResNet50'"),
+    (lambda h: h.update(architecture=["ConvoAlphabetModel"]), "header.architecture must be"),
+    (lambda h: h.update(architecture="ResNet50"),
+     "header.architecture must be one of ConvoAlphabetModel, not 'ResNet50'"),
     (lambda h: h.update(format="something-else"), "not a microconv checkpoint"),
-    (lambda h: h.update(model_options=[1, 2]), "model options do not fit"),
-    (lambda h: h.update(model_options={"dropout": "lots"}), "model options do not fit"),
-    (lambda h: h.update(model_options={"layers": 50}), "model options do not fit"),
-    (lambda h: h.update(preprocessing={"scale": "x"}), "preprocessing settings"),
-    (lambda h: h.update(preprocessing={"std": 0}), "preprocessing settings"),
-    (lambda h: h.update(preprocessing={"normalize": "yes"}), "preprocessing settings"),
+    (lambda h: h.update(model_options=[1, 2]), "header.model_options must be a record"),
+    (lambda h: h.update(model_options={"dropout": "lots"}),
+     "header.model_options.dropout must be a finite number"),
+    (lambda h: h.update(model_options={"layers": 50}), "unknown field 'layers'"),
+    (lambda h: h.update(preprocessing={"scale": "x"}), "header.preprocessing.scale must be"),
+    (lambda h: h.update(preprocessing={"std": 0}), "header.preprocessing.std must be"),
+    (lambda h: h.update(preprocessing={"std": 1e300}), "header.preprocessing.std must be"),
+    (lambda h: h.update(preprocessing={"normalize": "yes"}), "header.preprocessing.normalize"),
+    (lambda h: h.update(class_names=12), "header.class_names must be"),
+    (lambda h: h.update(class_names="ABCA"), "header.class_names must be distinct characters"),
+    (lambda h: h.update(class_names="A" * 27), "header.class_names must be"),
+    (lambda h: h.update(progress={"step": -3}), "header.progress.step must be an integer >= 0"),
+    (lambda h: h.update(config={"batch_size": [64]}), "header.config.batch_size must be a single"),
+    (lambda h: h.update(version=2), "header.version must be an integer in 1..1"),
+    (lambda h: h.update(optimizer_steps=40, progress={"step": 39}),
+     "the optimiser took 40 steps but the run is at step 39"),
 ])
 def test_damaged_headers(tmp_path, good, edit, message):
     with pytest.raises(CheckpointError, match=message) as caught:

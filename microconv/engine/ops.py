@@ -417,5 +417,5 @@ def nll_loss(logp, labels):
 def tensor(data, backend="numpy", requires_grad=False, dtype="float32", name=None):
     """A leaf tensor on the named backend (or a backend object)."""
     from microconv import backends
-    be = backends.get(backend) if isinstance(backend, str) else backend
+    be = backends.resolve(backend)
     return Tensor.leaf(as_array(data, dtype, "tensor"), be, requires_grad, name)
