@@ -33,7 +33,7 @@ def register(name, factory):
 
 def _module(name):
     if name not in names():
-        raise BackendError(f"unknown backend '{name}'; known backends: {', '.join(names())}")
+        raise BackendError(f"unknown backend {name!r}; known backends: {', '.join(names())}")
     return importlib.import_module(f"{__name__}.ops_{name}")
 
 

@@ -43,17 +43,18 @@ def size_text(nbytes):
     agree anyway; one digit is enough to see why something does not fit)."""
     value = float(nbytes)
     for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if value < 1000 or unit == "PB":
+        if round(value, 1) < 1000 or unit == "PB":
             return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} PB"
 
 
-def require_memory(nbytes, what, advice=""):
-    """Refuse with a ResourceError when ``what`` needs more memory than is available."""
+def require_memory(nbytes, what, advice="", error=ResourceError):
+    """Refuse (``error``, a ResourceError unless the caller's kind of error fits better) when
+    ``what`` needs more memory than is available."""
     available = available_memory()
     if nbytes > available:
-        raise ResourceError(f"{what} needs {size_text(nbytes)} of memory, only "
+        raise error(f"{what} needs {size_text(nbytes)} of memory, only "
                             f"{size_text(available)} are available" + (f"; {advice}" if advice
                                                                        else ""))
 

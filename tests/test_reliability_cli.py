@@ -8,6 +8,7 @@ range, an unknown command) are Click usage errors: exit code 2 and a short usage
 """
 
 import gzip
+import re
 import sqlite3
 import sys
 import zipfile
@@ -210,3 +211,24 @@ def test_ctrl_c_outside_training_aborts_without_a_traceback(files, monkeypatch):
     result = cli(files, ("evaluate", "{model}", "--data-dir", "{letters}"))
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert result.stderr.strip() == "interrupted"
+
+
+def test_the_documented_train_options_and_defaults_are_the_codes():
+    """docs/cli.md lists every train option with the default TrainConfig gives it."""
+    import dataclasses
+    from pathlib import Path
+
+    from microconv.letters.training import TrainConfig
+
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    section = text[text.index("## train"):text.index("## evaluate")]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        row = [r for r in rows if re.search(f"`{flag}[` /]", r.split("|")[1])]
+        assert len(row) == 1, f"docs/cli.md has no row for {flag}"
+        if field.default is None:
+            continue
+        shown = ("on" if field.default else "off") if isinstance(field.default, bool) else \
+            f"{field.default:g}" if isinstance(field.default, float) else str(field.default)
+        assert f"({shown})" in row[0], f"{flag}: docs/cli.md does not say ({shown}): {row[0]}"

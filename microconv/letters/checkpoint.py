@@ -43,6 +43,7 @@ ABANDONED_AFTER_S = 60          # a temporary this old whose lock is free lost i
 MAX_HEADER_BYTES = 1 << 20      # a real header is about 3 KB
 MAX_ARRAY_BYTES = 256 << 20     # a ConvoAlphabetModel with Adam state is about 1.7 MB
 MAX_MEMBERS = 1000
+MAX_SECONDS = 1e9               # 31 years of training time: more is a damaged number
 
 
 def save_checkpoint(path, model, preprocessing, header=None, optimizer_state=None):
@@ -226,8 +227,8 @@ def _header_schema():
         "optimizer_steps": integer(0),
         "progress": schema.record({
             "step": integer(0), "epoch": integer(1), "batch_in_epoch": integer(0),
-            "elapsed_s": number(0), "best_accuracy": number(0, 1),
-            "time_to_target_s": schema.optional(number(0))}),
+            "elapsed_s": number(0, MAX_SECONDS), "best_accuracy": number(0, 1),
+            "time_to_target_s": schema.optional(number(0, MAX_SECONDS))}),
         "rng": schema.record({"scheme": text(), "seed": integer(0), "next_step": integer(1)}),
         "metrics": schema.mapping(schema.anything),
         "imported_from": text(),

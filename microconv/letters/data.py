@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from microconv.engine.tensor import real_array
 from microconv.errors import DataError
+from microconv.resources import require_memory
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -100,6 +102,20 @@ def _read_exactly(f, n, path, what):
     return b"".join(parts)
 
 
+def _read_payload(f, n, path, what):
+    """n bytes into one array, read in chunks: memory is touched only as data arrives, so a
+    lying header costs nothing, and a real file costs its size once (never twice)."""
+    payload = np.empty(n, dtype=np.uint8)
+    view, got = memoryview(payload), 0
+    while got < n:
+        count = f.readinto(view[got:got + CHUNK])
+        if not count:
+            raise DataError(f"{path}: truncated: the header promises {n} bytes of {what}, "
+                            f"the file holds only {got}")
+        got += count
+    return payload
+
+
 def read_idx(path, expect_magic=None):
     """An IDX file (gzip or raw) as a uint8 NumPy array shaped by its header.
 
@@ -129,12 +145,14 @@ def read_idx(path, expect_magic=None):
                 if actual != size:
                     raise DataError(f"{path}: the header promises {size} bytes of data "
                                     f"{tuple(dims)}, the file holds {actual}")
-            payload = _read_exactly(f, size, path, f"data {tuple(dims)}")
+            require_memory(size, f"{path}: the data its header promises {tuple(dims)}",
+                           error=DataError)
+            payload = _read_payload(f, size, path, f"data {tuple(dims)}")
             if f.read(1):
                 raise DataError(f"{path}: more data than the header {tuple(dims)} promises")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
-    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+    return payload.reshape(dims)
 
 
 def write_idx(path, array, gzipped=None):
@@ -328,6 +346,10 @@ def generated_letters(n, seed=0):
     """n handwriting-like letters drawn by the letter generator (synth.py): (upright uint8
     images, labels)."""
     from microconv.letters import synth
+    if type(n) is not int or n < 0 or type(seed) is not int or seed < 0:
+        raise DataError(f"generated_letters: the count and the seed must be integers >= 0, "
+                        f"not {n!r} and {seed!r}")
+    require_memory(2 * n * ROWS * COLS, f"{n:,} generated letters", error=DataError)
     return synth.generate(n, seed)
 
 
@@ -339,10 +361,13 @@ def perturb(images, rng):
     The seed does this after normalisation; doing it on the raw pixels keeps the background
     black and lets normalisation see the flipped pixels, as it would in a real photo.
     """
-    images = np.asarray(images)
+    images = real_array(images, "perturb", DataError)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"perturb: expected uint8 images (N, H, W), got {images.dtype} "
                         f"{images.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise DataError(f"perturb: rng must be a numpy.random.Generator, not "
+                        f"{type(rng).__name__}")
     n, h, w = images.shape
     pad = 2
     padded = np.zeros((n, h + 2 * pad, w + 2 * pad), dtype=np.uint8)

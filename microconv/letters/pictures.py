@@ -49,18 +49,10 @@ def open_picture(path, mode="L"):
         raise DataError(f"image {path} does not exist")
     try:
         with warnings.catch_warnings():
-            # Pillow warns about pictures over 89 M pixels; MAX_PIXELS is our own limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path, formats=FORMATS)
-        image.draft(mode, (MAX_SIDE, MAX_SIDE))
-        needed = image.width * image.height * _bytes_per_pixel(image)
-        if needed > MAX_PIXELS:
-            raise DataError(f"image {path} is too large to read ({image.width} x "
-                            f"{image.height} pixels, {image.mode}); scale it down first")
-        image = _eight_bits(image)
-        image.thumbnail((MAX_SIDE, MAX_SIDE))         # in place, before any other copy
-        image = ImageOps.exif_transpose(image)
-        return _flatten(image).convert(mode)
+            # Pillow warns about damaged metadata and pictures over 89 M pixels (MAX_PIXELS is
+            # our own limit): the answer is a picture or one DataError, never a warning.
+            warnings.simplefilter("ignore")
+            return _open_bounded(path, mode)
     except UnidentifiedImageError:
         raise DataError(f"cannot read image {path}: not a picture in a format microconv reads "
                         f"({', '.join(FORMATS)})") from None
@@ -68,6 +60,18 @@ def open_picture(path, mode="L"):
         raise DataError(f"cannot read image {path}: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"cannot read image {path}: damaged or unsupported ({exc})") from None
+
+
+def _open_bounded(path, mode):
+    image = Image.open(path, formats=FORMATS)
+    image.draft(mode, (MAX_SIDE, MAX_SIDE))
+    if image.width * image.height * _bytes_per_pixel(image) > MAX_PIXELS:
+        raise DataError(f"image {path} is too large to read ({image.width} x "
+                        f"{image.height} pixels, {image.mode}); scale it down first")
+    image = _eight_bits(image)
+    image.thumbnail((MAX_SIDE, MAX_SIDE))         # in place, before any other copy
+    image = ImageOps.exif_transpose(image)
+    return _flatten(image).convert(mode)
 
 
 def _bytes_per_pixel(image):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from microconv.engine.tensor import real_array
 from microconv.errors import CheckpointError, DataError
 from microconv.letters import schema
 
@@ -34,7 +35,7 @@ class Preprocessing:
 
     def apply(self, images):
         """(N, 28, 28) uint8 upright images -> (N, 1, 28, 28) float32 network input."""
-        images = np.asarray(images)
+        images = real_array(images, "preprocess", DataError)
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"preprocess: expected images of shape (N, 28, 28), got {images.shape}")
         x = images.astype(np.float32) * np.float32(self.scale)

@@ -6,8 +6,9 @@ to mean anything. Each format describes its fields once with the checkers below;
 walks the value and raises ``Invalid`` naming the first field that does not fit (``progress.
 step must be an integer >= 0, not -3``). Callers turn that into their own one-line error.
 
-A checker is a function ``(value, where) -> value``. Booleans are never numbers here, numbers
-are finite, and text never holds a line break (it ends up in one-line messages).
+A checker is a function ``(value, where) -> value``: the value checked (JSON text comes back
+parsed, records and lists as checked copies). Booleans are never numbers here, numbers are
+finite, and text never holds a line break (it ends up in one-line messages).
 """
 
 from __future__ import annotations
@@ -116,12 +117,15 @@ def record(fields, required=(), closed=False, max_keys=1000):
         for key in required:
             if key not in value:
                 raise Invalid(f"{where}.{key} is missing")
+        checked = {}
         for key, item in value.items():
             if key in fields:
-                fields[key](item, f"{where}.{key}")
+                checked[key] = fields[key](item, f"{where}.{key}")
             elif closed:
                 raise Invalid(f"{where} has an unknown field {_show(key)}")
-        return value
+            else:
+                checked[key] = item
+        return checked
     return checker
 
 
@@ -130,10 +134,8 @@ def mapping(value_checker, max_keys=1000):
     def checker(value, where):
         if type(value) is not dict or len(value) > max_keys:
             _fail(where, "a record (a JSON object)", value)
-        for key, item in value.items():
-            text()(key, f"{where} key")
-            value_checker(item, f"{where}.{key}")
-        return value
+        return {text()(key, f"{where} key"): value_checker(item, f"{where}.{key}")
+                for key, item in value.items()}
     return checker
 
 

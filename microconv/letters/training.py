@@ -188,12 +188,19 @@ class TrainConfig:
                 continue
             fits = ((int in kinds and type(value) is int) or (bool in kinds and type(value) is bool)
                     or (str in kinds and type(value) is str)
-                    or (float in kinds and type(value) in (int, float) and math.isfinite(value)))
+                    or (float in kinds and type(value) in (int, float) and _finite(value)))
             if not fits:
                 names = " or ".join("None" if k is type(None) else "a finite number"
                                     if k is float else k.__name__ for k in kinds)
                 problems.append(f"{f.name} must be {names}, not {value!r:.40}")
         return problems
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:                   # an int too large for a float
+        return False
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -623,6 +630,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> FinalRecord:
     propagates; Ctrl-C, SIGTERM and SIGHUP become TrainingInterrupted after a checkpoint is
     written.
     """
+    if not isinstance(config, TrainConfig):
+        raise TrainingError(f"train needs a TrainConfig, not {type(config).__name__}")
     config.checked()
     check_run_paths(config)
     database = None
