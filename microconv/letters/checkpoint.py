@@ -14,7 +14,6 @@ import math
 import os
 import re
 import stat
-import string
 import tempfile
 import time
 import zipfile
@@ -22,9 +21,9 @@ import zipfile
 import numpy as np
 
 from microconv.errors import CheckpointError, MicroconvError
-from microconv.letters import schema
+from microconv.letters import preprocess, schema
+from microconv.letters.data import class_names as dataset_classes
 from microconv.letters.model import ConvoAlphabetModel, LetterGraph
-from microconv.letters import preprocess
 from microconv.letters.preprocess import Preprocessing
 from microconv.resources import require_memory, size_text
 
@@ -33,7 +32,6 @@ try:
 except ImportError:                 # not POSIX: temporaries are never judged abandoned
     fcntl = None
 
-LETTERS = string.ascii_uppercase
 FORMAT = "microconv-checkpoint"
 VERSION = 1
 ARCHITECTURES = {"ConvoAlphabetModel": ConvoAlphabetModel}
@@ -367,7 +365,7 @@ class Classifier:
     def class_names(self):
         """What each output means, in order: the classes it was trained on (the first
         ``len(class_names)`` outputs), letters A-Z when the checkpoint does not say."""
-        return self.header.get("class_names") or LETTERS
+        return self.header.get("class_names") or dataset_classes("letters")
 
     def preprocess(self, images):
         """Upright uint8 images (N, 28, 28) -> network input (N, 1, 28, 28) float32."""

@@ -660,7 +660,6 @@ def _train(config, reporter, signals):
         batches_per_epoch=run.batches_per_epoch, total_batches=run.total_batches))
     for message in run.warnings:
         reporter.on_warning(message)
-    run.build_graph()
 
     def ending(**fields):
         return FinalRecord(steps=run.step, epochs_completed=run.epoch - 1,
@@ -670,6 +669,7 @@ def _train(config, reporter, signals):
         # Overflow is found and reported by the loop itself (non-finite loss or gradient, with
         # the step and the layer), so NumPy's own warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run.build_graph()
             run.loop()
             if run.last_validation is None or run.last_validation["step"] != run.step:
                 run.validate()
