@@ -7,13 +7,12 @@ checksum: a flipped weight cannot be noticed, but it can never crash the reader 
 
 import json
 import re
-import tracemalloc
 import warnings
 import zipfile
 
 import numpy as np
 import pytest
-from clitools import small_train_config
+from clitools import small_train_config, with_peak_memory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -360,12 +359,7 @@ def with_member(content, folder, name, size, header=None):
 def test_a_junk_member_is_never_decompressed(tmp_path, good):
     content, header, params = good
     path = with_member(content, tmp_path, "junk.bin", 300 << 20)
-    tracemalloc.start()
-    try:
-        classifier = load_checkpoint(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    classifier, peak = with_peak_memory(lambda: load_checkpoint(path))
     assert same_weights(classifier, header, params)
     assert peak < 20_000_000, peak
 
@@ -389,12 +383,12 @@ def test_members_that_would_inflate_or_lie_about_their_size(tmp_path, good, name
                                                             fragment):
     content, _, _ = good
     path = with_member(content, tmp_path, name, size, header)
-    tracemalloc.start()
-    try:
+
+    def refused():
         with pytest.raises(CheckpointError, match=re.escape(fragment)) as caught:
             load_checkpoint(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    one_line(caught.value, path)
+        return caught.value
+
+    error, peak = with_peak_memory(refused)
+    one_line(error, path)
     assert peak < 20_000_000, peak

@@ -7,11 +7,10 @@ wrong type into every column of a real database; reading it back gives the run o
 
 import shutil
 import sqlite3
-import tracemalloc
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_error, cli
+from clitools import assert_one_line_error, cli, with_peak_memory
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
@@ -103,12 +102,7 @@ def test_a_value_of_any_type_in_any_column(tmp_path_factory, database, data):
         path = edited(database, tmp_path_factory.mktemp("edit"), table, column, value)
     except sqlite3.IntegrityError:          # a NOT NULL column: SQLite itself refuses
         reject()
-    tracemalloc.start()
-    try:
-        answer = run_or_one_line(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    answer, peak = with_peak_memory(lambda: run_or_one_line(path))
     assert peak < 50_000_000, (table, column, value, peak)
     if not isinstance(answer, MicroconvError):
         # Read back: every number is a number and the matrix is the size of the classes.

@@ -7,12 +7,16 @@ need a small machine make ``available_memory`` say so.
 
 import sqlite3
 import struct
-import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - a fixture
+from clitools import (  # noqa: F401 - no_emnist is a fixture
+    assert_one_line_error,
+    cli,
+    no_emnist,
+    with_peak_memory,
+)
 
 import microconv as mc
 from microconv import resources
@@ -23,13 +27,7 @@ from microconv.letters.model import ConvoAlphabetModel, LetterGraph, graph_bytes
 
 
 def peak_bytes(call):
-    tracemalloc.start()
-    try:
-        call()
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return peak
+    return with_peak_memory(call)[1]
 
 
 def test_a_graph_for_a_billion_images_is_refused_before_allocating():
