@@ -2,6 +2,7 @@
 every pixel format (transparent, palette, 16-bit, floating point) as in the plain picture."""
 
 import errno
+import io
 import os
 import struct
 import zlib
@@ -31,6 +32,15 @@ def letters_page():
 
 def grey(path):
     return np.asarray(open_picture(path), dtype=np.int16)
+
+
+def test_an_upload_in_memory_opens_the_same_way():
+    buffer = io.BytesIO()
+    Image.fromarray(transparent(letters_page()), "RGBA").save(buffer, format="PNG")
+    buffer.seek(0)
+    assert np.array_equal(np.asarray(open_picture(buffer)), letters_page())
+    with pytest.raises(DataError, match="cannot read image in memory: not a picture in a format"):
+        open_picture(io.BytesIO(POSTSCRIPT))
 
 
 def test_postscript_named_png_never_reaches_the_eps_decoder(tmp_path, monkeypatch):

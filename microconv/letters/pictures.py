@@ -40,19 +40,20 @@ _OPAQUE_MODES = {"1": "L", "L": "L", "RGB": "RGB", "CMYK": "RGB", "YCbCr": "RGB"
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
-def open_picture(path, mode="L"):
-    """The picture at ``path`` as a Pillow image in ``mode`` ("L" grey or "RGB"): upright (its
-    EXIF orientation applied), at most MAX_SIDE a side, transparency flattened, deep grey
-    scaled to 8 bits. Anything that is not such a picture is a DataError naming the file."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+def open_picture(source, mode="L"):
+    """A picture as a Pillow image in ``mode`` ("L" grey or "RGB"): upright (its EXIF
+    orientation applied), at most MAX_SIDE a side, transparency flattened, deep grey scaled to
+    8 bits. ``source`` is a path or a binary file object (an upload held in memory). Anything
+    that is not such a picture is a DataError naming the file ("in memory" for an object)."""
+    path = picture_name(source)
+    if not hasattr(source, "read") and not os.path.isfile(path):
         raise DataError(f"image {path} does not exist")
     try:
         with warnings.catch_warnings():
             # Pillow warns about damaged metadata and pictures over 89 M pixels (MAX_PIXELS is
             # our own limit): the answer is a picture or one DataError, never a warning.
             warnings.simplefilter("ignore")
-            return _open_bounded(path, mode)
+            return _open_bounded(source, path, mode)
     except UnidentifiedImageError:
         raise DataError(f"cannot read image {path}: not a picture in a format microconv reads "
                         f"({', '.join(FORMATS)})") from None
@@ -62,8 +63,13 @@ def open_picture(path, mode="L"):
         raise DataError(f"cannot read image {path}: damaged or unsupported ({exc})") from None
 
 
-def _open_bounded(path, mode):
-    image = Image.open(path, formats=FORMATS)
+def picture_name(source):
+    """How messages name a picture: its path, or "in memory" for a file object."""
+    return "in memory" if hasattr(source, "read") else os.fspath(source)
+
+
+def _open_bounded(source, path, mode):
+    image = Image.open(source, formats=FORMATS)
     image.draft(mode, (MAX_SIDE, MAX_SIDE))
     if image.width * image.height * _bytes_per_pixel(image) > MAX_PIXELS:
         raise DataError(f"image {path} is too large to read ({image.width} x "
