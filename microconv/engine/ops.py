@@ -349,7 +349,8 @@ def max_pool2d(x, k=2):
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise MicroconvError(f"max_pool2d: kernel size must be a positive integer, got {k!r}")
     if isinstance(x, Tensor) and x.ndim == 4:
-        # Same windows, same result, but work grows with k * k: never more than the image.
+        # A window past the image's edges covers the whole image either way, and the work
+        # grows with k * k: k never exceeds the image.
         k = min(k, max(x.shape[2], x.shape[3], 1))
     return _node(MaxPool2d, (x,), k)
 

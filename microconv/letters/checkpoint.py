@@ -3,8 +3,14 @@
 The header says what the arrays mean: the architecture and its options, the preprocessing
 the network expects, and (for training runs) the optimiser, step, epoch, RNG state and
 metrics. Parameters are stored as ``param/<name>``, optimiser state as ``optim/<name>/<key>``.
-A write goes to a temporary file in the same folder that is renamed over the target only when
-complete, so the previous checkpoint survives any failure while writing.
+
+Reading trusts nothing in the file: only the header, param/ and optim/ members are read, their
+sizes bounded before reading, and every header field is checked by ``HEADER_SCHEMA``.
+
+Writing is the project's one way to write a file (``write_atomically``, used for pictures,
+dot text, charts and downloads too): a temporary file in the same folder is renamed over the
+target only when complete, so the previous file survives any failure. ``check_outputs``
+refuses a command whose outputs name its inputs or each other.
 """
 
 from __future__ import annotations

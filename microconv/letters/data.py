@@ -88,23 +88,8 @@ def _open(path):
 
 
 def _read_exactly(f, n, path, what):
-    """Read n bytes in chunks, so a lying header cannot make us allocate gigabytes up front."""
-    parts, got = [], 0
-    while got < n:
-        piece = f.read(min(CHUNK, n - got))
-        if not piece:
-            break
-        parts.append(piece)
-        got += len(piece)
-    if got < n:
-        raise DataError(f"{path}: truncated: the header promises {n} bytes of {what}, "
-                        f"the file holds only {got}")
-    return b"".join(parts)
-
-
-def _read_payload(f, n, path, what):
-    """n bytes into one array, read in chunks: memory is touched only as data arrives, so a
-    lying header costs nothing, and a real file costs its size once (never twice)."""
+    """n bytes into one uint8 array, read in chunks: memory is touched only as data arrives,
+    so a lying header costs nothing, and a real file costs its size once (never twice)."""
     payload = np.empty(n, dtype=np.uint8)
     view, got = memoryview(payload), 0
     while got < n:
@@ -128,7 +113,7 @@ def read_idx(path, expect_magic=None):
     try:
         f, gzipped = _open(path)
         with f:
-            head = _read_exactly(f, 4, path, "header")
+            head = _read_exactly(f, 4, path, "header").tobytes()
             magic = struct.unpack(">I", head)[0]
             dtype_code, ndim = head[2], head[3]
             if head[:2] != b"\0\0" or dtype_code != 0x08 or not 1 <= ndim <= 3:
@@ -137,7 +122,8 @@ def read_idx(path, expect_magic=None):
                 kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
                 raise DataError(f"{path}: magic number {magic}, expected {expect_magic} "
                                 f"for an IDX {kind} file")
-            dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "dimensions"))
+            raw_dims = _read_exactly(f, 4 * ndim, path, "dimensions").tobytes()
+            dims = struct.unpack(f">{ndim}I", raw_dims)
             size = math.prod(dims)      # Python ints: a lying header cannot overflow this
             if not gzipped:
                 # Raw files: compare with the length on disk before reading anything.
@@ -147,7 +133,7 @@ def read_idx(path, expect_magic=None):
                                     f"{tuple(dims)}, the file holds {actual}")
             require_memory(size, f"{path}: the data its header promises {tuple(dims)}",
                            error=DataError)
-            payload = _read_payload(f, size, path, f"data {tuple(dims)}")
+            payload = _read_exactly(f, size, path, f"data {tuple(dims)}")
             if f.read(1):
                 raise DataError(f"{path}: more data than the header {tuple(dims)} promises")
     except (OSError, EOFError, zlib.error) as exc:
