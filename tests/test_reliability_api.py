@@ -141,3 +141,10 @@ def test_overflow_gives_inf_without_a_numpy_warning():
         total.backward()
         assert product.numpy().tolist()[:2] == [np.inf, -np.inf]
         assert np.isnan(total.numpy())
+
+
+def test_images_of_huge_values_are_refused_without_a_warning():
+    classifier = Classifier(ConvoAlphabetModel("numpy"), Preprocessing())
+    images = np.full((1, 28, 28), 1e300)
+    answer = answers(lambda: classifier.predict(images))
+    assert isinstance(answer, mc.DataError) and "not finite pixels" in str(answer)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from microconv.errors import DataError
 from microconv.letters.checkpoint import check_outputs, write_atomically
-from microconv.resources import require_disk
 from microconv.letters.data import SPLITS, emnist_filename, file_digest, has_dataset, load_emnist
+from microconv.resources import require_disk
 
 OFFICIAL_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 OFFICIAL_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"    # as published with torchvision's EMNIST

@@ -38,7 +38,10 @@ class Preprocessing:
         images = real_array(images, "preprocess", DataError)
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"preprocess: expected images of shape (N, 28, 28), got {images.shape}")
-        x = images.astype(np.float32) * np.float32(self.scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = images.astype(np.float32) * np.float32(self.scale)
+        if not np.isfinite(x).all():
+            raise DataError("preprocess: the images hold values that are not finite pixels")
         if self.normalize:
             x = normalize_images(x, self.mean, self.std)
         return x[:, None, :, :]
