@@ -80,11 +80,11 @@ def get(name, **options):
 
 
 def resolve(backend, **options):
-    """The backend object for a name (see ``get``), or the object itself when given one."""
-    from microconv.backends.base import Backend
+    """The backend object for a name (see ``get``), or the object itself when given one (a
+    Backend, or anything with its primitives, such as a wrapper that times them)."""
     if isinstance(backend, str):
         return get(backend, **options)
-    if isinstance(backend, Backend) and not options:
+    if callable(getattr(backend, "from_numpy", None)) and not options:
         return backend
     raise BackendError(f"a backend is a name ({', '.join(names())}) or a backend object, "
                        f"not {type(backend).__name__}" + (" with options" if options else ""))

@@ -199,19 +199,20 @@ def signal_inside_the_update(monkeypatch, at_step, number=signal.SIGINT):
 
 
 def test_ctrl_c_inside_the_optimiser_update_saves_a_whole_step(tmp_path, monkeypatch):
-    options = (*SMALL, "--epochs", 2, "--eval-every", 3, "--seed", 7)
+    options = ("--limit", 32, "--batch-size", 16, "--validation-size", 16, "--no-dashboard",
+               "--epochs", 2, "--eval-every", 3, "--seed", 7)
     whole = tmp_path / "whole.npz"
     assert cli("train", *options, "--out", whole).exit_code == 0
     part = tmp_path / "part.npz"
     with monkeypatch.context() as patch:
-        signal_inside_the_update(patch, at_step=5)
+        signal_inside_the_update(patch, at_step=3)
         stopped = cli("train", *options, "--out", part)
-    assert_one_line_error(stopped, "interrupted at step 5", code=EXIT_INTERRUPTED)
+    assert_one_line_error(stopped, "interrupted at step 3", code=EXIT_INTERRUPTED)
     header, _, optim = read_checkpoint(part)
-    assert header["progress"]["step"] == header["optimizer_steps"] == 5
+    assert header["progress"]["step"] == header["optimizer_steps"] == 3
     assert cli("train", "--resume", part, "--no-dashboard").exit_code == 0
     expected, got = read_checkpoint(whole), read_checkpoint(part)
-    assert got[0]["optimizer_steps"] == expected[0]["optimizer_steps"] == 8
+    assert got[0]["optimizer_steps"] == expected[0]["optimizer_steps"] == 4
     for name in expected[1]:
         np.testing.assert_array_equal(got[1][name], expected[1][name], err_msg=name)
 
