@@ -33,7 +33,7 @@ def register(name, factory):
 
 def _module(name):
     if name not in names():
-        raise BackendError(f"unknown backend '{name}'; known backends: {', '.join(names())}")
+        raise BackendError(f"unknown backend {name!r}; known backends: {', '.join(names())}")
     return importlib.import_module(f"{__name__}.ops_{name}")
 
 
@@ -77,3 +77,14 @@ def get(name, **options):
                 raise BackendError(f"backend '{name}' does not take the options "
                                    f"{', '.join(options) or '(none)'}") from None
     return _instances[key]
+
+
+def resolve(backend, **options):
+    """The backend object for a name (see ``get``), or the object itself when given one (a
+    Backend, or anything with its primitives, such as a wrapper that times them)."""
+    if isinstance(backend, str):
+        return get(backend, **options)
+    if callable(getattr(backend, "from_numpy", None)) and not options:
+        return backend
+    raise BackendError(f"a backend is a name ({', '.join(names())}) or a backend object, "
+                       f"not {type(backend).__name__}" + (" with options" if options else ""))

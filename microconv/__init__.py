@@ -31,6 +31,7 @@ from microconv.errors import (
                               CheckpointError,
                               DataError,
                               MicroconvError,
+                              ResourceError,
                               ShapeError,
                               TrainingError,
 )
@@ -42,7 +43,8 @@ from microconv.letters.training import TrainConfig, TrainingInterrupted, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "CheckpointError", "DataError", "MicroconvError", "ShapeError", "Tensor",
+    "BackendError", "CheckpointError", "DataError", "MicroconvError", "ResourceError",
+    "ShapeError", "Tensor",
     "TrainConfig", "TrainingError", "TrainingInterrupted", "__version__", "backends", "conv2d",
     "dropout", "evaluate", "flatten", "gelu", "generated_letters", "linear", "load_checkpoint",
     "load_emnist", "log_softmax", "matmul", "max_pool2d", "nll_loss", "one_hot", "perturb", "relu",

@@ -23,3 +23,7 @@ class CheckpointError(MicroconvError):
 
 class TrainingError(MicroconvError):
     """Training cannot go on (for example the loss stopped being finite)."""
+
+
+class ResourceError(MicroconvError):
+    """A size that cannot fit: more memory or disk than this machine has to give."""

@@ -1,5 +1,7 @@
 """Running the command line the way a user does, checking how it fails, and tiny training runs."""
 
+import tracemalloc
+
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +26,16 @@ def assert_one_line_error(result, *fragments, code=1):
     for fragment in fragments:
         assert fragment in message, message
     return message
+
+
+def with_peak_memory(call):
+    """(call's result, the most bytes Python and NumPy held at once while it ran)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def small_train_config(folder, **settings):

@@ -6,15 +6,20 @@ checksum: a flipped weight cannot be noticed, but it can never crash the reader 
 """
 
 import json
+import re
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
+from clitools import small_train_config, with_peak_memory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microconv.errors import CheckpointError
-from microconv.letters import hello_dl
+from microconv.errors import CheckpointError, MicroconvError
+from microconv.letters import hello_dl, training
 from microconv.letters.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from microconv.letters.training import resume_config, train
 from microconv.letters.model import ConvoAlphabetModel
 from microconv.letters.preprocess import Preprocessing
 
@@ -143,15 +148,26 @@ def test_unusable_parameter_values(tmp_path, good, change, message):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: h.update(architecture=["ConvoAlphabetModel"]), "unknown architecture"),
-    (lambda h: h.update(architecture="ResNet50"), "unknown architecture 'ResNet50'"),
+    (lambda h: h.update(architecture=["ConvoAlphabetModel"]), "header.architecture must be"),
+    (lambda h: h.update(architecture="ResNet50"),
+     "header.architecture must be one of ConvoAlphabetModel, not 'ResNet50'"),
     (lambda h: h.update(format="something-else"), "not a microconv checkpoint"),
-    (lambda h: h.update(model_options=[1, 2]), "model options do not fit"),
-    (lambda h: h.update(model_options={"dropout": "lots"}), "model options do not fit"),
-    (lambda h: h.update(model_options={"layers": 50}), "model options do not fit"),
-    (lambda h: h.update(preprocessing={"scale": "x"}), "preprocessing settings"),
-    (lambda h: h.update(preprocessing={"std": 0}), "preprocessing settings"),
-    (lambda h: h.update(preprocessing={"normalize": "yes"}), "preprocessing settings"),
+    (lambda h: h.update(model_options=[1, 2]), "header.model_options must be a record"),
+    (lambda h: h.update(model_options={"dropout": "lots"}),
+     "header.model_options.dropout must be a finite number"),
+    (lambda h: h.update(model_options={"layers": 50}), "unknown field 'layers'"),
+    (lambda h: h.update(preprocessing={"scale": "x"}), "header.preprocessing.scale must be"),
+    (lambda h: h.update(preprocessing={"std": 0}), "header.preprocessing.std must be"),
+    (lambda h: h.update(preprocessing={"std": 1e300}), "header.preprocessing.std must be"),
+    (lambda h: h.update(preprocessing={"normalize": "yes"}), "header.preprocessing.normalize"),
+    (lambda h: h.update(class_names=12), "header.class_names must be"),
+    (lambda h: h.update(class_names="ABCA"), "header.class_names must be distinct characters"),
+    (lambda h: h.update(class_names="A" * 27), "header.class_names must be"),
+    (lambda h: h.update(progress={"step": -3}), "header.progress.step must be an integer >= 0"),
+    (lambda h: h.update(config={"batch_size": [64]}), "header.config.batch_size must be a single"),
+    (lambda h: h.update(version=2), "header.version must be an integer in 1..1"),
+    (lambda h: h.update(optimizer_steps=40, progress={"step": 39}),
+     "the optimiser took 40 steps but the run is at step 39"),
 ])
 def test_damaged_headers(tmp_path, good, edit, message):
     with pytest.raises(CheckpointError, match=message) as caught:
@@ -236,3 +252,143 @@ def test_a_seed_state_that_is_a_folder(tmp_path):
     (tmp_path / "dir.state").mkdir()
     with pytest.raises(CheckpointError, match="does not exist or is not a file"):
         hello_dl.read_seed_state(tmp_path / "dir.state")
+
+
+# --- every header field, any value -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, no_emnist_module):
+    """The bytes of a checkpoint a two-step training run wrote (optimiser, progress, config)."""
+    folder = tmp_path_factory.mktemp("trained")
+    train(small_train_config(folder, limit=32, epochs=1))
+    return (folder / "run.npz").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def no_emnist_module(tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("env")
+    patch.setenv("MICROCONV_DATA", str(root / "no-data"))
+    patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    patch.delenv("MICROCONV_BACKEND", raising=False)
+    yield
+    patch.undo()
+
+
+FIELDS = ["version", "architecture", "model_options", "model_options.dropout",
+          "model_options.pool_gelu", "preprocessing", "preprocessing.std", "preprocessing.mean",
+          "preprocessing.scale", "class_names", "config", "config.batch_size", "config.seed",
+          "config.epochs", "config.lr", "config.optimizer", "config.max_minutes",
+          "config.validation_size", "config.dropout", "config.data_dir", "config.backend",
+          "dataset", "dataset.description", "optimizer", "optimizer.name", "optimizer.betas",
+          "optimizer_steps", "progress", "progress.step", "progress.epoch",
+          "progress.batch_in_epoch", "progress.elapsed_s", "progress.best_accuracy",
+          "progress.time_to_target_s", "rng", "metrics"]
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+              st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+              st.sampled_from([1e300, -1, 0, 1, 2**31, "64", "adam", "sgd", "", "0123456789"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=6)
+
+
+def with_header_value(content, folder, field, value):
+    """The checkpoint bytes with one header field (a dotted path) set to value."""
+    source = write(folder, "source.npz", content)
+    with np.load(source) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    header = json.loads(arrays["header"].tobytes())
+    *parents, last = field.split(".")
+    node = header
+    for name in parents:
+        node = node.setdefault(name, {}) if isinstance(node.get(name), dict) else node
+    node[last] = value
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    path = folder / "edited.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def one_line(exc, path):
+    message = str(exc)
+    assert message and "\n" not in message and str(path) in message, message
+
+
+@given(field=st.sampled_from(FIELDS), value=JSON_VALUES)
+def test_any_value_in_any_header_field(tmp_path_factory, trained, field, value):
+    path = with_header_value(trained, tmp_path_factory.mktemp("field"), field, value)
+    try:
+        classifier = load_checkpoint(path)
+    except CheckpointError as exc:
+        one_line(exc, path)
+    else:
+        images = np.zeros((2, 28, 28), np.uint8)
+        images[:, 8:20, 12:16] = 255
+        assert np.isfinite(classifier.predict(images)).all()
+    try:
+        config = resume_config(path, limit=32, epochs=1)
+        run = training._Run(config.checked(), None, training._Signals())
+        run.setup()
+    except CheckpointError as exc:
+        one_line(exc, path)
+    except MicroconvError as exc:                # a saved setting this machine cannot use
+        assert "\n" not in str(exc), str(exc)
+    else:
+        assert 0 <= run.step and run.batch_in_epoch >= 0 and run.epoch >= 1
+
+
+# --- members: only the ones used are read, each bounded before reading ------------------------
+
+def with_member(content, folder, name, size, header=None):
+    """The checkpoint bytes plus a deflated member of ``size`` zero bytes (after an optional
+    .npy header), written in pieces so the test itself never holds it."""
+    path = write(folder, "extra.npz", content)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)        # a second member of the same name
+        with z.open(name, "w", force_zip64=True) as member:
+            if header is not None:
+                member.write(header)
+            for _ in range(size >> 20):
+                member.write(bytes(1 << 20))
+    return path
+
+
+def test_a_junk_member_is_never_decompressed(tmp_path, good):
+    content, header, params = good
+    path = with_member(content, tmp_path, "junk.bin", 300 << 20)
+    classifier, peak = with_peak_memory(lambda: load_checkpoint(path))
+    assert same_weights(classifier, header, params)
+    assert peak < 20_000_000, peak
+
+
+def npy_header(shape, dtype="<f4"):
+    import io
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, size, header, fragment", [
+    ("param/fc1.weight.npy", 300 << 20, None, "its arrays would take 3"),
+    ("param/fc1.weight.npy", 1 << 20, npy_header((10**12,)),
+     "claims shape (1000000000000,) of float32, which does not match its size"),
+    ("optim/fc1.weight/m.npy", 1 << 20, npy_header((4,), "|O"), "are not finite real numbers"),
+    ("header.npy", 2 << 20, npy_header((2 << 20,), "|u1"), "the header takes 2.1 MB"),
+])
+def test_members_that_would_inflate_or_lie_about_their_size(tmp_path, good, name, size, header,
+                                                            fragment):
+    content, _, _ = good
+    path = with_member(content, tmp_path, name, size, header)
+
+    def refused():
+        with pytest.raises(CheckpointError, match=re.escape(fragment)) as caught:
+            load_checkpoint(path)
+        return caught.value
+
+    error, peak = with_peak_memory(refused)
+    one_line(error, path)
+    assert peak < 20_000_000, peak

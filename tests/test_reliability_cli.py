@@ -8,6 +8,7 @@ range, an unknown command) are Click usage errors: exit code 2 and a short usage
 """
 
 import gzip
+import re
 import sqlite3
 import sys
 import zipfile
@@ -18,7 +19,10 @@ from PIL import Image
 
 from microconv.cli import app
 from microconv.letters import synth
+from microconv.letters.checkpoint import save_checkpoint
 from microconv.letters.data import emnist_filename
+from microconv.letters.model import ConvoAlphabetModel
+from microconv.letters.preprocess import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def files(tmp_path_factory):
              "text": root / "notes.txt", "letters": root / "letters", "model": root / "model.npz",
              "db": root / "metrics.db", "empty_db": root / "empty.db",
              "picture": root / "letter.png", "archive": root / "other.zip",
-             "broken": root / "broken"}
+             "broken": root / "broken", "digits_model": root / "digits.npz"}
     paths["empty_dir"].mkdir()
     paths["text"].write_text("these are my notes\n")
     synth.write_emnist_files(paths["letters"], train_size=64, test_size=26, seed=2)
@@ -44,6 +48,8 @@ def files(tmp_path_factory):
                           env=env)
     assert result.exit_code == 0, result.output
     sqlite3.connect(paths["empty_db"]).execute("CREATE TABLE other (x)")
+    save_checkpoint(paths["digits_model"], ConvoAlphabetModel("numpy"), Preprocessing(),
+                    header={"class_names": "0123456789"})
     picture = Image.new("L", (100, 100), 255)
     picture.paste(0, (40, 10, 60, 90))
     picture.save(paths["picture"])
@@ -75,7 +81,16 @@ ERRORS = [
     (TRAIN + ("--resume", "{text}"), ["notes.txt is not a microconv checkpoint"]),
     (TRAIN + ("--resume", "{model}", "--optimizer", "sgd"), ["optimizer 'adam'", "'sgd'"]),
     (TRAIN + SMALL + ("--metrics", "{text}"), ["cannot use", "notes.txt", "not a database"]),
-    (TRAIN + SMALL + ("--metrics", "{empty_dir}"), ["cannot use", "empty-dir"]),
+    (TRAIN + SMALL + ("--metrics", "{empty_dir}"), ["--metrics", "empty-dir: it is a folder"]),
+    (TRAIN + SMALL + ("--out", "{root}/same", "--metrics", "{root}/same"),
+     ["--metrics {root}/same is the same file as --out {root}/same"]),
+    (TRAIN + SMALL + ("--data-dir", "{letters}", "--out",
+                      "{letters}/emnist-letters-test-labels-idx1-ubyte.gz"),
+     ["--out", "is the same file as data file", "test-labels"]),
+    (TRAIN + ("--resume", "{model}", "--metrics", "{model}", "--out", "{root}/other.npz"),
+     ["--metrics", "same file as --resume"]),
+    (TRAIN + SMALL + ("--out", "/dev/null"), ["/dev/null", "not an ordinary file"]),
+    (TRAIN + SMALL + ("--max-minutes", "nan"), ["max_minutes must be", "finite", "nan"]),
     (TRAIN + SMALL + ("--out", "{text}/run.npz"), ["cannot create", "notes.txt"]),
     # evaluate
     (("evaluate", "{text}"), ["notes.txt is not a microconv checkpoint"]),
@@ -83,7 +98,8 @@ ERRORS = [
     (("evaluate", "{model}", "--data-dir", "{missing}"), ["missing does not exist"]),
     (("evaluate", "{model}", "--data-dir", "{broken}"), ["26 images but", "3 labels"]),
     (("evaluate", "{model}", "--dataset", "klingon"), ["unknown dataset 'klingon'"]),
-    (("evaluate", "{model}", "--dataset", "digits"), ["no EMNIST digits files"]),
+    (("evaluate", "{digits_model}", "--data-dir", "{letters}"),
+     ["trained on the classes 0123456789", "pass the --dataset it was trained on"]),
     # predict
     (("predict", "{text}", "{picture}"), ["notes.txt is not a microconv checkpoint"]),
     (("predict", "{model}", "{text}"), ["cannot read image", "notes.txt"]),
@@ -92,12 +108,19 @@ ERRORS = [
     (("predict", "{model}", "{picture}", "--annotate", "{root}/out.unknown"),
      ["cannot write", "out.unknown"]),
     (("predict", "{model}", "{picture}", "--device", "1:0"), ["--device", "--backend opencl"]),
+    (("predict", "{model}", "{picture}", "--annotate", "{picture}"),
+     ["--annotate", "is the same file as IMAGE"]),
+    (("predict", "{model}", "{picture}", "--annotate", "{model}"),
+     ["--annotate", "is the same file as CHECKPOINT"]),
+    (("predict", "{digits_model}", "{picture}"), ["trained on the classes 0123456789",
+                                                  "this reads letters A-Z"]),
     # serve (each fails before the server starts)
     (("serve", "{text}"), ["notes.txt is not a microconv checkpoint"]),
     (("serve", "{missing}/model.npz"), ["model.npz does not exist"]),
     (("serve", "{model}", "--host", "no-such-host.invalid"),
      ["cannot listen on no-such-host.invalid"]),
     (("serve", "{model}", "--device", "0:0"), ["--device", "--backend opencl"]),
+    (("serve", "{digits_model}"), ["trained on the classes 0123456789", "reads letters A-Z"]),
     # data info / verify / download
     (("data", "info", "{missing}"), ["missing does not exist"]),
     (("data", "info", "{empty_dir}"), ["holds no EMNIST files"]),
@@ -115,6 +138,8 @@ ERRORS = [
      ["damaged", "expected 00"]),
     (("data", "download", "{text}/dl", "--url", "file://{archive}"), ["cannot create"]),
     (("data", "download", "{root}/dl4", "--url", "not a url"), ["cannot download not a url"]),
+    (("data", "download", "{root}/dl5", "--url", "file://{root}/dl5/gzip.zip"),
+     ["the archive", "is the same file as --url"]),
     # report
     (("report", "{text}"), ["cannot use", "not a database"]),
     (("report", "{empty_db}"), ["cannot use", "no such table: runs"]),
@@ -122,11 +147,16 @@ ERRORS = [
     (("report", "{db}", "--run", 99, "--out", "{root}/charts"), ["has no run 99"]),
     # graph
     (("graph", "--out", "{missing}/graph.dot"), ["graph.dot", "No such file or directory"]),
-    (("graph", "--out", "{empty_dir}"), ["empty-dir", "Is a directory"]),
+    (("graph", "--out", "{empty_dir}"), ["empty-dir: it is a folder"]),
+    (("graph", "--out", "/dev/null"), ["/dev/null", "not an ordinary file"]),
+    (("graph", "--batch-size", 10**9), ["a batch of 1,000,000,000 images", "of memory"]),
     # import-seed
     (("import-seed", "{missing}/w.state"), ["w.state does not exist"]),
     (("import-seed", "{text}"), ["notes.txt", "not a hello-dl state file"]),
     (("import-seed", "{empty_dir}"), ["empty-dir does not exist or is not a file"]),
+    (("import-seed", "{text}", "--out", "{text}"), ["--out", "is the same file as STATE"]),
+    # bench
+    (("bench", "--batch-size", 10**6), ["a batch of 1,000,000 images", "of memory"]),
 ]
 
 
@@ -144,7 +174,7 @@ def test_every_error_is_one_line(files, argv, fragments):
 def test_the_table_covers_every_command(files):
     import typer
     commands = typer.main.get_command(app).commands
-    covered = {argv[0] for argv, _ in ERRORS} | {"backends", "bench"}     # see below
+    covered = {argv[0] for argv, _ in ERRORS} | {"backends"}     # see below
     assert covered == set(commands)
     data = {argv[1] for argv, _ in ERRORS if argv[0] == "data"}
     assert data == set(commands["data"].commands)
@@ -165,6 +195,8 @@ def test_backends_and_bench_report_problems_as_information(files):
     (("evaluate",), "Missing argument"),
     (("predict", "{model}"), "Missing argument 'images'"),
     (("bench", "--runs", 0), "--runs"),
+    (("train", "--seed", -1), "--seed"),
+    (("evaluate", "{model}", "--seed", -1), "--seed"),
     (("data", "info", "--samples", -1), "--samples"),
     (("no-such-command",), "No such command"),
 ])
@@ -186,3 +218,24 @@ def test_ctrl_c_outside_training_aborts_without_a_traceback(files, monkeypatch):
     result = cli(files, ("evaluate", "{model}", "--data-dir", "{letters}"))
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert result.stderr.strip() == "interrupted"
+
+
+def test_the_documented_train_options_and_defaults_are_the_codes():
+    """docs/cli.md lists every train option with the default TrainConfig gives it."""
+    import dataclasses
+    from pathlib import Path
+
+    from microconv.letters.training import TrainConfig
+
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    section = text[text.index("## train"):text.index("## evaluate")]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        row = [r for r in rows if re.search(f"`{flag}[` /]", r.split("|")[1])]
+        assert len(row) == 1, f"docs/cli.md has no row for {flag}"
+        if field.default is None:
+            continue
+        shown = ("on" if field.default else "off") if isinstance(field.default, bool) else \
+            f"{field.default:g}" if isinstance(field.default, float) else str(field.default)
+        assert f"({shown})" in row[0], f"{flag}: docs/cli.md does not say ({shown}): {row[0]}"

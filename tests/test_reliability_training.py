@@ -10,6 +10,7 @@ import errno
 import functools
 import os
 import re
+import signal
 import warnings
 
 import numpy as np
@@ -179,3 +180,81 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch)
         np.testing.assert_array_equal(got_optim[name], expected_optim[name], err_msg=name)
     for key in ("loss", "accuracy", "perturbed_accuracy"):
         assert got_header["metrics"]["test"][key] == expected_header["metrics"]["test"][key]
+
+
+# --- an interrupt lands between two steps; SIGTERM and SIGHUP are Ctrl-C -----------------------
+
+def signal_inside_the_update(monkeypatch, at_step, number=signal.SIGINT):
+    """A real signal arrives while the optimiser is half way through updating the parameters
+    of step ``at_step`` (after the first parameter, before the rest)."""
+    from microconv.engine.optim import Adam
+    real_update = Adam._update
+
+    def update(self, p, state):
+        real_update(self, p, state)
+        if self.steps == at_step and p is self.params[0][1]:
+            os.kill(os.getpid(), number)
+
+    monkeypatch.setattr(Adam, "_update", update)
+
+
+def test_ctrl_c_inside_the_optimiser_update_saves_a_whole_step(tmp_path, monkeypatch):
+    options = ("--limit", 32, "--batch-size", 16, "--validation-size", 16, "--no-dashboard",
+               "--epochs", 2, "--eval-every", 3, "--seed", 7)
+    whole = tmp_path / "whole.npz"
+    assert cli("train", *options, "--out", whole).exit_code == 0
+    part = tmp_path / "part.npz"
+    with monkeypatch.context() as patch:
+        signal_inside_the_update(patch, at_step=3)
+        stopped = cli("train", *options, "--out", part)
+    assert_one_line_error(stopped, "interrupted at step 3", code=EXIT_INTERRUPTED)
+    header, _, optim = read_checkpoint(part)
+    assert header["progress"]["step"] == header["optimizer_steps"] == 3
+    assert cli("train", "--resume", part, "--no-dashboard").exit_code == 0
+    expected, got = read_checkpoint(whole), read_checkpoint(part)
+    assert got[0]["optimizer_steps"] == expected[0]["optimizer_steps"] == 4
+    for name in expected[1]:
+        np.testing.assert_array_equal(got[1][name], expected[1][name], err_msg=name)
+
+
+@pytest.mark.parametrize("number, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_save_and_end_the_run_like_ctrl_c(tmp_path, monkeypatch, number, code):
+    import sqlite3
+    out, database = tmp_path / "run.npz", tmp_path / "metrics.db"
+
+    def signal_at_step_three(self, record):
+        if record.step == 3:
+            os.kill(os.getpid(), number)
+
+    monkeypatch.setattr(LineReporter, "on_batch", signal_at_step_three)
+    handler = signal.getsignal(number)
+    result = cli("train", *SMALL, "--epochs", 1, "--eval-every", 100, "--out", out,
+                 "--metrics", database)
+    name = signal.Signals(number).name
+    assert_one_line_error(result, f"training interrupted by {name} at step 3",
+                          f"checkpoint saved to {out}", code=code)
+    assert read_checkpoint(out)[0]["progress"]["step"] == 3
+    status, steps = sqlite3.connect(database).execute(
+        "SELECT status, steps FROM runs").fetchone()
+    assert (status, steps) == ("interrupted", 3)
+    assert signal.getsignal(number) == handler           # the run put back what it found
+
+
+def test_a_second_ctrl_c_does_not_stop_the_save(tmp_path, monkeypatch):
+    out = tmp_path / "run.npz"
+    real_save = training._Run.save
+
+    def save_interrupted_again(self, *args):
+        os.kill(os.getpid(), signal.SIGINT)        # Ctrl-C pressed again while saving
+        return real_save(self, *args)
+
+    def interrupt_at_step_two(record):
+        if record.step == 2:
+            monkeypatch.setattr(training._Run, "save", save_interrupted_again)
+            raise KeyboardInterrupt
+
+    reporter = Snapshots(out, on_batch=interrupt_at_step_two)
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(small(tmp_path, eval_every=100), reporter)
+    assert caught.value.path == str(out) and reporter.final.interrupted
+    assert read_checkpoint(out)[0]["progress"]["step"] == 2

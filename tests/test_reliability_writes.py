@@ -7,7 +7,10 @@ making the write, fsync, rename or SQLite raise exactly what the operating syste
 import errno
 import functools
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -166,7 +169,7 @@ def test_a_checkpoint_path_that_is_a_folder_is_refused_before_training(tmp_path)
     (tmp_path / "run.npz").mkdir()
     result = cli("train", "--limit", 32, "--batch-size", 16, "--epochs", 1,
                  "--out", tmp_path / "run.npz", "--no-dashboard")
-    assert_one_line_error(result, "run.npz is a folder")
+    assert_one_line_error(result, "run.npz: it is a folder")
     assert "step 1" not in result.stdout
 
 
@@ -268,3 +271,133 @@ def test_import_seed_over_a_checkpoint_that_cannot_be_replaced(tmp_path, previou
 def test_graph_into_a_missing_folder(tmp_path):
     result = cli("graph", "--out", tmp_path / "gone" / "g.dot")
     assert_one_line_error(result, "g.dot", "No such file or directory")
+
+
+# --- only ordinary files are replaced --------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_only_ordinary_files_are_replaced(tmp_path, kind):
+    path = tmp_path / "target"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = "/dev/null"
+    with pytest.raises(CheckpointError, match="it is a folder|not an ordinary file") as caught:
+        save_checkpoint(path, ConvoAlphabetModel("numpy"), Preprocessing())
+    assert str(path) in str(caught.value)
+    if kind == "device":
+        assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    else:
+        assert (path.is_fifo() if kind == "fifo" else path.is_dir())
+    assert leftovers(tmp_path) == []
+
+
+def test_a_symbolic_link_is_replaced_and_its_target_kept(tmp_path):
+    target = untrained_checkpoint(tmp_path)
+    before = target.read_bytes()
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    save_checkpoint(link, ConvoAlphabetModel("numpy", seed=1), Preprocessing())
+    assert not link.is_symlink() and target.read_bytes() == before
+    assert read_checkpoint(link)[1]["c1.weight"].shape == (32, 1, 3, 3)
+
+
+@pytest.mark.parametrize("argv", [("graph", "--out", "{fifo}"),
+                                  ("import-seed", "{state}", "--out", "{fifo}")])
+def test_commands_refuse_to_write_into_a_fifo(tmp_path, argv):
+    fifo, state = tmp_path / "pipe", tmp_path / "w.state"
+    os.mkfifo(fifo)
+    hello_dl.write_seed_state(state, "legacy", [np.zeros(shape, np.float32)
+                                                for shape in hello_dl.LAYOUTS["legacy"]])
+    result = cli(*(a.format(fifo=fifo, state=state) for a in argv))
+    assert_one_line_error(result, str(fifo), "not an ordinary file")
+    assert fifo.is_fifo()
+
+
+# --- temporaries a killed writer left behind ---------------------------------------------------
+
+def aged(path, content=None, seconds=3600):
+    """The file (written first when content is given), its time stamps an hour back."""
+    if content is not None:
+        path.write_bytes(content)
+    old = path.stat().st_mtime - seconds
+    os.utime(path, (old, old))
+    return path
+
+
+def test_abandoned_temporaries_are_removed_by_the_next_write(tmp_path):
+    import fcntl
+    abandoned = aged(tmp_path / ".tmp-k1lled00.part", b"half a checkpoint")
+    fresh = tmp_path / ".tmp-fresh000.part"              # a writer may have just made it
+    fresh.write_bytes(b"")
+    busy = aged(tmp_path / ".tmp-busy0000.part", b"")     # old, but its writer holds the lock
+    others = [aged(tmp_path / name, b"not ours")
+              for name in (".tmp-notes.part", "notes.part", ".tmp-k1lled00.txt")]
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        save_checkpoint(tmp_path / "model.npz", ConvoAlphabetModel("numpy"), Preprocessing())
+    assert not abandoned.exists()
+    assert fresh.exists() and busy.exists() and all(p.exists() for p in others)
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_write_removes(tmp_path):
+    code = ("import sys, time\n"
+            "from microconv.letters.checkpoint import write_atomically\n"
+            "def slow(f):\n"
+            "    f.write(b'half'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+            "write_atomically(sys.argv[1], slow)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out.bin")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        left = leftovers(tmp_path)
+        assert len(left) == 1
+        # While the writer lives its temporary is never removed, however old.
+        aged(tmp_path / left[0])
+        checkpoint.remove_abandoned_temporaries(tmp_path)
+        assert leftovers(tmp_path) == left
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    finally:
+        writer.kill()
+        writer.stdout.close()
+    assert leftovers(tmp_path) == left
+    checkpoint.write_atomically(tmp_path / "out.bin", lambda f: f.write(b"whole"))
+    assert leftovers(tmp_path) == [] and (tmp_path / "out.bin").read_bytes() == b"whole"
+
+
+# --- pictures and dot text are written atomically --------------------------------------------
+
+@pytest.fixture
+def picture(tmp_path):
+    from PIL import Image
+    page = Image.new("L", (100, 100), 255)
+    page.paste(0, (40, 10, 60, 90))
+    path = tmp_path / "letter.png"
+    page.save(path)
+    return path
+
+
+def test_a_full_disk_under_annotate_keeps_the_previous_picture(tmp_path, picture, monkeypatch):
+    out = tmp_path / "read.png"
+    out.write_bytes(b"the previous annotated picture")
+    model = untrained_checkpoint(tmp_path)
+    monkeypatch.setattr(checkpoint.os, "fsync", no_space)
+    result = cli("predict", model, picture, "--annotate", out)
+    assert_one_line_error(result, f"cannot write {out}", "No space left on device", "unchanged")
+    assert out.read_bytes() == b"the previous annotated picture"
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+    assert cli("predict", model, picture, "--annotate", out).exit_code == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_full_disk_under_graph_names_the_file(tmp_path, monkeypatch):
+    out = tmp_path / "graph.dot"
+    out.write_text("digraph previous {}\n")
+    monkeypatch.setattr(checkpoint.os, "fsync", no_space)
+    result = cli("graph", "--out", out)
+    assert_one_line_error(result, f"cannot write {out}", "No space left on device")
+    assert out.read_text() == "digraph previous {}\n" and leftovers(tmp_path) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import json
 import math
 import os
@@ -62,7 +63,7 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except TrainingInterrupted as exc:
             _error_console().print(f"[yellow]{escape(_one_line(exc))}[/]")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(128 + exc.signal_number) from None     # 130 for Ctrl-C
         except KeyboardInterrupt:
             # Ctrl-C in any other command: nothing was being written, so nothing is lost.
             _error_console().print("[yellow]interrupted[/]")
@@ -335,7 +336,8 @@ def evaluate(
     device: DeviceOption = None,
     dataset: DatasetOption = "letters",
     limit: LimitOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the perturbed copy of the test set.")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Seed of the perturbed copy of the test set.")] = 0,
     as_json: JsonOption = False,
 ):
     """How well a checkpoint reads the test letters.
@@ -348,8 +350,12 @@ def evaluate(
     from microconv.letters.evaluate import evaluate as evaluate_classifier
 
     classifier = load_checkpoint(checkpoint, backend, **_backend_options(backend, device))
+    names = class_names(dataset)
+    if classifier.class_names != names:
+        raise DataError(f"{checkpoint} was trained on the classes {classifier.class_names}, "
+                        f"the {dataset} test split has {names}; pass the --dataset it was "
+                        "trained on")
     images, labels, what = _test_split(data_dir, dataset, limit, classifier.header)
-    names = classifier.header.get("class_names") or class_names(dataset)
     result = evaluate_classifier(classifier, images, labels, seed=seed, class_names=names)
     result["checkpoint"] = str(checkpoint)
     result["data"] = what
@@ -394,18 +400,21 @@ def predict(
     """Read the handwritten letters in pictures; prints each letter with its top-3 guesses."""
     from microconv.cli.viz import letter_art
     from microconv.letters import photo
-    from microconv.letters.checkpoint import load_checkpoint
+    from microconv.letters.checkpoint import check_outputs, load_checkpoint
 
     if annotate is not None and len(images) != 1:
         raise MicroconvError("--annotate writes one picture: give exactly one IMAGE")
+    check_outputs([("--annotate", annotate)],
+                  [("CHECKPOINT", checkpoint)] + [("IMAGE", path) for path in images])
     classifier = load_checkpoint(checkpoint, backend, **_backend_options(backend, device))
+    classifier.require_letters(checkpoint)
     found = []
     for path in images:
         results = photo.read_letters(classifier, path)
         found.append({"image": str(path), "text": "".join(r["letter"] for r in results),
                       "letters": results})             # _print_json turns tuples into lists
         if annotate is not None:
-            photo.annotate(path, results, annotate)
+            _write_annotated(photo, path, results, annotate)
     if as_json:
         _print_json({"checkpoint": str(checkpoint), "images": found,
                      "annotated": _str(annotate)})
@@ -434,6 +443,21 @@ def predict(
             console.print(table)
     if annotate is not None:
         console.print(f"annotated picture written to [bold]{escape(str(annotate))}[/]")
+
+
+def _write_annotated(photo, picture, results, out):
+    """The annotated picture, drawn in memory (Pillow takes the format from the name), then
+    written atomically: a full disk or Ctrl-C never leaves a cut-off file at ``out``."""
+    from microconv.letters.checkpoint import write_atomically
+    from microconv.letters.pictures import SAVE_FORMATS
+
+    if Path(out).suffix.lower() not in SAVE_FORMATS:
+        raise DataError(f"cannot write {out}: name the picture .png, .jpg or another of "
+                        f"{', '.join(SAVE_FORMATS)}")
+    drawn = io.BytesIO()
+    drawn.name = str(out)
+    photo.annotate(picture, results, drawn)
+    write_atomically(out, lambda f: f.write(drawn.getvalue()), error=DataError)
 
 
 # --- serve -------------------------------------------------------------------------------------
@@ -546,6 +570,7 @@ def bench(
     from microconv.cli.bench import profile_step, render_bench, render_profile, run_bench
 
     names = [b.value for b in backend] if backend else ["numpy"]
+    _require_bench_memory(names, batch_size)
     result = run_bench(names, batch_size=batch_size, threads=threads, runs=runs,
                        compare_torch=compare_torch)
     rows = None
@@ -561,6 +586,18 @@ def bench(
     console.print(render_bench(result))
     for name, r in (rows or {}).items():
         console.print(render_profile(name, r))
+
+
+def _require_bench_memory(names, batch_size):
+    """Refuse up front a batch size that cannot fit in memory on a host backend (slow backends
+    time a single image; a device backend reports its own memory)."""
+    from microconv.letters.model import ConvoAlphabetModel, require_graph_memory
+
+    for name in names:
+        if registry.unavailable_reason(name) is None:
+            be = registry.get(name)
+            if be.host_memory and not be.slow:
+                require_graph_memory(ConvoAlphabetModel(be), batch_size, train=True)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -706,7 +743,10 @@ def data_download(
                                           expected_sha256=sha256)
     if as_json:
         _print_json(result)
-    elif result.get("already_present"):
+        return
+    if result.get("unchecked"):
+        console.print(f"[yellow]note: {escape(result['unchecked'])}[/]")
+    if result.get("already_present"):
         console.print(f"the letters are already in [bold]{escape(str(dest))}[/]")
     else:
         console.print(f"unpacked {len(result['files'])} files into "
@@ -750,12 +790,14 @@ def graph(
     Try: microconv graph | dot -Tsvg > graph.svg
     """
     from microconv.cli.viz import model_graph_dot
+    from microconv.letters.checkpoint import check_outputs, write_atomically
 
+    check_outputs([("--out", out)])
     text = model_graph_dot(batch_size=batch_size, train=training)
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text)
+        write_atomically(out, lambda f: f.write(text.encode("utf-8")), error=MicroconvError)
         _console().print(f"wrote [bold]{escape(str(out))}[/]")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from microconv.errors import MicroconvError
+from microconv.letters.checkpoint import check_outputs, write_atomically
 from microconv.letters.metrics import read_run
 
 SMOOTHING = 50          # batches in the moving average drawn over the raw loss
@@ -63,7 +64,7 @@ def loss_chart(plt, run, path):
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
 
 
@@ -91,7 +92,7 @@ def accuracy_chart(plt, run, path):
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
 
 
@@ -111,18 +112,21 @@ def confusion_chart(plt, run, path):
     axes.set_title("Test confusion matrix (colour: square root of the row share)")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
 
 
 def write_report(database, out_dir, run_id=None):
-    """Write loss.png, accuracy.png and (after a finished run) confusion.png; returns the
-    paths written."""
+    """Write loss.png, accuracy.png and (after a finished run) confusion.png, each atomically;
+    returns the paths written. A chart may not replace the database or its SQLite files."""
+    out_dir = Path(out_dir)
+    names = ("loss.png", "accuracy.png", "confusion.png")
+    check_outputs([("--out", out_dir / name) for name in names],
+                  [("DATABASE", f"{database}{suffix}") for suffix in ("", "-wal", "-shm")])
     run = read_run(database, run_id)          # a bad database is the first thing to hear about
     if not run["batches"]:
         raise MicroconvError(f"run {run['run']['id']} in {database} has no batches to draw")
     plt = _pyplot()
-    out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -133,9 +137,6 @@ def write_report(database, out_dir, run_id=None):
         charts.append(("confusion.png", confusion_chart))
     for name, draw in charts:
         path = out_dir / name
-        try:
-            draw(plt, run, path)
-        except OSError as exc:
-            raise MicroconvError(f"cannot write {path}: {exc.strerror or exc}") from None
+        write_atomically(path, lambda f, draw=draw: draw(plt, run, f), error=MicroconvError)
         written.append(path)
     return written

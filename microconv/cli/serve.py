@@ -244,6 +244,7 @@ def serve(checkpoint, host, port, backend, backend_options, say=print):
     """Load the checkpoint once and serve the pad until Ctrl-C; ``say`` gets the address."""
     _require_web()
     classifier = load_checkpoint(checkpoint, backend, **backend_options)
+    classifier.require_letters(checkpoint)
     app = create_app(LetterReader(classifier), str(checkpoint))
     with contextlib.closing(listen(host, port)) as sock:
         say(f"microconv: the drawing pad reads letters with {checkpoint} on {backend} at "

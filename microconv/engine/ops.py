@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from microconv.engine.tensor import Tensor, as_array
+from microconv.engine.tensor import Tensor, as_array, real_array
 from microconv.errors import MicroconvError, ShapeError
 
 
@@ -166,6 +166,8 @@ class Conv2d(Rule):
             raise ShapeError(f"conv2d: needs x (N,C,H,W), w (O,C,K,K), b (O,); got {x}, {w}, {b}")
         if w[2] != w[3]:
             raise ShapeError(f"conv2d: kernel {w} must be square")
+        if w[2] < 1:
+            raise ShapeError(f"conv2d: kernel {w} is empty (0 x 0)")
         if x[1] != w[1]:
             raise ShapeError(f"conv2d: x {x} has {x[1]} channels but w {w} expects {w[1]}")
         if b[0] != w[0]:
@@ -185,7 +187,8 @@ class Conv2d(Rule):
 class MaxPool2d(Rule):
     """Max over k x k windows with stride k, ceil mode: edge windows are truncated (11 -> 6).
 
-    The gradient goes to the first maximum of each window (row-major scan).
+    The gradient goes to the first maximum of each window (row-major scan). A window larger
+    than the image is the whole image (``max_pool2d`` builds it with k = the longer side).
     """
     name = "max_pool2d"
 
@@ -291,8 +294,8 @@ def _finite_number(value, name):
 
 
 def _constant_like(value, like, name):
-    array = np.full(like.shape, _finite_number(value, name), dtype=like.dtype)
-    return Tensor.leaf(array, like.backend)
+    return Tensor.leaf(as_array(np.full(like.shape, _finite_number(value, name)), like.dtype,
+                                name), like.backend)
 
 
 def _pair(a, b, name):
@@ -345,6 +348,10 @@ def conv2d(x, w, b):
 def max_pool2d(x, k=2):
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise MicroconvError(f"max_pool2d: kernel size must be a positive integer, got {k!r}")
+    if isinstance(x, Tensor) and x.ndim == 4:
+        # A window past the image's edges covers the whole image either way, and the work
+        # grows with k * k: k never exceeds the image.
+        k = min(k, max(x.shape[2], x.shape[3], 1))
     return _node(MaxPool2d, (x,), k)
 
 
@@ -361,6 +368,9 @@ def log_softmax(x):
 
 
 def reshape(x, shape):
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__") or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape):
+        raise MicroconvError(f"reshape: the new shape must be a tuple of integers, not {shape!r}")
     shape = tuple(int(s) for s in shape)
     return _node(Reshape, (x,), (shape, x.shape if isinstance(x, Tensor) else None))
 
@@ -379,7 +389,11 @@ def dropout(x, mask):
 
 def one_hot(labels, num_classes, dtype="float32"):
     """Integer class labels (N,) as an (N, num_classes) array of 0 and 1."""
-    labels = np.asarray(labels)
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) \
+            or num_classes < 1:
+        raise MicroconvError(f"one_hot: num_classes must be a positive integer, not "
+                             f"{num_classes!r}")
+    labels = real_array(labels, "one_hot")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise MicroconvError(f"one_hot: labels must be a 1-D array of integers, got {labels.dtype} "
                              f"with shape {labels.shape}")
@@ -400,13 +414,15 @@ def nll_loss(logp, labels):
     if not isinstance(logp, Tensor) or logp.ndim != 2:
         shape = logp.shape if isinstance(logp, Tensor) else type(logp).__name__
         raise ShapeError(f"nll_loss: log-probabilities must be (N, classes), got {shape}")
+    if logp.shape[0] == 0:
+        raise ShapeError("nll_loss: the batch is empty; the mean loss of no examples is undefined")
     if isinstance(labels, Tensor):
         target = labels
         if target.shape != logp.shape:
             raise ShapeError(f"nll_loss: one-hot labels {target.shape} do not match "
                              f"log-probabilities {logp.shape}")
     else:
-        labels = np.asarray(labels)
+        labels = real_array(labels, "nll_loss")
         if labels.shape != (logp.shape[0],):
             raise ShapeError(f"nll_loss: {logp.shape[0]} log-probability rows but labels of "
                              f"shape {labels.shape}")
@@ -417,5 +433,5 @@ def nll_loss(logp, labels):
 def tensor(data, backend="numpy", requires_grad=False, dtype="float32", name=None):
     """A leaf tensor on the named backend (or a backend object)."""
     from microconv import backends
-    be = backends.get(backend) if isinstance(backend, str) else backend
+    be = backends.resolve(backend)
     return Tensor.leaf(as_array(data, dtype, "tensor"), be, requires_grad, name)

@@ -89,7 +89,14 @@ class Tensor:
         return self._topo
 
     def realize(self):
-        """Compute this node's value, recomputing only nodes whose inputs changed."""
+        """Compute this node's value, recomputing only nodes whose inputs changed.
+
+        Overflow gives inf and NaN as IEEE arithmetic says, without NumPy's warnings: whoever
+        needs finite values checks them (the training loop names the step and the layer)."""
+        with np.errstate(all="ignore"):
+            return self._realize()
+
+    def _realize(self):
         for node in self.toposort():
             if node.op is None:
                 continue
@@ -119,7 +126,11 @@ class Tensor:
         """
         if self.shape != ():
             raise ShapeError(f"backward: needs a scalar (shape ()), not shape {self.shape}")
-        self.realize()
+        with np.errstate(all="ignore"):
+            self._realize()
+            self._backward()
+
+    def _backward(self):
         topo = self.toposort()
         for node in topo:
             node._grad = None
@@ -194,16 +205,32 @@ class Tensor:
     __hash__ = object.__hash__
 
 
-def as_array(data, dtype, where):
-    """Convert user data to a finite NumPy array of the given float dtype, or say why not."""
-    if dtype not in DTYPES:
-        raise MicroconvError(f"{where}: dtype must be one of {', '.join(DTYPES)}, not '{dtype}'")
+def real_array(data, where, error=MicroconvError):
+    """User data as a NumPy array of real numbers (bool, int or float), or ``error`` saying why
+    not: ragged lists, text, complex numbers and objects are refused."""
     try:
-        array = np.array(data, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise MicroconvError(f"{where}: cannot convert the data to {dtype} ({exc})") from None
+        raw = np.asarray(data)
+        if raw.dtype.kind == "O":           # Python ints beyond 64 bits, mixed lists, objects
+            raw = raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise error(f"{where}: cannot convert the data to numbers ({exc})") from None
+    if raw.dtype.kind not in "biuf":
+        raise error(f"{where}: cannot convert {raw.dtype} data: only real numbers are accepted")
+    return raw
+
+
+def as_array(data, dtype, where):
+    """Convert user data to a finite NumPy array of the given float dtype, or say why not:
+    only real numbers that fit in the dtype are accepted."""
+    if dtype not in DTYPES:
+        raise MicroconvError(f"{where}: dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    raw = real_array(data, where)
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = raw.astype(dtype)
     if not np.isfinite(array).all():
-        raise MicroconvError(f"{where}: the data holds NaN or infinite values")
+        finite = np.isfinite(raw).all()
+        what = f"values too large for {dtype}" if finite else "NaN or infinite values"
+        raise MicroconvError(f"{where}: the data holds {what}")
     return array
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from microconv.engine.tensor import real_array
 from microconv.errors import DataError
+from microconv.resources import require_memory
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -86,18 +88,17 @@ def _open(path):
 
 
 def _read_exactly(f, n, path, what):
-    """Read n bytes in chunks, so a lying header cannot make us allocate gigabytes up front."""
-    parts, got = [], 0
+    """n bytes into one uint8 array, read in chunks: memory is touched only as data arrives,
+    so a lying header costs nothing, and a real file costs its size once (never twice)."""
+    payload = np.empty(n, dtype=np.uint8)
+    view, got = memoryview(payload), 0
     while got < n:
-        piece = f.read(min(CHUNK, n - got))
-        if not piece:
-            break
-        parts.append(piece)
-        got += len(piece)
-    if got < n:
-        raise DataError(f"{path}: truncated: the header promises {n} bytes of {what}, "
-                        f"the file holds only {got}")
-    return b"".join(parts)
+        count = f.readinto(view[got:got + CHUNK])
+        if not count:
+            raise DataError(f"{path}: truncated: the header promises {n} bytes of {what}, "
+                            f"the file holds only {got}")
+        got += count
+    return payload
 
 
 def read_idx(path, expect_magic=None):
@@ -112,7 +113,7 @@ def read_idx(path, expect_magic=None):
     try:
         f, gzipped = _open(path)
         with f:
-            head = _read_exactly(f, 4, path, "header")
+            head = _read_exactly(f, 4, path, "header").tobytes()
             magic = struct.unpack(">I", head)[0]
             dtype_code, ndim = head[2], head[3]
             if head[:2] != b"\0\0" or dtype_code != 0x08 or not 1 <= ndim <= 3:
@@ -121,7 +122,8 @@ def read_idx(path, expect_magic=None):
                 kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
                 raise DataError(f"{path}: magic number {magic}, expected {expect_magic} "
                                 f"for an IDX {kind} file")
-            dims = struct.unpack(f">{ndim}I", _read_exactly(f, 4 * ndim, path, "dimensions"))
+            raw_dims = _read_exactly(f, 4 * ndim, path, "dimensions").tobytes()
+            dims = struct.unpack(f">{ndim}I", raw_dims)
             size = math.prod(dims)      # Python ints: a lying header cannot overflow this
             if not gzipped:
                 # Raw files: compare with the length on disk before reading anything.
@@ -129,12 +131,14 @@ def read_idx(path, expect_magic=None):
                 if actual != size:
                     raise DataError(f"{path}: the header promises {size} bytes of data "
                                     f"{tuple(dims)}, the file holds {actual}")
+            require_memory(size, f"{path}: the data its header promises {tuple(dims)}",
+                           error=DataError)
             payload = _read_exactly(f, size, path, f"data {tuple(dims)}")
             if f.read(1):
                 raise DataError(f"{path}: more data than the header {tuple(dims)} promises")
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
-    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+    return payload.reshape(dims)
 
 
 def write_idx(path, array, gzipped=None):
@@ -328,6 +332,10 @@ def generated_letters(n, seed=0):
     """n handwriting-like letters drawn by the letter generator (synth.py): (upright uint8
     images, labels)."""
     from microconv.letters import synth
+    if type(n) is not int or n < 0 or type(seed) is not int or seed < 0:
+        raise DataError(f"generated_letters: the count and the seed must be integers >= 0, "
+                        f"not {n!r} and {seed!r}")
+    require_memory(2 * n * ROWS * COLS, f"{n:,} generated letters", error=DataError)
     return synth.generate(n, seed)
 
 
@@ -339,10 +347,13 @@ def perturb(images, rng):
     The seed does this after normalisation; doing it on the raw pixels keeps the background
     black and lets normalisation see the flipped pixels, as it would in a real photo.
     """
-    images = np.asarray(images)
+    images = real_array(images, "perturb", DataError)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(f"perturb: expected uint8 images (N, H, W), got {images.dtype} "
                         f"{images.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise DataError(f"perturb: rng must be a numpy.random.Generator, not "
+                        f"{type(rng).__name__}")
     n, h, w = images.shape
     pad = 2
     padded = np.zeros((n, h + 2 * pad, w + 2 * pad), dtype=np.uint8)

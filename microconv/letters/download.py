@@ -6,7 +6,9 @@ NIST publishes EMNIST as one zip (``gzip.zip``, about 560 MB) holding
 * is resumable: bytes go to ``gzip.zip.part``; a rerun asks the server only for the rest
   (an HTTP Range request) and starts over if the server ignores the range;
 * is checked: the finished archive's MD5 (the value torchvision and NIST's mirrors publish)
-  or a SHA-256 given by the caller must match before anything is unpacked;
+  or a SHA-256 given by the caller must match before anything is unpacked. An archive from
+  another ``url`` without a checksum cannot be checked: the result says so (``unchecked``),
+  and the unpacked files are still read whole, so a damaged archive is found either way;
 * is atomic: the archive and every unpacked file appear under their final names only when
   complete (write to a temporary name, then rename), so an interrupted run never leaves a
   half-written file that looks finished;
@@ -18,13 +20,15 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from microconv.errors import DataError
-from microconv.letters.checkpoint import write_atomically
+from microconv.letters.checkpoint import check_outputs, write_atomically
 from microconv.letters.data import SPLITS, emnist_filename, file_digest, has_dataset, load_emnist
+from microconv.resources import require_disk
 
 OFFICIAL_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 OFFICIAL_MD5 = "58c8d27c78d21e728a6bc7b3cc06412e"    # as published with torchvision's EMNIST
@@ -98,6 +102,8 @@ def _extract(archive, dest_dir, datasets):
             missing = sorted(wanted - set(members))
             if missing:
                 raise DataError(f"{archive} lacks {', '.join(missing)}")
+            require_disk(sum(info.file_size for info in members.values()), dest_dir,
+                         f"unpacking {archive}")
             for name, info in sorted(members.items()):
                 def copy(out, info=info):
                     with z.open(info) as src:
@@ -122,17 +128,28 @@ def download_emnist(dest_dir, url=OFFICIAL_URL, progress=None, expected_sha256=N
 
     ``progress(done_bytes, total_bytes_or_None)`` is called as bytes arrive. The official URL
     is checked against its published MD5 unless a checksum is given. Returns a dict with the
-    destination, the unpacked files and the archive's sha256. Every failure is a DataError.
+    destination, the unpacked files, the archive's sha256 and ``unchecked``: None, or a
+    sentence saying that no checksum was given for another URL. Every failure is a DataError.
     """
     dest_dir = Path(dest_dir)
+    archive = dest_dir / ARCHIVE_NAME
+    part = dest_dir / (ARCHIVE_NAME + ".part")
+    outputs = [("the archive", archive), ("the partial download", part)]
+    outputs += [("unpacked file", dest_dir / (emnist_filename(d, s, k) + ".gz"))
+                for d in datasets for s in SPLITS for k in ("images", "labels")]
+    source = urllib.parse.urlsplit(url)
+    local = [("--url", urllib.request.url2pathname(source.path))] if source.scheme == "file" else []
+    check_outputs(outputs, local, error=DataError)
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {dest_dir}: {exc.strerror or exc}") from None
+    unchecked = None
     if url == OFFICIAL_URL and not expected_sha256 and not expected_md5:
         expected_md5 = OFFICIAL_MD5
-    archive = dest_dir / ARCHIVE_NAME
-    part = dest_dir / (ARCHIVE_NAME + ".part")
+    elif not expected_sha256 and not expected_md5:
+        unchecked = (f"the archive from {url} was not checked against a checksum (give "
+                     "--sha256 to check it); its files were read whole and are well formed")
     if not archive.exists() and all(has_dataset(dest_dir, d) for d in datasets):
         try:
             _read_every_split(dest_dir, datasets)
@@ -164,4 +181,4 @@ def download_emnist(dest_dir, url=OFFICIAL_URL, progress=None, expected_sha256=N
     if not keep_archive:
         archive.unlink(missing_ok=True)
     return {"dest": str(dest_dir), "files": [str(f) for f in files], "archive_sha256": sha256,
-            "already_present": False}
+            "already_present": False, "unchecked": unchecked}

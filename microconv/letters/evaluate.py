@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from microconv.engine.tensor import real_array
 from microconv.errors import DataError
 from microconv.letters.data import class_names as dataset_class_names
 from microconv.letters.data import perturb
@@ -55,8 +56,12 @@ def evaluate(classifier, images, labels, seed=0, class_names=None):
     true letter), most_confused ([[true letter, predicted letter, count], ...]). The perturbed
     set is drawn from ``seed``, so the same seed gives the same numbers.
     """
-    images = np.asarray(images)
-    labels = np.asarray(labels, dtype=np.int64)
+    images = real_array(images, "evaluate", DataError)
+    labels = real_array(labels, "evaluate", DataError)
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise DataError(f"evaluate: labels must be a list of class numbers, got {labels.dtype} "
+                        f"of shape {labels.shape}")
+    labels = labels.astype(np.int64)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise DataError(f"evaluate: expected uint8 images (N, 28, 28), got {images.dtype} "
                         f"{images.shape}")
@@ -64,6 +69,8 @@ def evaluate(classifier, images, labels, seed=0, class_names=None):
         raise DataError(f"evaluate: {len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise DataError("evaluate: the test set is empty")
+    if type(seed) is not int or seed < 0:
+        raise DataError(f"evaluate: the seed must be an integer >= 0, not {seed!r}")
     header = getattr(classifier, "header", {}) or {}
     names = class_names or header.get("class_names") or dataset_class_names("letters")
     classes = len(names)

@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from microconv.errors import CheckpointError
-from microconv.letters.checkpoint import save_checkpoint
+from microconv.letters.checkpoint import check_outputs, save_checkpoint
 from microconv.letters.data import file_digest
 from microconv.letters.model import ConvoAlphabetModel
 from microconv.letters.preprocess import Preprocessing
@@ -212,6 +212,7 @@ def import_seed(state_path, out_path, backend="numpy"):
     the parameter count, and the model options and preprocessing recorded (docs/seed.md).
     """
     state_path = os.fspath(state_path)
+    check_outputs([("--out", out_path)], [("STATE", state_path)])
     layout, params = read_seed_state(state_path)
     digest = file_digest(state_path)
     options, preprocessing = inference_options(layout)

@@ -14,7 +14,9 @@
 Never one row per parameter element (the seed's ``data`` table wrote 137k rows per snapshot).
 Like the seed it uses WAL mode and commits at most about once a second while batches stream
 in, plus at every validation, checkpoint and at the end, so a crash loses at most a second.
-``read_run`` reads a run back for ``microconv report``.
+``read_run`` reads a run back for ``microconv report``; a database is a file anyone can edit,
+so every row is checked against ``ROWS`` (SQLite stores any value in any column) and the
+confusion matrix may only name classes that exist.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from microconv.errors import MicroconvError
+from microconv.letters import schema
+from microconv.letters.data import DATASETS
 from microconv.letters.records import Reporter
 
 SCHEMA = """
@@ -67,6 +71,50 @@ CREATE INDEX IF NOT EXISTS batches_by_run ON batches(run_id, step);
 CREATE INDEX IF NOT EXISTS validations_by_run ON validations(run_id, step);
 """
 COMMIT_EVERY_S = 1.0
+MAX_CLASSES = max(len(d["classes"]) for d in DATASETS.values())
+
+
+def _row_schemas():
+    number = schema.optional(schema.number())
+    count = schema.optional(schema.integer(0))
+    text = schema.optional(schema.text(max_length=100_000))
+    label = schema.one_of(schema.integer(0, MAX_CLASSES - 1), schema.text(max_length=100))
+    pairs = schema.json_text(schema.listing(schema.listing(
+        schema.one_of(label, schema.integer(0)), 3, 3), max_length=10_000))
+    per_class = schema.json_text(schema.mapping(schema.optional(schema.number(0, 1)),
+                                                max_keys=MAX_CLASSES))
+    return {
+        "runs": schema.record({
+            "id": schema.integer(1), "config": schema.json_text(schema.mapping(schema.scalar)),
+            **{name: count for name in ("parameters", "train_size", "validation_size",
+                                        "test_size", "batches_per_epoch", "total_batches",
+                                        "steps", "epochs_completed")},
+            **{name: number for name in ("elapsed_s", "test_accuracy", "test_top2_accuracy")},
+            **{name: text for name in ("started", "backend", "device", "dataset", "status",
+                                       "finished", "checkpoint", "error")}}),
+        "batches": schema.record({**{name: count for name in ("step", "epoch", "batch")},
+                                  **{name: number for name in ("loss", "accuracy",
+                                                               "images_per_s", "lr",
+                                                               "elapsed_s")}}),
+        "validations": schema.record({
+            "step": count, "epoch": count, "most_confused": pairs,
+            **{name: number for name in ("loss", "accuracy", "top2_accuracy", "best_accuracy",
+                                         "elapsed_s")}}),
+        "checkpoints": schema.record({"step": count, "path": text, "elapsed_s": number}),
+        "warnings": schema.record({"message": text}),
+        "evaluations": schema.record({
+            "count": count, "per_class": per_class, "most_confused": pairs,
+            **{name: number for name in ("loss", "accuracy", "top2_accuracy",
+                                         "perturbed_accuracy", "perturbed_top2_accuracy",
+                                         "time_to_target_s")}}),
+        "confusion": schema.record({"true_index": schema.integer(0, MAX_CLASSES - 1),
+                                    "predicted_index": schema.integer(0, MAX_CLASSES - 1),
+                                    "count": schema.integer(0)}),
+    }
+
+
+# What each row read back may hold, column by column.
+ROWS = _row_schemas()
 
 
 def _now():
@@ -216,9 +264,19 @@ def list_runs(path):
         db.close()
 
 
+def _checked(path, table, rows):
+    """Rows of a table after checking every value; JSON columns come back parsed."""
+    checker = ROWS[table]
+    try:
+        return [checker(row, f"{table} row {number}") for number, row in enumerate(rows, 1)]
+    except schema.Invalid as exc:
+        raise MicroconvError(f"metrics database {path} is damaged: {exc}") from None
+
+
 def read_run(path, run_id=None):
     """One run (the latest when run_id is None) as a dict: run (with config parsed), batches,
-    validations, checkpoints, warnings, evaluation (or None) and confusion (a matrix or None)."""
+    validations, checkpoints, warnings, evaluation (or None) and confusion (a matrix or None).
+    Every value is checked first: a damaged or hand-edited database is one MicroconvError."""
     db = _connect(path, create=False)
     try:
         if run_id is None:
@@ -226,34 +284,44 @@ def read_run(path, run_id=None):
             if found is None:
                 raise MicroconvError(f"metrics database {path} holds no runs")
             run_id = found
-        runs = _rows(db, "SELECT * FROM runs WHERE id = ?", (run_id,))
+        runs = _checked(path, "runs", _rows(db, "SELECT * FROM runs WHERE id = ?", (run_id,)))
         if not runs:
             raise MicroconvError(f"metrics database {path} has no run {run_id}")
         run = runs[0]
-        run["config"] = json.loads(run["config"] or "{}")
-        batches = _rows(db, "SELECT step, epoch, batch, loss, accuracy, images_per_s, lr,"
-                            " elapsed_s FROM batches WHERE run_id = ? ORDER BY step", (run_id,))
-        validations = _rows(db, "SELECT step, epoch, loss, accuracy, top2_accuracy,"
-                                " best_accuracy, elapsed_s, most_confused FROM validations"
-                                " WHERE run_id = ? ORDER BY step", (run_id,))
+        run["config"] = run["config"] or {}
+        batches = _checked(path, "batches", _rows(
+            db, "SELECT step, epoch, batch, loss, accuracy, images_per_s, lr, elapsed_s"
+                " FROM batches WHERE run_id = ? ORDER BY step", (run_id,)))
+        validations = _checked(path, "validations", _rows(
+            db, "SELECT step, epoch, loss, accuracy, top2_accuracy, best_accuracy, elapsed_s,"
+                " most_confused FROM validations WHERE run_id = ? ORDER BY step", (run_id,)))
         for v in validations:
-            v["most_confused"] = json.loads(v["most_confused"] or "[]")
-        checkpoints = _rows(db, "SELECT step, path, elapsed_s FROM checkpoints WHERE run_id = ?"
-                                " ORDER BY step", (run_id,))
-        warnings = [r["message"] for r in _rows(db, "SELECT message FROM warnings"
-                                                    " WHERE run_id = ?", (run_id,))]
-        evaluations = _rows(db, "SELECT count, loss, accuracy, top2_accuracy, perturbed_accuracy,"
-                                " perturbed_top2_accuracy, time_to_target_s, per_class,"
-                                " most_confused FROM evaluations WHERE run_id = ?", (run_id,))
+            v["most_confused"] = v["most_confused"] or []
+        checkpoints = _checked(path, "checkpoints", _rows(
+            db, "SELECT step, path, elapsed_s FROM checkpoints WHERE run_id = ? ORDER BY step",
+            (run_id,)))
+        warnings = [r["message"] for r in _checked(path, "warnings", _rows(
+            db, "SELECT message FROM warnings WHERE run_id = ?", (run_id,)))]
+        evaluations = _checked(path, "evaluations", _rows(
+            db, "SELECT count, loss, accuracy, top2_accuracy, perturbed_accuracy,"
+                " perturbed_top2_accuracy, time_to_target_s, per_class, most_confused"
+                " FROM evaluations WHERE run_id = ?", (run_id,)))
         evaluation, confusion = None, None
         if evaluations:
             evaluation = evaluations[-1]
-            evaluation["per_class"] = json.loads(evaluation["per_class"] or "null")
-            evaluation["most_confused"] = json.loads(evaluation["most_confused"] or "[]")
-            size = len(evaluation["per_class"] or {})
-            cells = _rows(db, "SELECT true_index, predicted_index, count FROM confusion"
-                              " WHERE run_id = ?", (run_id,))
-            size = max([size] + [max(c["true_index"], c["predicted_index"]) + 1 for c in cells])
+            evaluation["most_confused"] = evaluation["most_confused"] or []
+            cells = _checked(path, "confusion", _rows(
+                db, "SELECT true_index, predicted_index, count FROM confusion"
+                    " WHERE run_id = ?", (run_id,)))
+            size = len(evaluation["per_class"] or {}) or MAX_CLASSES
+            outside = [c for c in cells if max(c["true_index"], c["predicted_index"]) >= size]
+            if outside:
+                raise MicroconvError(f"metrics database {path} is damaged: a confusion cell "
+                                     f"({outside[0]['true_index']}, "
+                                     f"{outside[0]['predicted_index']}) lies outside the "
+                                     f"{size} classes of run {run_id}")
+            size = max([len(evaluation["per_class"] or {})]
+                       + [max(c["true_index"], c["predicted_index"]) + 1 for c in cells])
             confusion = [[0] * size for _ in range(size)]
             for c in cells:
                 confusion[c["true_index"]][c["predicted_index"]] = c["count"]

@@ -6,12 +6,22 @@ the two options that run the seed's own weights) lives here, not in the engine.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 
 from microconv import backends
 from microconv.engine import ops
 from microconv.engine.nn import Conv2d, Dropout, Linear, Module
 from microconv.engine.tensor import Tensor
+from microconv.errors import MicroconvError
+from microconv.resources import require_memory
+
+# Bytes a step takes per byte of node values (the values, their gradients, the backends' work
+# space and the allocator's slack), measured on the numpy backend at batch 512: 4.7 for a
+# training step, 2.7 for inference.
+MEMORY_PER_VALUE_BYTE = {True: 5, False: 3}
 
 
 class ConvoAlphabetModel(Module):
@@ -31,7 +41,7 @@ class ConvoAlphabetModel(Module):
 
     def __init__(self, backend="numpy", dtype="float32", seed=0, dropout=0.0, output_gelu=False,
                  pool_gelu=True):
-        be = backends.get(backend) if isinstance(backend, str) else backend
+        be = backends.resolve(backend)
         self.options = {"dropout": float(dropout), "output_gelu": bool(output_gelu),
                         "pool_gelu": bool(pool_gelu)}
         rng = np.random.default_rng(seed)
@@ -84,6 +94,7 @@ class LetterGraph:
     """
 
     def __init__(self, model, batch_size, train=False):
+        require_graph_memory(model, batch_size, train)
         self.model = model
         self.batch_size = batch_size
         self.images = Tensor.leaf(np.zeros((batch_size, 1, 28, 28), dtype=model.dtype),
@@ -102,3 +113,34 @@ class LetterGraph:
         self.images.assign(images)
         if labels is not None:
             self.labels.assign(ops.one_hot(labels, self.model.classes, self.model.dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _values_per_image(options, train):
+    """How many numbers the nodes of the graph hold per image (parameters not counted), from a
+    graph built for one image: building computes shapes only, nothing is evaluated."""
+    model = ConvoAlphabetModel("numpy", **dict(options))
+    images = Tensor.leaf(np.zeros((1, 1, 28, 28), dtype=np.float32), model.backend)
+    output = model(images, train=train)
+    return sum(math.prod(node.shape) for node in output.toposort()
+               if node.op is not None or not node.requires_grad)
+
+
+def graph_bytes(model, batch_size, train=False):
+    """Host memory a LetterGraph of this batch size needs to run (an estimate on the high side).
+    On a device backend only the inputs live on the host; the device reports its own limit."""
+    itemsize = np.dtype(model.dtype).itemsize
+    if not model.backend.host_memory:
+        return 2 * batch_size * (28 * 28 + model.classes) * itemsize
+    values = _values_per_image(tuple(sorted(model.options.items())), bool(train))
+    return MEMORY_PER_VALUE_BYTE[bool(train)] * values * itemsize * batch_size
+
+
+def require_graph_memory(model, batch_size, train=False):
+    """Refuse, before anything is allocated, a batch size that is not a positive integer or
+    whose graph cannot fit in the memory available (a ResourceError saying how much)."""
+    if type(batch_size) is not int or batch_size < 1:
+        raise MicroconvError(f"the batch size must be a positive integer, not {batch_size!r}")
+    require_memory(graph_bytes(model, batch_size, train),
+                   f"a batch of {batch_size:,} images" + (" for training" if train else ""),
+                   "use a smaller batch size")

@@ -8,15 +8,22 @@ mapped to the constant mean instead of NaN.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from microconv.engine.tensor import real_array
 from microconv.errors import CheckpointError, DataError
+from microconv.letters import schema
 
 SEED_MEAN = 0.172575
 SEED_STD = 0.25
+LIMIT = 100.0                  # |mean| and std beyond this only make the network's input huge
+
+# What a checkpoint may record; anything else is refused before it reaches the arithmetic.
+SCHEMA = schema.record({"scale": schema.number(high=1, above=0), "normalize": schema.boolean,
+                        "mean": schema.number(-LIMIT, LIMIT),
+                        "std": schema.number(high=LIMIT, above=0)}, closed=True)
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,13 @@ class Preprocessing:
 
     def apply(self, images):
         """(N, 28, 28) uint8 upright images -> (N, 1, 28, 28) float32 network input."""
-        images = np.asarray(images)
+        images = real_array(images, "preprocess", DataError)
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"preprocess: expected images of shape (N, 28, 28), got {images.shape}")
-        x = images.astype(np.float32) * np.float32(self.scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = images.astype(np.float32) * np.float32(self.scale)
+        if not np.isfinite(x).all():
+            raise DataError("preprocess: the images hold values that are not finite pixels")
         if self.normalize:
             x = normalize_images(x, self.mean, self.std)
         return x[:, None, :, :]
@@ -42,15 +52,12 @@ class Preprocessing:
     @classmethod
     def from_json(cls, data):
         """The preprocessing a checkpoint header records; CheckpointError when unusable."""
-        values = {k: data[k] for k in ("scale", "normalize", "mean", "std")
-                  if isinstance(data, dict) and k in data}
-        numbers = [values.get(k, 1.0) for k in ("scale", "mean", "std")]
-        if (not all(type(v) in (int, float) and math.isfinite(v) for v in numbers)
-                or not isinstance(values.get("normalize", True), bool)
-                or values.get("scale", 1.0) <= 0 or values.get("std", 1.0) <= 0):
-            raise CheckpointError(f"the checkpoint's preprocessing settings {data} are unusable "
-                                  "(scale and std must be positive numbers)")
-        return cls(**values)
+        try:
+            SCHEMA(data, "preprocessing")
+        except schema.Invalid as exc:
+            raise CheckpointError(f"the checkpoint's preprocessing settings are unusable: {exc}"
+                                  ) from None
+        return cls(**data)
 
 
 def normalize_images(x, mean=SEED_MEAN, std=SEED_STD):

@@ -22,9 +22,13 @@ writes a checkpoint and raises TrainingInterrupted carrying its path.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,13 @@ import numpy as np
 from microconv import backends
 from microconv.engine.optim import SGD, Adam
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
-from microconv.letters.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
+from microconv.letters.checkpoint import (
+    Classifier,
+    build_model,
+    check_outputs,
+    read_checkpoint,
+    save_checkpoint,
+)
 from microconv.letters.data import (
     DATASETS,
     KNOWN_SHA256,
@@ -47,7 +57,7 @@ from microconv.letters.data import (
     perturb,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
-from microconv.letters.model import ConvoAlphabetModel, LetterGraph
+from microconv.letters.model import ConvoAlphabetModel, LetterGraph, require_graph_memory
 from microconv.letters.preprocess import Preprocessing
 from microconv.letters.records import (
     BatchRecord,
@@ -67,14 +77,17 @@ TARGET_ACCURACY = 0.85       # the seed's 24-hour result; the time to pass it is
 
 
 class TrainingInterrupted(MicroconvError):
-    """Training was stopped by the user (Ctrl-C); a checkpoint was written to ``path``."""
+    """Training was stopped (Ctrl-C, SIGTERM or SIGHUP: ``signal_number``); a checkpoint was
+    written to ``path`` (None when that failed)."""
 
-    def __init__(self, path, step):
+    def __init__(self, path, step, signal_number=signal.SIGINT):
         saved = (f"checkpoint saved to {path}" if path is not None else
                  "the checkpoint could not be saved; the one on disk is from the last validation")
-        super().__init__(f"training interrupted at step {step}; {saved}")
+        how = "" if signal_number == signal.SIGINT else f" by {signal.Signals(signal_number).name}"
+        super().__init__(f"training interrupted{how} at step {step}; {saved}")
         self.path = path
         self.step = step
+        self.signal_number = signal_number
 
 
 def setting(default, help, **cli):
@@ -114,7 +127,7 @@ class TrainConfig:
     weight_decay: float = setting(0.0, "L2 weight decay.")
     augment: bool = setting(
         True, "Shift and speckle half of every batch (the seed's robustness test).")
-    seed: int = setting(0, "Seed for weights, shuffling and augmentation.")
+    seed: int = setting(0, "Seed for weights, shuffling and augmentation.", min=0)
     limit: int | None = setting(
         None, "Use only the first N training (and test) images (quick trials).", min=1)
     out: str = setting("microconv-letters.npz",
@@ -132,8 +145,10 @@ class TrainConfig:
         choices=("cosine", "constant"))
 
     def checked(self):
-        """Self, after checking every field; a TrainingError names the first bad one."""
-        problems = []
+        """Self, after checking every field; a TrainingError names every bad one."""
+        problems = self.type_problems()
+        if problems:
+            raise TrainingError("bad training settings: " + "; ".join(problems))
         if self.optimizer not in DEFAULT_LR:
             problems.append(f"optimizer must be one of {', '.join(DEFAULT_LR)}, "
                             f"not '{self.optimizer}'")
@@ -156,9 +171,36 @@ class TrainConfig:
             problems.append("dropout must lie in [0, 1)")
         if self.limit is not None and self.limit < 1:
             problems.append("limit must be at least 1")
+        if self.seed < 0:
+            problems.append("seed must be at least 0")
         if problems:
             raise TrainingError("bad training settings: " + "; ".join(problems))
         return self
+
+    def type_problems(self):
+        """One sentence per field whose value is not of the field's type (booleans are not
+        numbers, numbers are finite, whole numbers are ints)."""
+        hints = typing.get_type_hints(type(self))
+        problems = []
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), typing.get_args(hints[f.name]) or (hints[f.name],)
+            if value is None and type(None) in kinds:
+                continue
+            fits = ((int in kinds and type(value) is int) or (bool in kinds and type(value) is bool)
+                    or (str in kinds and type(value) is str)
+                    or (float in kinds and type(value) in (int, float) and _finite(value)))
+            if not fits:
+                names = " or ".join("None" if k is type(None) else "a finite number"
+                                    if k is float else k.__name__ for k in kinds)
+                problems.append(f"{f.name} must be {names}, not {value!r:.40}")
+        return problems
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:                   # an int too large for a float
+        return False
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -293,9 +335,10 @@ def first_bad_parameter(model):
 class _Run:
     """The state of one training run; ``train`` below is the whole public interface."""
 
-    def __init__(self, config, reporter):
+    def __init__(self, config, reporter, signals):
         self.config = config
         self.reporter = reporter or Reporter()
+        self.signals = signals
         self.started = time.perf_counter()
         self.elapsed_before = 0.0        # wall time of earlier sessions of a resumed run
         self.best_accuracy = 0.0
@@ -319,9 +362,6 @@ class _Run:
                                 f"classes, the ConvoAlphabetModel only "
                                 f"{ConvoAlphabetModel.classes} outputs")
         self.preprocessing = Preprocessing()
-        if Path(config.out).is_dir():      # found now, not after the first eval_every steps
-            raise TrainingError(f"the checkpoint path {config.out} is a folder; give a file name "
-                                "such as letters.npz")
         out_folder = Path(config.out).resolve().parent
         try:
             out_folder.mkdir(parents=True, exist_ok=True)
@@ -335,6 +375,7 @@ class _Run:
         else:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
+        require_graph_memory(self.model, config.batch_size, train=True)
         self.optimizer = make_optimizer(config, self.model)
         if header is not None:
             self._restore(header, optim_arrays)
@@ -454,9 +495,10 @@ class _Run:
                                 f"{config.out} keeps the last good checkpoint")
         # Read the predictions before the update: afterwards they would be recomputed.
         accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
-        self.optimizer.step()
-        self.step += 1
-        self.batch_in_epoch += 1
+        with self.signals.held_back():          # an interrupt lands before or after a step
+            self.optimizer.step()
+            self.step += 1
+            self.batch_in_epoch += 1
         seconds = time.perf_counter() - tick
         self.reporter.on_batch(BatchRecord(
             step=self.step, epoch=self.epoch, batch=self.batch_in_epoch, loss=loss,
@@ -488,8 +530,9 @@ class _Run:
                 if self.finished() or self.out_of_time():
                     break
             if self.batch_in_epoch >= len(order):
-                self.epoch += 1
-                self.batch_in_epoch = 0
+                with self.signals.held_back():
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
 
     def finish(self):
         result = evaluate(self.classifier, self.data.test_images, self.data.test_labels,
@@ -507,28 +550,106 @@ class _Run:
         return result
 
 
+class _Signals:
+    """During a run, Ctrl-C, SIGTERM and SIGHUP (a closed terminal, ``timeout``, a container
+    stop) all become KeyboardInterrupt, so each saves a checkpoint and ends the run's records.
+    ``held_back()`` delays them while a step's update is half done: an interrupt always lands
+    between two steps. Signal handlers exist only in the main thread; elsewhere nothing changes.
+    """
+
+    CAUGHT = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self):
+        self.held = 0
+        self.pending = False
+        self.received = signal.SIGINT      # what stopped the run (Ctrl-C unless told otherwise)
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.CAUGHT:
+                if hasattr(signal, name):
+                    number = getattr(signal, name)
+                    self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame):
+        self.received = number
+        if self.held:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held_back(self, forget=False):
+        """Delay interrupts until the block ends; ``forget``: drop them (the run is ending)."""
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+        if self.pending and not self.held:
+            self.pending = False
+            if not forget:
+                raise KeyboardInterrupt
+
+
+def data_files(config):
+    """The EMNIST files a run would read (none for generated letters)."""
+    folder = find_data_dir(config.data_dir, config.dataset)
+    if folder is None:
+        return []
+    found = (find_emnist_file(folder, config.dataset, split, kind)
+             for split in ("train", "test") for kind in ("images", "labels"))
+    return [path for path in found if path is not None]
+
+
+def check_run_paths(config):
+    """Refuse a run whose outputs overlap: --out, --metrics (and SQLite's files beside it) and
+    the data files must all differ. --out may name the --resume checkpoint, which is read whole
+    before anything is written; --metrics may not."""
+    outputs = [("--out", config.out)]
+    if config.metrics:
+        outputs += [("--metrics", config.metrics), ("--metrics log", config.metrics + "-wal"),
+                    ("--metrics index", config.metrics + "-shm")]
+    inputs = [("data file", path) for path in data_files(config)]
+    check_outputs(outputs, inputs)
+    if config.resume:
+        check_outputs(outputs[1:], [("--resume", config.resume)])
+
+
 def train(config: TrainConfig, reporter: Reporter | None = None) -> FinalRecord:
     """Train (or continue training) the ConvoAlphabetModel; returns the final record.
 
     With ``config.metrics`` set, a MetricsDB is attached next to ``reporter``. A TrainingError
     reaches reporters as a final record whose ``extra["error"]`` holds the message, then
-    propagates; Ctrl-C becomes TrainingInterrupted after a checkpoint is written.
+    propagates; Ctrl-C, SIGTERM and SIGHUP become TrainingInterrupted after a checkpoint is
+    written.
     """
+    if not isinstance(config, TrainConfig):
+        raise TrainingError(f"train needs a TrainConfig, not {type(config).__name__}")
     config.checked()
+    check_run_paths(config)
     database = None
     if config.metrics:
         from microconv.letters.metrics import MetricsDB
         database = MetricsDB(config.metrics)
-        reporter = Reporters(reporter, database)
+        # The database first: it records the end of the run even when a screen cannot.
+        reporter = Reporters(database, reporter)
     try:
-        return _train(config, reporter)
+        with _Signals() as signals:
+            return _train(config, reporter, signals)
     finally:
         if database is not None:
             database.close()
 
 
-def _train(config, reporter):
-    run = _Run(config, reporter)
+def _train(config, reporter, signals):
+    run = _Run(config, reporter, signals)
     run.setup()
     reporter = run.reporter
     reporter.on_start(RunInfo(
@@ -539,7 +660,6 @@ def _train(config, reporter):
         batches_per_epoch=run.batches_per_epoch, total_batches=run.total_batches))
     for message in run.warnings:
         reporter.on_warning(message)
-    run.build_graph()
 
     def ending(**fields):
         return FinalRecord(steps=run.step, epochs_completed=run.epoch - 1,
@@ -549,20 +669,22 @@ def _train(config, reporter):
         # Overflow is found and reported by the loop itself (non-finite loss or gradient, with
         # the step and the layer), so NumPy's own warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run.build_graph()
             run.loop()
             if run.last_validation is None or run.last_validation["step"] != run.step:
                 run.validate()
             result = run.finish()
     except KeyboardInterrupt:
         path = None
-        try:
-            run.save()
-            path = str(config.out)
-        except MicroconvError as exc:
-            reporter.on_warning(f"could not save a checkpoint after the interrupt: {exc}")
-        reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=path,
-                               interrupted=True))
-        raise TrainingInterrupted(path, run.step) from None
+        with signals.held_back(forget=True):       # a second Ctrl-C must not lose the save
+            try:
+                run.save()
+                path = str(config.out)
+            except MicroconvError as exc:
+                reporter.on_warning(f"could not save a checkpoint after the interrupt: {exc}")
+            reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None,
+                                   checkpoint=path, interrupted=True))
+        raise TrainingInterrupted(path, run.step, signals.received) from None
     except MicroconvError as exc:
         # A fault (non-finite values, a failed write, a device error): the checkpoint on disk
         # is the last good one; reporters (and the metrics database) record the error.
@@ -578,14 +700,26 @@ def _train(config, reporter):
     return record
 
 
+# Settings that name files to write: they come from the command, never from a checkpoint.
+WRITE_PATHS = ("out", "metrics", "resume")
+
+
 def resume_config(path, **overrides):
-    """The TrainConfig a checkpoint was trained with, set to resume from it (for the CLI)."""
+    """The TrainConfig a checkpoint was trained with, set to resume from it (for the CLI).
+
+    Its saved settings are kept unless overridden, except the files to write: the checkpoint
+    goes to ``overrides["out"]`` or back to ``path``, metrics only where ``overrides`` say.
+    Saved settings that are not usable are a CheckpointError naming the checkpoint."""
     header, _, _ = read_checkpoint(path)
-    saved = dict(header.get("config") or {})
-    known = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
-    known.update(resume=str(path), out=str(overrides.pop("out", known.get("out") or path)))
-    known.update(overrides)
-    return TrainConfig(**known)
+    names = {f.name for f in fields(TrainConfig)}
+    saved = {k: v for k, v in (header.get("config") or {}).items()
+             if k in names and k not in WRITE_PATHS}
+    problems = TrainConfig(**saved).type_problems()
+    if problems:
+        raise CheckpointError(f"{path}: unusable saved training settings: {'; '.join(problems)}")
+    saved.update(resume=str(path), out=str(path))
+    saved.update(overrides)
+    return TrainConfig(**saved)
 
 
 __all__ = ["TrainConfig", "TrainingInterrupted", "learning_rate", "resume_config", "train"]
