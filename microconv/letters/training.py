@@ -32,6 +32,7 @@ import numpy as np
 from microconv import backends
 from microconv.engine.optim import SGD, Adam
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
+from microconv.letters import distributed
 from microconv.letters.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
 from microconv.letters.data import (
     DATASETS,
@@ -293,9 +294,11 @@ def first_bad_parameter(model):
 class _Run:
     """The state of one training run; ``train`` below is the whole public interface."""
 
-    def __init__(self, config, reporter):
+    def __init__(self, config, reporter, world):
         self.config = config
         self.reporter = reporter or Reporter()
+        self.world = world               # the ranks of an MPI run; one process by default
+        self.rows = world.rows(config.batch_size)    # this rank's share of every batch
         self.started = time.perf_counter()
         self.elapsed_before = 0.0        # wall time of earlier sessions of a resumed run
         self.best_accuracy = 0.0
@@ -335,6 +338,7 @@ class _Run:
         else:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
+        self.world.broadcast_parameters(self.model)
         self.optimizer = make_optimizer(config, self.model)
         if header is not None:
             self._restore(header, optim_arrays)
@@ -375,7 +379,7 @@ class _Run:
 
     def build_graph(self):
         """The training graph, built once: every step assigns new inputs to its two leaves."""
-        self.graph = LetterGraph(self.model, self.config.batch_size, train=True)
+        self.graph = LetterGraph(self.model, self.rows.stop - self.rows.start, train=True)
 
     def header(self, metrics=None):
         config = self.config
@@ -438,13 +442,17 @@ class _Run:
         images = self.data.train_images[indices]
         if config.augment:
             images = augment_batch(images, rng)
-        labels = self.data.train_labels[indices]
+        # The random draws cover the whole batch; this rank keeps its rows of it.
+        images, labels = images[self.rows], self.data.train_labels[indices[self.rows]]
         self.graph.feed(self.preprocessing.apply(images), labels)
-        self.model.drop.resample(rng)
+        self.model.drop.resample(rng, self.rows, len(indices))
         lr = learning_rate(config, self.step + 1, self.total_batches)
         self.optimizer.lr = lr
         self.graph.loss.backward()
         loss = float(self.graph.loss.numpy())
+        # Read the predictions before the update: afterwards they would be recomputed.
+        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
+        loss, accuracy = self.world.average_gradients(self.model.parameters(), loss, accuracy)
         bad = None if math.isfinite(loss) else first_bad_gradient(self.model) or "the loss"
         if bad is None and self.backend.host_memory:
             bad = first_bad_gradient(self.model)     # cheap on the host; devices check the loss
@@ -452,8 +460,6 @@ class _Run:
             raise TrainingError(f"loss {loss} / gradients stopped being finite at step "
                                 f"{self.step + 1} (first non-finite gradient: {bad}); "
                                 f"{config.out} keeps the last good checkpoint")
-        # Read the predictions before the update: afterwards they would be recomputed.
-        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
         self.optimizer.step()
         self.step += 1
         self.batch_in_epoch += 1
@@ -465,7 +471,8 @@ class _Run:
 
     def out_of_time(self):
         limit = self.config.max_minutes
-        return limit is not None and self.elapsed() >= limit * 60
+        # Every rank must stop after the same step, whichever clock runs out first.
+        return limit is not None and self.world.any(self.elapsed() >= limit * 60)
 
     def epoch_of_last_step(self):
         """The epoch the latest step belonged to (self.epoch has already moved on when that
@@ -483,8 +490,10 @@ class _Run:
             for indices in order[self.batch_in_epoch:]:
                 self.one_step(indices)
                 if self.step % config.eval_every == 0:
-                    self.validate()
-                    self.save()
+                    self.world.check_parameters_agree(self.model, self.step)
+                    if self.world.is_root:
+                        self.validate()
+                        self.save()
                 if self.finished() or self.out_of_time():
                     break
             if self.batch_in_epoch >= len(order):
@@ -507,28 +516,42 @@ class _Run:
         return result
 
 
-def train(config: TrainConfig, reporter: Reporter | None = None) -> FinalRecord:
+def train(config: TrainConfig, reporter: Reporter | None = None,
+          world: distributed.SingleProcess | None = None) -> FinalRecord:
     """Train (or continue training) the ConvoAlphabetModel; returns the final record.
 
     With ``config.metrics`` set, a MetricsDB is attached next to ``reporter``. A TrainingError
     reaches reporters as a final record whose ``extra["error"]`` holds the message, then
     propagates; Ctrl-C becomes TrainingInterrupted after a checkpoint is written.
+
+    Under ``mpirun -n N`` (``world``, found from the environment by default) the N ranks train
+    together (see distributed.py); rank 0 alone reports, validates and writes files, and a
+    failing rank stops all the others when it exits.
     """
     config.checked()
+    world = world or distributed.world()
+    # Refused before any rank waits for another, so every rank stops alike and cleanly.
+    world.rows(config.batch_size)
+    if not world.is_root:
+        reporter = None
     database = None
-    if config.metrics:
+    if config.metrics and world.is_root:
         from microconv.letters.metrics import MetricsDB
         database = MetricsDB(config.metrics)
         reporter = Reporters(reporter, database)
     try:
-        return _train(config, reporter)
+        return _train(config, reporter, world)
+    except BaseException as exc:
+        world.stop_all_at_exit(130 if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted))
+                               else 1)
+        raise
     finally:
         if database is not None:
             database.close()
 
 
-def _train(config, reporter):
-    run = _Run(config, reporter)
+def _train(config, reporter, world):
+    run = _Run(config, reporter, world)
     run.setup()
     reporter = run.reporter
     reporter.on_start(RunInfo(
@@ -550,14 +573,17 @@ def _train(config, reporter):
         # the step and the layer), so NumPy's own warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run.loop()
+            if not world.is_root:
+                return ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=None)
             if run.last_validation is None or run.last_validation["step"] != run.step:
                 run.validate()
             result = run.finish()
     except KeyboardInterrupt:
         path = None
         try:
-            run.save()
-            path = str(config.out)
+            if world.is_root:
+                run.save()
+                path = str(config.out)
         except MicroconvError as exc:
             reporter.on_warning(f"could not save a checkpoint after the interrupt: {exc}")
         reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=path,
