@@ -1,0 +1,179 @@
+"""Data-parallel training over MPI: 2 ranks train exactly what 1 process trains, a rank that dies
+or is interrupted stops the whole job with the last checkpoint intact, and that checkpoint
+resumes with a different number of ranks.
+
+The runs under mpirun skip, with the reason, where mpirun or mpi4py is missing; with
+MICROCONV_REQUIRE_MPI=1 (CI installs both) they fail instead.
+"""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from clitools import assert_one_line_error, cli
+
+from microconv.errors import TrainingError
+from microconv.letters.checkpoint import read_checkpoint
+from microconv.letters.distributed import rank_rows
+from microconv.letters.metrics import read_run
+from microconv.letters.training import TrainConfig, resume_config, train
+
+REQUIRE_MPI = os.environ.get("MICROCONV_REQUIRE_MPI") == "1"
+
+# 640 generated letters in global batches of 64: 10 steps an epoch, a checkpoint every 10.
+# SGD, because Adam scales every step to about lr whatever the gradient's size, so a weight
+# whose gradient is only float32 rounding noise moves by the noise's sign (docs/distributed.md).
+RUN = dict(limit=640, batch_size=64, eval_every=10, validation_size=200, seed=3,
+           optimizer="sgd")
+
+
+def mpirun_or_skip():
+    """The mpirun command with the options this machine needs, or a skip saying what is missing."""
+    mpirun = shutil.which("mpirun")
+    missing = ("mpirun (Debian: apt-get install openmpi-bin libopenmpi-dev)" if mpirun is None
+               else "mpi4py (pip install 'microconv[mpi]')"
+               if importlib.util.find_spec("mpi4py") is None else None)
+    if missing:
+        if REQUIRE_MPI:
+            pytest.fail(f"MICROCONV_REQUIRE_MPI=1 but {missing} is missing")
+        pytest.skip(f"data-parallel runs need {missing}")
+    command = [mpirun]
+    if "Open MPI" in subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout:
+        # More ranks than cores are fine for a test (a 2-core machine has 2 slots).
+        command.append("--oversubscribe")
+    return command
+
+
+@pytest.fixture
+def mpi_env(tmp_path, monkeypatch):
+    """No EMNIST files (generated letters); Open MPI refuses to start as root unless told."""
+    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
+    if os.geteuid() == 0:
+        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return dict(os.environ)
+
+
+def train_command(ranks, folder, name, **settings):
+    """``mpirun -n ranks microconv train`` with RUN's settings; every rank writes its process id
+    to folder/rank-R.pid first, so a test can stop one of them."""
+    options = []
+    for key, value in {**RUN, **settings}.items():
+        options += [f"--{key.replace('_', '-')}", str(value)]
+    program = ("import os; rank = os.environ.get('OMPI_COMM_WORLD_RANK') "
+               "or os.environ['PMI_RANK']; "
+               f"open(os.path.join({str(folder)!r}, 'rank-' + rank + '.pid'), 'w')"
+               ".write(str(os.getpid())); from microconv.cli import main; main()")
+    return [*mpirun_or_skip(), "-n", str(ranks), sys.executable, "-c", program, "train",
+            "--no-dashboard", "--out", str(folder / f"{name}.npz"), *options]
+
+
+def one_process(folder, name, **settings):
+    """The same run in this process (one rank); returns its checkpoint path."""
+    out = folder / f"{name}.npz"
+    train(TrainConfig(out=str(out), **{**RUN, **settings}))
+    return out
+
+
+def assert_same_parameters(path_a, path_b):
+    header_a, params_a, _ = read_checkpoint(path_a)
+    header_b, params_b, _ = read_checkpoint(path_b)
+    assert header_a["progress"]["step"] == header_b["progress"]["step"]
+    for name in params_a:
+        # float32: the slices' gradients are summed in another order than one batch's
+        np.testing.assert_allclose(params_b[name], params_a[name], rtol=1e-4, atol=1e-5,
+                                   err_msg=name)
+
+
+def test_two_ranks_train_what_one_process_trains(tmp_path, mpi_env):
+    """Global batch 64 over 2 ranks (32 images each) for 20 steps, with augmentation and
+    dropout: the same parameters as one process with batch 64, the same validation curve,
+    and only rank 0 reports."""
+    settings = dict(epochs=2, dropout=0.25)
+    command = train_command(2, tmp_path, "two", metrics=tmp_path / "two.sqlite3", **settings)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=mpi_env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("training on numpy") == 1, result.stdout   # rank 0 alone
+
+    one_process(tmp_path, "one", metrics=str(tmp_path / "one.sqlite3"), **settings)
+    assert_same_parameters(tmp_path / "one.npz", tmp_path / "two.npz")
+    curve_one = read_run(tmp_path / "one.sqlite3")["validations"]
+    curve_two = read_run(tmp_path / "two.sqlite3")["validations"]
+    assert [v["step"] for v in curve_two] == [v["step"] for v in curve_one] == [10, 20]
+    for mine, theirs in zip(curve_two, curve_one):
+        assert mine["accuracy"] == theirs["accuracy"]
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
+
+
+def start_and_wait_for_checkpoint(tmp_path, mpi_env):
+    """A long 2-rank run, once its first checkpoint is on disk; returns it and the pids."""
+    command = train_command(2, tmp_path, "run", epochs=50, schedule="constant")
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=mpi_env)
+    deadline = time.monotonic() + 240
+    checkpoint = tmp_path / "run.npz"
+    while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), job.communicate(timeout=60)[0][-2000:]
+    pids = {rank: int((tmp_path / f"rank-{rank}.pid").read_text()) for rank in (0, 1)}
+    return job, pids
+
+
+def assert_stops_with_last_checkpoint(job, tmp_path):
+    """The job ends on its own (every rank), and its checkpoint is whole and from a validation."""
+    output = job.communicate(timeout=60)[0]
+    header, params, _ = read_checkpoint(tmp_path / "run.npz")
+    step = header["progress"]["step"]
+    assert step % 10 == 0 and 10 <= step < 500, step
+    assert all(np.isfinite(value).all() for value in params.values())
+    return job.returncode, output, step
+
+
+def test_a_killed_rank_stops_the_job_and_the_checkpoint_resumes_on_one_process(tmp_path,
+                                                                            mpi_env):
+    job, pids = start_and_wait_for_checkpoint(tmp_path, mpi_env)
+    os.kill(pids[1], signal.SIGKILL)
+    code, output, step = assert_stops_with_last_checkpoint(job, tmp_path)
+    assert code != 0
+    assert "rank 1" in output, output[-2000:]           # mpirun names the rank that died
+
+    # --resume with another number of ranks: one process continues the 2-rank checkpoint
+    # and lands where an uninterrupted one-process run does.
+    epochs = step // 10 + 1
+    train(resume_config(tmp_path / "run.npz", epochs=epochs, out=str(tmp_path / "resumed.npz")))
+    reference = one_process(tmp_path, "reference", epochs=epochs, schedule="constant")
+    assert_same_parameters(reference, tmp_path / "resumed.npz")
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path, mpi_env):
+    """Rank 1 is interrupted: it says so in one line and aborts the job (exit 130); rank 0
+    goes down with it, and the checkpoint on disk is the last validation's."""
+    job, pids = start_and_wait_for_checkpoint(tmp_path, mpi_env)
+    os.kill(pids[1], signal.SIGINT)
+    code, output, _ = assert_stops_with_last_checkpoint(job, tmp_path)
+    assert code == 130, output[-2000:]
+    assert "training interrupted at step" in output
+    assert "Traceback" not in output
+
+
+def test_mpirun_without_mpi4py_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")           # as mpirun -n 2 sets it
+    monkeypatch.setitem(sys.modules, "mpi4py", None)          # import mpi4py fails
+    result = cli("train", "--limit", "64", "--out", tmp_path / "run.npz")
+    assert_one_line_error(result, "mpirun", "pip install 'microconv[mpi]'")
+    assert not (tmp_path / "run.npz").exists()
+
+
+def test_every_rank_takes_an_equal_slice_of_the_batch():
+    rows = [rank_rows(64, rank, 4) for rank in range(4)]
+    assert [(r.start, r.stop) for r in rows] == [(0, 16), (16, 32), (32, 48), (48, 64)]
+    with pytest.raises(TrainingError, match="batch size 64 does not split evenly over 3 ranks"):
+        rank_rows(64, 0, 3)
