@@ -22,6 +22,7 @@ from microconv.errors import TrainingError
 from microconv.letters.checkpoint import read_checkpoint
 from microconv.letters.distributed import rank_rows
 from microconv.letters.metrics import read_run
+from microconv.letters.model import ConvoAlphabetModel, LetterGraph
 from microconv.letters.training import TrainConfig, resume_config, train
 
 REQUIRE_MPI = os.environ.get("MICROCONV_REQUIRE_MPI") == "1"
@@ -177,3 +178,17 @@ def test_every_rank_takes_an_equal_slice_of_the_batch():
     assert [(r.start, r.stop) for r in rows] == [(0, 16), (16, 32), (32, 48), (48, 64)]
     with pytest.raises(TrainingError, match="batch size 64 does not split evenly over 3 ranks"):
         rank_rows(64, 0, 3)
+
+
+def test_a_ranks_dropout_masks_are_its_rows_of_the_whole_batchs():
+    """Rank 1 of 2 computes rows 4-7 of a batch of 8 with the masks the whole batch would get,
+    so its log-probabilities are those rows of one process's."""
+    images = np.random.default_rng(0).random((8, 1, 28, 28)).astype(np.float32)
+    outputs = []
+    for rows in (slice(0, 8), slice(4, 8)):
+        model = ConvoAlphabetModel("numpy", seed=1, dropout=0.5)
+        graph = LetterGraph(model, rows.stop - rows.start, train=True)
+        graph.feed(images[rows])
+        model.drop.resample(np.random.default_rng(7), rows, 8)
+        outputs.append(graph.log_probs.numpy())
+    np.testing.assert_allclose(outputs[1], outputs[0][4:], rtol=1e-5, atol=1e-6)

@@ -62,8 +62,15 @@ def rank_rows(batch_size, rank, size):
     return slice(rank * share, (rank + 1) * share)
 
 
-def flat_gradients(params):
-    return np.concatenate([p.grad.ravel() for p in params])
+def flatten(arrays):
+    """One contiguous buffer holding every array, so that one MPI call moves them all."""
+    return np.concatenate([np.ravel(array) for array in arrays])
+
+
+def unflatten(flat, shapes):
+    """The arrays of ``shapes`` back out of a flattened buffer, and whatever follows them."""
+    pieces = np.split(flat, np.cumsum([math.prod(shape) for shape in shapes]))
+    return [piece.reshape(shape) for piece, shape in zip(pieces, shapes)], pieces[-1]
 
 
 def parameter_checksum(model):
@@ -101,6 +108,8 @@ class SingleProcess:
 
 
 class MPIWorld(SingleProcess):
+    """One rank of ``mpirun -n N``: the collective operations go through mpi4py."""
+
     def __init__(self, MPI):
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD
@@ -109,23 +118,22 @@ class MPIWorld(SingleProcess):
 
     def broadcast_parameters(self, model):
         state = model.state_dict()
-        flat = np.concatenate([value.ravel() for value in state.values()])
+        flat = flatten(state.values())
         self.comm.Bcast(flat, root=0)
-        pieces = np.split(flat, np.cumsum([value.size for value in state.values()])[:-1])
-        model.load_state_dict({name: piece.reshape(state[name].shape)
-                               for name, piece in zip(state, pieces)})
+        values, _ = unflatten(flat, [value.shape for value in state.values()])
+        model.load_state_dict(dict(zip(state, values)))
 
     def average_gradients(self, params, *numbers):
-        flat = flat_gradients(params)
-        flat = np.concatenate([flat, np.asarray(numbers, dtype=flat.dtype)])
+        grads = [p.grad for p in params]
+        flat = flatten([*grads, np.asarray(numbers, dtype=grads[0].dtype)])
         tick = time.perf_counter()
         self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
         self.allreduce_seconds += time.perf_counter() - tick
         flat /= self.size
-        pieces = np.split(flat, np.cumsum([math.prod(p.shape) for p in params]))
-        for p, piece in zip(params, pieces):
-            p.grad = piece.reshape(p.shape)
-        return tuple(float(x) for x in pieces[-1])
+        grads, numbers = unflatten(flat, [p.shape for p in params])
+        for p, grad in zip(params, grads):
+            p.grad = grad
+        return tuple(float(x) for x in numbers)
 
     def any(self, flag):
         return bool(self.comm.allreduce(int(flag), op=self.MPI.MAX))
