@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_error, cli
+from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - no_emnist is a fixture
 
 from microconv.errors import TrainingError
 from microconv.letters.checkpoint import read_checkpoint
@@ -52,11 +52,9 @@ def mpirun_or_skip():
 
 
 @pytest.fixture
-def mpi_env(tmp_path, monkeypatch):
-    """No EMNIST files (generated letters); Open MPI refuses to start as root unless told."""
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
+def mpi_env(request, monkeypatch):
+    """The environment for mpirun: generated letters; Open MPI refuses root unless told."""
+    request.getfixturevalue("no_emnist")
     if os.geteuid() == 0:
         monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
         monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

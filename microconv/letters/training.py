@@ -573,6 +573,7 @@ def _train(config, reporter, world):
         # the step and the layer), so NumPy's own warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run.loop()
+            world.check_parameters_agree(run.model, run.step)
             if not world.is_root:
                 return ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=None)
             if run.last_validation is None or run.last_validation["step"] != run.step:
