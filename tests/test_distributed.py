@@ -61,6 +61,34 @@ def mpi_env(request, monkeypatch):
     return dict(os.environ)
 
 
+@pytest.fixture
+def start_job(mpi_env):
+    """Starts an mpirun job (output and errors together); a job still running when the test
+    ends is stopped with SIGTERM, on which mpirun stops its ranks (after a SIGKILL they would
+    go on running)."""
+    jobs = []
+
+    def start(command):
+        jobs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=mpi_env))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        if job.poll() is None:
+            job.terminate()
+            job.communicate(timeout=60)
+
+
+def ended(job, timeout):
+    """The exit code and output of a job that ends by itself within ``timeout`` seconds."""
+    try:
+        output = job.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the job was still running after {timeout} s")
+    return job.returncode, output
+
+
 def train_command(ranks, folder, name, **settings):
     """``mpirun -n ranks microconv train`` with RUN's settings; every rank writes its process id
     to folder/rank-R.pid first, so a test can stop one of them."""
@@ -92,15 +120,15 @@ def assert_same_parameters(path_a, path_b):
                                    err_msg=name)
 
 
-def test_two_ranks_train_what_one_process_trains(tmp_path, mpi_env):
+def test_two_ranks_train_what_one_process_trains(tmp_path, start_job):
     """Global batch 64 over 2 ranks (32 images each) for 20 steps, with augmentation and
     dropout: the same parameters as one process with batch 64, the same validation curve,
     and only rank 0 reports."""
     settings = dict(epochs=2, dropout=0.25)
     command = train_command(2, tmp_path, "two", metrics=tmp_path / "two.sqlite3", **settings)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=mpi_env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert result.stdout.count("training on numpy") == 1, result.stdout   # rank 0 alone
+    code, output = ended(start_job(command), timeout=300)
+    assert code == 0, output[-2000:]
+    assert output.count("training on numpy") == 1, output       # rank 0 alone reports
 
     one_process(tmp_path, "one", metrics=str(tmp_path / "one.sqlite3"), **settings)
     assert_same_parameters(tmp_path / "one.npz", tmp_path / "two.npz")
@@ -112,33 +140,32 @@ def test_two_ranks_train_what_one_process_trains(tmp_path, mpi_env):
         assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
 
 
-def start_and_wait_for_checkpoint(tmp_path, mpi_env):
+def start_and_wait_for_checkpoint(tmp_path, start_job):
     """A long 2-rank run, once its first checkpoint is on disk; returns it and the pids."""
-    command = train_command(2, tmp_path, "run", epochs=50, schedule="constant")
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env=mpi_env)
+    job = start_job(train_command(2, tmp_path, "run", epochs=50, schedule="constant"))
     deadline = time.monotonic() + 240
     checkpoint = tmp_path / "run.npz"
     while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert checkpoint.exists(), job.communicate(timeout=60)[0][-2000:]
+    assert checkpoint.exists(), "no checkpoint: " + (job.stdout.read()[-2000:]
+                                                     if job.poll() is not None else "timed out")
     pids = {rank: int((tmp_path / f"rank-{rank}.pid").read_text()) for rank in (0, 1)}
     return job, pids
 
 
 def assert_stops_with_last_checkpoint(job, tmp_path):
     """The job ends on its own (every rank), and its checkpoint is whole and from a validation."""
-    output = job.communicate(timeout=60)[0]
+    code, output = ended(job, timeout=60)
     header, params, _ = read_checkpoint(tmp_path / "run.npz")
     step = header["progress"]["step"]
     assert step % 10 == 0 and 10 <= step < 500, step
     assert all(np.isfinite(value).all() for value in params.values())
-    return job.returncode, output, step
+    return code, output, step
 
 
 def test_a_killed_rank_stops_the_job_and_the_checkpoint_resumes_on_one_process(tmp_path,
-                                                                            mpi_env):
-    job, pids = start_and_wait_for_checkpoint(tmp_path, mpi_env)
+                                                                            start_job):
+    job, pids = start_and_wait_for_checkpoint(tmp_path, start_job)
     os.kill(pids[1], signal.SIGKILL)
     code, output, step = assert_stops_with_last_checkpoint(job, tmp_path)
     assert code != 0
@@ -152,15 +179,26 @@ def test_a_killed_rank_stops_the_job_and_the_checkpoint_resumes_on_one_process(t
     assert_same_parameters(reference, tmp_path / "resumed.npz")
 
 
-def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path, mpi_env):
+def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path, start_job):
     """Rank 1 is interrupted: it says so in one line and aborts the job (exit 130); rank 0
     goes down with it, and the checkpoint on disk is the last validation's."""
-    job, pids = start_and_wait_for_checkpoint(tmp_path, mpi_env)
+    job, pids = start_and_wait_for_checkpoint(tmp_path, start_job)
     os.kill(pids[1], signal.SIGINT)
     code, output, _ = assert_stops_with_last_checkpoint(job, tmp_path)
     assert code == 130, output[-2000:]
     assert "training interrupted at step" in output
     assert "Traceback" not in output
+
+
+def test_a_failure_on_rank_0_alone_stops_the_job(tmp_path, start_job):
+    """Only rank 0 opens the metrics database; when that fails, rank 1 (already waiting for
+    rank 0's parameters) must not wait forever."""
+    (tmp_path / "folder").mkdir()
+    command = train_command(2, tmp_path, "run", epochs=1, metrics=tmp_path / "folder")
+    code, output = ended(start_job(command), timeout=120)
+    assert code == 1, output[-2000:]
+    assert "error: cannot use" in output and "as a metrics database" in output
+    assert not (tmp_path / "run.npz").exists()
 
 
 def test_mpirun_without_mpi4py_says_so_in_one_line(tmp_path, monkeypatch):

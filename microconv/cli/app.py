@@ -225,7 +225,6 @@ def train(
     from microconv.letters import distributed, training
 
     _backend_options(settings["backend"], settings["device"])    # refuse --device early
-    world = distributed.world()          # under mpirun -n N: this process's rank
     if settings["resume"] is not None:
         # Keep the checkpoint's settings except those given on this command line.
         given = {name: value for name, value in settings.items()
@@ -234,6 +233,9 @@ def train(
     else:
         config = training.TrainConfig(**settings)
 
+    # Under mpirun -n N: this process's rank. Found after everything that can fail on one
+    # rank alone: a rank that exits before MPI starts makes mpirun stop the others.
+    world = distributed.world()
     if not world.is_root:
         training.train(config, world=world)      # rank 0 reports for all
         return

@@ -11,6 +11,8 @@ One run, step by step:
 3. Per step: shuffle order comes from (seed, epoch), augmentation and dropout masks from
    (seed, step). Nothing depends on earlier random draws, so resuming from a checkpoint gives
    exactly the steps an uninterrupted run would have taken (on the NumPy backend, bit for bit).
+   Under ``mpirun -n N`` each process computes its rows of every batch and the gradients are
+   averaged between backward and update (distributed.py).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
    checkpoint with those metrics in its header.
@@ -532,14 +534,14 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
     world = world or distributed.world()
     # Refused before any rank waits for another, so every rank stops alike and cleanly.
     world.rows(config.batch_size)
-    if not world.is_root:
-        reporter = None
     database = None
-    if config.metrics and world.is_root:
-        from microconv.letters.metrics import MetricsDB
-        database = MetricsDB(config.metrics)
-        reporter = Reporters(reporter, database)
     try:
+        if not world.is_root:
+            reporter = None
+        elif config.metrics:
+            from microconv.letters.metrics import MetricsDB
+            database = MetricsDB(config.metrics)
+            reporter = Reporters(reporter, database)
         return _train(config, reporter, world)
     except BaseException as exc:
         world.stop_all_at_exit(130 if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted))
