@@ -116,7 +116,7 @@ def assert_same_parameters(path_a, path_b):
     assert header_a["progress"]["step"] == header_b["progress"]["step"]
     for name in params_a:
         # float32: the slices' gradients are summed in another order than one batch's
-        np.testing.assert_allclose(params_b[name], params_a[name], rtol=1e-4, atol=1e-5,
+        np.testing.assert_allclose(params_b[name], params_a[name], rtol=1e-5, atol=1e-6,
                                    err_msg=name)
 
 
