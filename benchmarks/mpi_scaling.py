@@ -69,7 +69,8 @@ def worker(args):
     world = distributed.world()
     rates = StepRates()
     with tempfile.TemporaryDirectory() as scratch, blas_threads(args.threads):
-        config = TrainConfig(data_dir=args.data_dir, limit=args.images, epochs=1,
+        config = TrainConfig(backend=args.backend, data_dir=args.data_dir, limit=args.images,
+                             epochs=1,
                              batch_size=args.batch_size, eval_every=10**9, validation_size=64,
                              out=os.path.join(scratch, "run.npz"))
         record = train(config, rates, world)
@@ -95,7 +96,8 @@ def mpirun_command(ranks):
 
 def one_run(ranks, threads, args):
     command = [sys.executable, __file__, "--worker", "--threads", str(threads),
-               "--images", str(args.images), "--batch-size", str(args.batch_size)]
+               "--backend", args.backend, "--images", str(args.images),
+               "--batch-size", str(args.batch_size)]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     if ranks > 1:
