@@ -219,9 +219,11 @@ def train(
 
     Uses EMNIST letters when found (--data-dir, $MICROCONV_DATA, the user cache), otherwise
     generated letters, and says which. Ctrl-C saves a checkpoint and stops (exit code 130).
+    'mpirun -n N microconv train' trains with N processes sharing every batch (install
+    microconv[mpi]); rank 0 shows the progress and writes the files.
     """
     from microconv.cli.dashboard import LineReporter, LiveDashboard
-    from microconv.letters import training
+    from microconv.letters import distributed, training
 
     _backend_options(settings["backend"], settings["device"])    # refuse --device early
     if settings["resume"] is not None:
@@ -232,6 +234,12 @@ def train(
     else:
         config = training.TrainConfig(**settings)
 
+    # Under mpirun -n N: this process's rank. Found after everything that can fail on one
+    # rank alone: a rank that exits before MPI starts makes mpirun stop the others.
+    world = distributed.world()
+    if not world.is_root:
+        training.train(config, world=world)      # rank 0 reports for all
+        return
     console = _console()
     use_dashboard = console.is_terminal if dashboard is None else dashboard
     if use_dashboard:
@@ -241,7 +249,7 @@ def train(
                 if dashboard is None else None)
         reporter = LineReporter(note=note)
     try:
-        final = training.train(config, reporter)
+        final = training.train(config, reporter, world)
     finally:
         if use_dashboard:
             reporter.close()

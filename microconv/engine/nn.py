@@ -107,7 +107,11 @@ class Dropout(Module):
         self._masks.append(mask)
         return ops.dropout(x, mask)
 
-    def resample(self, rng):
+    def resample(self, rng, rows=slice(None), batch_size=None):
+        """New masks. A process that computes only ``rows`` of a batch of ``batch_size`` draws
+        the masks of the whole batch (the same numbers as every other process) and keeps its
+        rows, so the masks do not depend on how the batch is split."""
         for mask in self._masks:
-            keep = rng.random(mask.shape) >= self.p
+            shape = (batch_size or mask.shape[0], *mask.shape[1:])
+            keep = rng.random(shape)[rows] >= self.p
             mask.assign(keep.astype(mask.dtype) / (1.0 - self.p))

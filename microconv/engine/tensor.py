@@ -154,6 +154,15 @@ class Tensor:
             return None
         return np.asarray(self.backend.to_numpy(self._grad), dtype=self.dtype)
 
+    @grad.setter
+    def grad(self, array):
+        """Replace the gradient before an optimiser step (say, by its mean over processes).
+        Not checked for finite values: the training loop looks for those and names the layer."""
+        array = np.asarray(array, dtype=self.dtype)
+        if array.shape != self.shape:
+            raise ShapeError(f"grad: new value of shape {array.shape} for a tensor of {self.shape}")
+        self._grad = self.backend.from_numpy(array)
+
     # --- names hello-dl readers know ----------------------------------------------------
 
     @property

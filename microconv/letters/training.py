@@ -11,6 +11,8 @@ One run, step by step:
 3. Per step: shuffle order comes from (seed, epoch), augmentation and dropout masks from
    (seed, step). Nothing depends on earlier random draws, so resuming from a checkpoint gives
    exactly the steps an uninterrupted run would have taken (on the NumPy backend, bit for bit).
+   Under ``mpirun -n N`` each process computes its rows of every batch and the gradients are
+   averaged between backward and update (distributed.py).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
    checkpoint with those metrics in its header.
@@ -36,6 +38,7 @@ import numpy as np
 from microconv import backends
 from microconv.engine.optim import SGD, Adam
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
+from microconv.letters import distributed
 from microconv.letters.checkpoint import (
     Classifier,
     build_model,
@@ -335,10 +338,12 @@ def first_bad_parameter(model):
 class _Run:
     """The state of one training run; ``train`` below is the whole public interface."""
 
-    def __init__(self, config, reporter, signals):
+    def __init__(self, config, reporter, signals, world):
         self.config = config
         self.reporter = reporter or Reporter()
         self.signals = signals
+        self.world = world               # the ranks of an MPI run; one process by default
+        self.rows = world.rows(config.batch_size)    # this rank's share of every batch
         self.started = time.perf_counter()
         self.elapsed_before = 0.0        # wall time of earlier sessions of a resumed run
         self.best_accuracy = 0.0
@@ -376,6 +381,7 @@ class _Run:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
         require_graph_memory(self.model, config.batch_size, train=True)
+        self.world.broadcast_parameters(self.model)
         self.optimizer = make_optimizer(config, self.model)
         if header is not None:
             self._restore(header, optim_arrays)
@@ -416,7 +422,7 @@ class _Run:
 
     def build_graph(self):
         """The training graph, built once: every step assigns new inputs to its two leaves."""
-        self.graph = LetterGraph(self.model, self.config.batch_size, train=True)
+        self.graph = LetterGraph(self.model, self.rows.stop - self.rows.start, train=True)
 
     def header(self, metrics=None):
         config = self.config
@@ -479,13 +485,17 @@ class _Run:
         images = self.data.train_images[indices]
         if config.augment:
             images = augment_batch(images, rng)
-        labels = self.data.train_labels[indices]
+        # The random draws cover the whole batch; this rank keeps its rows of it.
+        images, labels = images[self.rows], self.data.train_labels[indices[self.rows]]
         self.graph.feed(self.preprocessing.apply(images), labels)
-        self.model.drop.resample(rng)
+        self.model.drop.resample(rng, self.rows, len(indices))
         lr = learning_rate(config, self.step + 1, self.total_batches)
         self.optimizer.lr = lr
         self.graph.loss.backward()
         loss = float(self.graph.loss.numpy())
+        # Read the predictions before the update: afterwards they would be recomputed.
+        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
+        loss, accuracy = self.world.average_gradients(self.model.parameters(), loss, accuracy)
         bad = None if math.isfinite(loss) else first_bad_gradient(self.model) or "the loss"
         if bad is None and self.backend.host_memory:
             bad = first_bad_gradient(self.model)     # cheap on the host; devices check the loss
@@ -493,8 +503,6 @@ class _Run:
             raise TrainingError(f"loss {loss} / gradients stopped being finite at step "
                                 f"{self.step + 1} (first non-finite gradient: {bad}); "
                                 f"{config.out} keeps the last good checkpoint")
-        # Read the predictions before the update: afterwards they would be recomputed.
-        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
         with self.signals.held_back():          # an interrupt lands before or after a step
             self.optimizer.step()
             self.step += 1
@@ -507,7 +515,8 @@ class _Run:
 
     def out_of_time(self):
         limit = self.config.max_minutes
-        return limit is not None and self.elapsed() >= limit * 60
+        # Every rank must stop after the same step, whichever clock runs out first.
+        return limit is not None and self.world.any(self.elapsed() >= limit * 60)
 
     def epoch_of_last_step(self):
         """The epoch the latest step belonged to (self.epoch has already moved on when that
@@ -525,8 +534,10 @@ class _Run:
             for indices in order[self.batch_in_epoch:]:
                 self.one_step(indices)
                 if self.step % config.eval_every == 0:
-                    self.validate()
-                    self.save()
+                    self.world.check_parameters_agree(self.model, self.step)
+                    if self.world.is_root:
+                        self.validate()
+                        self.save()
                 if self.finished() or self.out_of_time():
                     break
             if self.batch_in_epoch >= len(order):
@@ -622,34 +633,48 @@ def check_run_paths(config):
         check_outputs(outputs[1:], [("--resume", config.resume)])
 
 
-def train(config: TrainConfig, reporter: Reporter | None = None) -> FinalRecord:
+def train(config: TrainConfig, reporter: Reporter | None = None,
+          world: distributed.SingleProcess | None = None) -> FinalRecord:
     """Train (or continue training) the ConvoAlphabetModel; returns the final record.
 
     With ``config.metrics`` set, a MetricsDB is attached next to ``reporter``. A TrainingError
     reaches reporters as a final record whose ``extra["error"]`` holds the message, then
     propagates; Ctrl-C, SIGTERM and SIGHUP become TrainingInterrupted after a checkpoint is
     written.
+
+    Under ``mpirun -n N`` (``world``, found from the environment by default) the N ranks train
+    together (see distributed.py); rank 0 alone reports, validates and writes files, and a
+    failing rank stops all the others when it exits.
     """
     if not isinstance(config, TrainConfig):
         raise TrainingError(f"train needs a TrainConfig, not {type(config).__name__}")
     config.checked()
     check_run_paths(config)
+    world = world or distributed.world()
+    # Refused before any rank waits for another, so every rank stops alike and cleanly.
+    world.rows(config.batch_size)
     database = None
-    if config.metrics:
-        from microconv.letters.metrics import MetricsDB
-        database = MetricsDB(config.metrics)
-        # The database first: it records the end of the run even when a screen cannot.
-        reporter = Reporters(database, reporter)
     try:
+        if not world.is_root:
+            reporter = None
+        elif config.metrics:
+            from microconv.letters.metrics import MetricsDB
+            database = MetricsDB(config.metrics)
+            # The database first: it records the end of the run even when a screen cannot.
+            reporter = Reporters(database, reporter)
         with _Signals() as signals:
-            return _train(config, reporter, signals)
+            return _train(config, reporter, signals, world)
+    except BaseException as exc:
+        world.stop_all_at_exit(130 if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted))
+                               else 1)
+        raise
     finally:
         if database is not None:
             database.close()
 
 
-def _train(config, reporter, signals):
-    run = _Run(config, reporter, signals)
+def _train(config, reporter, signals, world):
+    run = _Run(config, reporter, signals, world)
     run.setup()
     reporter = run.reporter
     reporter.on_start(RunInfo(
@@ -671,6 +696,9 @@ def _train(config, reporter, signals):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run.build_graph()
             run.loop()
+            world.check_parameters_agree(run.model, run.step)
+            if not world.is_root:
+                return ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=None)
             if run.last_validation is None or run.last_validation["step"] != run.step:
                 run.validate()
             result = run.finish()
@@ -678,8 +706,9 @@ def _train(config, reporter, signals):
         path = None
         with signals.held_back(forget=True):       # a second Ctrl-C must not lose the save
             try:
-                run.save()
-                path = str(config.out)
+                if world.is_root:
+                    run.save()
+                    path = str(config.out)
             except MicroconvError as exc:
                 reporter.on_warning(f"could not save a checkpoint after the interrupt: {exc}")
             reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None,
