@@ -16,7 +16,9 @@ missing, unless MICROCONV_REQUIRE_OCLGRIND=1 (CI), where that is a failure.
 Two runs, because Oclgrind's uninitialised-value plugin stops at LLVM's `freeze` instruction,
 which the optimiser emits for a division and a remainder of the same numbers (docs/opencl.md):
 - "as compiled": the kernels built as a device builds them, memory, race and API checks;
-- "unoptimised": built with -cl-opt-disable, the same checks plus uninitialised reads.
+- "unoptimised": built with -cl-opt-disable, the same checks plus uninitialised reads; and
+  two training steps on the backend with its device limits capped to smaller devices'
+  (tests/test_opencl.py runs the same on PoCL).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ OCLGRIND_LIBRARIES = ("/usr/lib/oclgrind/liboclgrind-rt-icd.so",
 
 
 def oclgrind_library():
-    """The path of Oclgrind's ICD library, or a skip (a failure under MICROCONV_REQUIRE_OCLGRIND)."""
+    """The path of Oclgrind's ICD library, or a skip (under MICROCONV_REQUIRE_OCLGRIND=1, a
+    failure)."""
     found = next((path for path in OCLGRIND_LIBRARIES if Path(path).is_file()), None)
     missing = None
     if found is None:
@@ -83,12 +86,13 @@ def test_every_kernel_as_compiled(tmp_path):
     assert summary["missed"] == [], "kernels the sweep never ran"
 
 
-def test_every_kernel_unoptimised_with_uninitialised_reads(tmp_path):
-    summary = run_on_oclgrind(tmp_path, "kernels", {
+def test_every_kernel_unoptimised_with_uninitialised_reads_and_small_limits(tmp_path):
+    summary = run_on_oclgrind(tmp_path, "kernels+limits", {
         **MEMORY_RACES_API, "OCLGRIND_UNINITIALIZED": "1",
         "OCLGRIND_BUILD_OPTIONS": "-cl-opt-disable"})
     assert summary["platform"] == "Oclgrind"
     assert summary["missed"] == [], "kernels the sweep never ran"
+    assert summary["small devices"] == 2
 
 
 # --- the worker, run as a script on Oclgrind -----------------------------------------------
@@ -190,7 +194,7 @@ def sweep(backend, ref, rng):
             be.adam_update(bufs[0], bufs[1], bufs[2], bufs[3], 1e-2, 0.9, 0.999, 1e-8, wd, 3)
         for name, g_buf, w_buf in zip(("p", "g", "m", "v"), got, want):
             assert_close(backend.to_numpy(g_buf), w_buf, magnitude=2, what=f"update {name}")
-    if backend.has_fp64:             # the float64 build, and GELU's float64 branch
+    if backend.limits.fp64:            # the float64 build, and GELU's float64 branch
         x = uniform(3, 37)
         for method, inputs in (("gelu", [x]), ("gelu_backward", [x, uniform(3, 37)])):
             got = getattr(backend, method)(*[backend.from_numpy(v) for v in inputs])
@@ -199,15 +203,18 @@ def sweep(backend, ref, rng):
 
 
 def worker(mode):
-    """Run the sweep on every path of the backend on the only platform there is (Oclgrind);
-    print a one-line JSON summary."""
+    """Run the sweep on every path of the backend on the only platform there is (Oclgrind),
+    and with "limits" in ``mode`` train on smaller devices; print a one-line JSON summary."""
     quiet_nvidia_probe()
     import microconv as mc
     from microconv.backends import ops_opencl
+    from test_opencl import SMALL_DEVICES, train_on_small_device
 
     ran = set()
     paths = {"auto": ops_opencl.create(), "simple": ops_opencl.create(kernels="simple")}
-    for backend in paths.values():
+    small = [ops_opencl.create(limits=cap) for cap in SMALL_DEVICES.values()] \
+        if "limits" in mode else []
+    for backend in [*paths.values(), *small]:
         backend.pool = FreshBuffers(backend.cl, backend.context)
         run = backend._run
 
@@ -219,9 +226,11 @@ def worker(mode):
     ref = mc.backends.get("numpy")
     for backend in paths.values():
         sweep(backend, ref, np.random.default_rng(5))
+    for backend in small:
+        train_on_small_device(backend, ref)
     every = {name for kernels in ops_opencl.KERNELS.values() for name in kernels}
     print(json.dumps({"platform": paths["auto"].device.platform.name.strip(),
-                      "missed": sorted(every - ran)}))
+                      "missed": sorted(every - ran), "small devices": len(small)}))
 
 
 if __name__ == "__main__":

@@ -471,13 +471,9 @@ def predict(
 def backend_report(device=None):
     """Every backend with its availability, and every OpenCL device (for ``backends``)."""
     from microconv import backends as registry
+    from microconv.backends import opencl_devices
 
-    opencl = {"devices": [], "error": None}
-    try:
-        from microconv.backends import ops_opencl
-        opencl["devices"] = ops_opencl.device_report(device)
-    except (BackendError, ImportError) as exc:
-        opencl["error"] = _one_line(exc)
+    opencl = opencl_devices.listing(device)
     chosen = [d for d in opencl["devices"] if d["chosen"]]
     entries = []
     for name in registry.names():
