@@ -45,6 +45,7 @@ KERNELS = {
         "add": "ibbb", "sub": "ibbb", "mul": "ibbb", "neg": "ibb", "scale": "irbb",
         "relu": "ibb", "relu_backward": "ibbb", "gelu": "ibb", "gelu_backward": "ibbb",
         "sum_chunks": "iibb", "sum_slices": "iibb", "sum_rows": "iibb", "row_sums": "iibb",
+        "row_partial_sums": "iiibb",
         "transpose": "iibb",
         "sgd_update": "irrrbbb", "adam_update": "irrrrrrrrrbbbb",
     },
@@ -66,6 +67,7 @@ KERNELS = {
 TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item
 SUM_CHUNK = 1024      # elements summed by one work-item in the first pass of sum()
 K_CHUNK = 512         # products summing more than 4 * K_CHUNK terms are split into slices
+ROW_PARTS = 256       # row sums longer than 4 * ROW_PARTS are first cut into this many parts
 
 _DTYPES = {"float32": "float", "float64": "double"}
 # Status codes that mean "the device (or the host behind it) ran out of memory":
@@ -305,8 +307,9 @@ class OpenCLBackend(Backend):
                       [a.data if isinstance(a, CLBuffer) else a for a in args])
 
     def _enqueue(self, kernel, name, global_size, local_size, args):
+        """Launch a kernel; its event (benchmarks/opencl_vs_numpy.py --profile reads them)."""
         try:
-            kernel(self.queue, global_size, local_size, *args)
+            return kernel(self.queue, global_size, local_size, *args)
         except self.cl.Error as exc:
             raise self._device_error(exc, f"kernel {name}") from None
 
@@ -387,6 +390,18 @@ class OpenCLBackend(Backend):
         rows, cols = a.shape
         out = self._empty((cols,), a.dtype)
         self._run("sum_rows", a.dtype, cols, rows, cols, a, out)
+        return out
+
+    def _row_sums(self, a):
+        """(rows, cols) -> (rows,): each row's sum; a long row in ROW_PARTS parts first."""
+        rows, cols = a.shape
+        if cols > 4 * ROW_PARTS:
+            partial = self._empty((rows, ROW_PARTS), a.dtype)
+            self._run("row_partial_sums", a.dtype, (ROW_PARTS, rows), rows, cols, ROW_PARTS, a,
+                      partial)
+            a, cols = partial, ROW_PARTS
+        out = self._empty((rows,), a.dtype)
+        self._run("row_sums", a.dtype, rows, rows, cols, a, out)
         return out
 
     def reshape(self, a, shape):
@@ -486,8 +501,7 @@ class OpenCLBackend(Backend):
                 dx = self._empty(x.shape, x.dtype)
                 self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
             if needs[2]:
-                db = self._empty((o,), g.dtype)
-                self._run("row_sums", g.dtype, o, o, n * oh * ow, g_rows, db)
+                db = self._row_sums(g_rows)
         if needs[1]:
             # dw = g (O, N*P) @ cols (N*P, C*k*k), with g^T (N*P, O) as the first operand.
             g_cols = self._empty((n * oh * ow, o), g.dtype)
