@@ -45,12 +45,11 @@ KERNELS = {
         "add": "ibbb", "sub": "ibbb", "mul": "ibbb", "neg": "ibb", "scale": "irbb",
         "relu": "ibb", "relu_backward": "ibbb", "gelu": "ibb", "gelu_backward": "ibbb",
         "sum_chunks": "iibb", "sum_slices": "iibb", "sum_rows": "iibb", "row_sums": "iibb",
-        "row_partial_sums": "iiibb",
         "transpose": "iibb",
         "sgd_update": "irrrbbb", "adam_update": "irrrrrrrrrbbbb",
     },
     "matmul.cl": {
-        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiibbbb",
+        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiiiibbbb",
     },
     "conv.cl": {
         "conv2d_direct": "iiiiiibbbb", "conv2d_dx_direct": "iiiiiibbb",
@@ -64,10 +63,10 @@ KERNELS = {
     },
 }
 
-TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item
+TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item; B panels
+#                       are TILE columns wide (the kernels get it as -DTILE)
 SUM_CHUNK = 1024      # elements summed by one work-item in the first pass of sum()
 K_CHUNK = 512         # products summing more than 4 * K_CHUNK terms are split into slices
-ROW_PARTS = 256       # row sums longer than 4 * ROW_PARTS are first cut into this many parts
 
 _DTYPES = {"float32": "float", "float64": "double"}
 # Status codes that mean "the device (or the host behind it) ran out of memory":
@@ -138,7 +137,8 @@ def _build_kernels(cl, context, device, dtype):
     if key in _programs:
         return _programs[key]
     real = _DTYPES[dtype]
-    options = [*language_options(device), f"-Dreal={real}", f"-Dreal8={real}8"]
+    options = [*language_options(device), f"-Dreal={real}", f"-Dreal8={real}8",
+               f"-DTILE={TILE}"]
     if dtype == "float64":
         options.append("-DREAL_IS_DOUBLE")
     scalar = np.dtype(dtype).type
@@ -392,18 +392,6 @@ class OpenCLBackend(Backend):
         self._run("sum_rows", a.dtype, cols, rows, cols, a, out)
         return out
 
-    def _row_sums(self, a):
-        """(rows, cols) -> (rows,): each row's sum; a long row in ROW_PARTS parts first."""
-        rows, cols = a.shape
-        if cols > 4 * ROW_PARTS:
-            partial = self._empty((rows, ROW_PARTS), a.dtype)
-            self._run("row_partial_sums", a.dtype, (ROW_PARTS, rows), rows, cols, ROW_PARTS, a,
-                      partial)
-            a, cols = partial, ROW_PARTS
-        out = self._empty((rows,), a.dtype)
-        self._run("row_sums", a.dtype, rows, rows, cols, a, out)
-        return out
-
     def reshape(self, a, shape):
         return CLBuffer(a.data, shape, a.dtype)       # same memory, new shape: no copy
 
@@ -414,9 +402,17 @@ class OpenCLBackend(Backend):
         return out
 
     # --- dense layers -----------------------------------------------------------------
-    def _product(self, a_t, b, bias=None, bias_mode=0, group=None, out_shape=None):
-        """A @ b (+ bias) from a_t = A transposed (K, M) and b (K, N); see matmul.cl for the
-        bias modes and the column groups that let a convolution store NCHW directly."""
+    def _panels(self, rows, cols, dtype):
+        """A (rows, cols) matrix to be written in panels of TILE columns (see matmul.cl), with
+        room for the last panel's padding; only _product(..., b_in_panels=True) reads it."""
+        room = self._empty((-(-cols // TILE), rows, TILE), dtype)
+        return CLBuffer(room.data, (rows, cols), dtype)
+
+    def _product(self, a_t, b, bias=None, bias_mode=0, group=None, out_shape=None,
+                 b_in_panels=False):
+        """A @ b (+ bias) from a_t = A transposed (K, M) and b (K, N), row-major or (fast
+        kernels only) in panels from _panels; see matmul.cl for the layouts, the bias modes
+        and the column groups that let a convolution store NCHW directly."""
         (k, m), (_, n) = a_t.shape, b.shape
         group = n if group is None else group
         out = self._empty(out_shape or (m, n), b.dtype)
@@ -427,17 +423,19 @@ class OpenCLBackend(Backend):
             self._run("matmul_simple", b.dtype, m * n, m, n, k, group, bias_mode, a_t, b, bias,
                       out)
         else:
+            b_row, b_panel = (TILE, k) if b_in_panels else (n, 1)
             tiles_x, tiles_y = -(-n // TILE), -(-m // TILE)
             lx, ly = self._tile_group_for(tiles_x, tiles_y, b.dtype)
             grid = (_round_up(tiles_x, lx), _round_up(tiles_y, ly))
             slices = -(-k // K_CHUNK) if k > 4 * K_CHUNK and bias_mode == 0 and group == n else 1
             if slices == 1:
                 self._run("matmul_tiled", b.dtype, grid + (1,), m, n, k, group, bias_mode, k,
-                          a_t, b, bias, out, local_size=(lx, ly, 1))
+                          b_row, b_panel, a_t, b, bias, out, local_size=(lx, ly, 1))
             else:
                 partial = self._empty((slices, m, n), b.dtype)
                 self._run("matmul_tiled", b.dtype, grid + (slices,), m, n, k, group, bias_mode,
-                          K_CHUNK, a_t, b, bias, partial, local_size=(lx, ly, 1))
+                          K_CHUNK, b_row, b_panel, a_t, b, bias, partial,
+                          local_size=(lx, ly, 1))
                 self._run("sum_slices", b.dtype, m * n, m * n, slices, partial, out)
         return out
 
@@ -479,11 +477,11 @@ class OpenCLBackend(Backend):
             self._run("conv2d_direct", x.dtype, out.size, n, c, h, wd, o, k, x, w, b, out)
             return out
         # cols (C*k*k, N*OH*OW); w (O, C*k*k) @ cols lands as NCHW with the bias per row.
-        cols = self._empty((c * k * k, n * oh * ow), x.dtype)
+        cols = self._panels(c * k * k, n * oh * ow, x.dtype)
         self._run("im2col_rows", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
         w_t = self._transpose(self.reshape(w, (o, c * k * k)))              # (C*k*k, O)
         return self._product(w_t, cols, bias=b, bias_mode=1, group=oh * ow,
-                             out_shape=(n, o, oh, ow))
+                             out_shape=(n, o, oh, ow), b_in_panels=True)
 
     def conv2d_backward(self, x, w, g, needs):
         if self.simple:
@@ -492,23 +490,26 @@ class OpenCLBackend(Backend):
         o, _, k, _ = w.shape
         oh, ow = h - k + 1, wd - k + 1
         dx = dw = db = None
-        if needs[0] or needs[2]:
+        if needs[0]:
             # g as an (O, N*OH*OW) matrix; w (O, C*k*k) is already the transposed w^T.
-            g_rows = self._empty((o, n * oh * ow), g.dtype)
+            g_rows = self._panels(o, n * oh * ow, g.dtype)
             self._run("maps_to_rows", g.dtype, (oh * ow, n, o), n, o, oh * ow, g, g_rows)
-            if needs[0]:
-                d_cols = self._product(self.reshape(w, (o, c * k * k)), g_rows)   # (C*k*k, N*P)
-                dx = self._empty(x.shape, x.dtype)
-                self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
-            if needs[2]:
-                db = self._row_sums(g_rows)
+            d_cols = self._product(self.reshape(w, (o, c * k * k)), g_rows,
+                                   b_in_panels=True)                            # (C*k*k, N*P)
+            dx = self._empty(x.shape, x.dtype)
+            self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
         if needs[1]:
             # dw = g (O, N*P) @ cols (N*P, C*k*k), with g^T (N*P, O) as the first operand.
             g_cols = self._empty((n * oh * ow, o), g.dtype)
-            self._run("maps_to_columns", g.dtype, (oh * ow, n, o), n, o, oh * ow, g, g_cols)
-            cols = self._empty((n * oh * ow, c * k * k), x.dtype)
+            self._run("maps_to_columns", g.dtype, (o, oh * ow, n), n, o, oh * ow, g, g_cols)
+            cols = self._panels(n * oh * ow, c * k * k, x.dtype)
             self._run("im2col_cols", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
-            dw = self.reshape(self._product(g_cols, cols), w.shape)              # (O, C*k*k)
+            dw = self.reshape(self._product(g_cols, cols, b_in_panels=True), w.shape)
+        if needs[2]:
+            # Each (image, channel) map's sum, then the sum over the images.
+            maps = self._empty((n, o), g.dtype)
+            self._run("row_sums", g.dtype, n * o, n * o, oh * ow, g, maps)
+            db = self.sum_rows(maps)
         return dx, dw, db
 
     def _conv2d_backward_direct(self, x, w, g, needs):

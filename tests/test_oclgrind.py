@@ -176,9 +176,10 @@ def sweep(backend, ref, rng):
     g = uniform(3, 10, 7, 5)
     for needs in ((True, True, True), (False, True, False)):
         check("conv2d_backward", [x, w, g], needs, terms=3 * 35 + 90)
-    # 2 * 24 * 24 = 1152 pixels: the bias gradient sums each channel in parts.
-    x, w, g = uniform(2, 1, 25, 25), uniform(3, 1, 2, 2), uniform(2, 3, 24, 24)
-    check("conv2d_backward", [x, w, g], (False, False, True), terms=1152)
+    # C*k*k = 4 (a single partial panel) and 3 * 27 * 27 = 2187 pixels: the weight
+    # gradient's long sum is split into slices.
+    x, w, g = uniform(3, 1, 28, 28), uniform(3, 1, 2, 2), uniform(3, 3, 27, 27)
+    check("conv2d_backward", [x, w, g], (False, True, True), terms=2187)
     # Pooling: k = 2 and 3 on sides 7 and 5 (truncated edge windows), and the model's 11 -> 6.
     for shape, k in (((2, 3, 7, 5), 2), ((2, 3, 7, 5), 3), ((1, 2, 11, 11), 2)):
         x = rng.permutation(np.arange(np.prod(shape), dtype=np.float64)).reshape(shape) / 8
