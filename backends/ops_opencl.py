@@ -199,6 +199,7 @@ def _pow2_at_least(n):
 
 class OpenCLBackend(Backend):
     name = "opencl"
+    host_memory = False
 
     def __init__(self, cl, device, simple=False, limits=None):
         self.cl = cl
