@@ -101,13 +101,14 @@ __kernel void conv2d_db_direct(const int N, const int O, const int P, __global c
 /* im2col_rows: cols is the (C*KK, N*P) matrix, in panels: row q = (c, i, j) = c*KK + i*K + j,
  *   column m = (n, r, s) = n*P + r*OW + s;  cols[PANEL(q, m, C*KK)] = x[n, c, r+i, s+j].
  *   Then w viewed as (O, C*KK) @ cols = the convolution as (O, N*P), which matmul stores as
- *   NCHW. Range (OW, OH, C*KK*N): s, r, and plane = q*N + n. */
+ *   NCHW. Range (OW, OH, N*C*KK): s, r, and plane = n*C*KK + q, so that consecutive planes
+ *   fill neighbouring rows of a panel (whole cache lines; 1.3x faster on PoCL than q*N + n). */
 __kernel void im2col_rows(const int N, const int C, const int H, const int W, const int K,
                           __global const real *x, __global real *cols)
 {
     int OH = H - K + 1, OW = W - K + 1;
     int s = get_global_id(0), r = get_global_id(1), plane = get_global_id(2);
-    int q = plane / N, n = plane % N;
+    int q = plane % (C * K * K), n = plane / (C * K * K);
     int c = q / (K * K), i = (q / K) % K, j = q % K;
     int m = (n * OH + r) * OW + s;
     cols[PANEL(q, m, C * K * K)] = x[((n * C + c) * H + r + i) * W + s + j];
@@ -116,8 +117,8 @@ __kernel void im2col_rows(const int N, const int C, const int H, const int W, co
 /* im2col_cols: the transpose of im2col_rows' matrix, (N*P, C*KK), in panels:
  *   cols[PANEL(m, q, N*P)] = x[n, c, r+i, s+j] with m = n*P + r*OW + s and q = c*KK + i*K + j
  *   as above. The weight gradient is then g viewed as (O, N*P) @ cols = (O, C*KK), its
- *   transposed first operand made by maps_to_columns. Range (OW, OH, C*KK*N) as in
- *   im2col_rows. */
+ *   transposed first operand made by maps_to_columns. Range (OW, OH, C*KK*N): s, r, and
+ *   plane = q*N + n (here faster than im2col_rows' order). */
 __kernel void im2col_cols(const int N, const int C, const int H, const int W, const int K,
                           __global const real *x, __global real *cols)
 {
