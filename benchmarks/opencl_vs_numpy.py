@@ -14,11 +14,19 @@ ratio of each backend to the first. Options: --batch N, --runs N, --backends a,b
 ``--profile`` shows where an OpenCL training step spends its time instead: every kernel
 launch of a few steps is timed by the device (OpenCL event profiling), and the table gives
 each kernel's launches and milliseconds per step, next to the step's wall time.
+
+``--cpu-time`` measures the CPU time (user + system, all threads of the process) of a
+training step instead, with one thread for each backend: run it as
+``POCL_MAX_PTHREAD_COUNT=1 python benchmarks/opencl_vs_numpy.py --cpu-time`` (PoCL reads its
+thread count when it starts; BLAS is limited here, which needs threadpoolctl). On a machine
+that other programs keep busy, wall times of either backend swing by a factor of several, CPU
+time much less: it says how much work a step is, not how long it took to get the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from collections import defaultdict
@@ -73,6 +81,37 @@ def profile_kernels(batch, steps):
     return rows, 1000 * statistics.median(walls)
 
 
+def cpu_time_per_step(names, batch, runs, steps=10):
+    """{backend: CPU ms of one training step, median of ``runs`` runs of ``steps`` steps},
+    the backends' runs interleaved, BLAS held to one thread."""
+    import threadpoolctl
+
+    from microconv import backends
+
+    def cpu_seconds():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    times = {name: [] for name in names}
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        steps_by_name = {}
+        for name in names:
+            step = TrainingStep(backends.get(name), batch)
+            batches = random_batches(4, batch)
+            for images, labels in batches:           # warm-up
+                step(images, labels)
+            step.sync()
+            steps_by_name[name] = step, batches
+        for _ in range(runs):
+            for name, (step, batches) in steps_by_name.items():
+                start = cpu_seconds()
+                for i in range(steps):
+                    step(*batches[i % len(batches)])
+                step.sync()
+                times[name].append(1000 * (cpu_seconds() - start) / steps)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def print_profile(console, batch, steps):
     rows, wall_ms = profile_kernels(batch, steps)
     busy = sum(ms for _, _, ms in rows)
@@ -95,10 +134,19 @@ def main():
     parser.add_argument("--backends", default="numpy,opencl")
     parser.add_argument("--profile", action="store_true",
                         help="time each OpenCL kernel of a training step instead")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="CPU time of a training step, one thread each, instead")
     args = parser.parse_args()
     console = Console()
     if args.profile:
         print_profile(console, args.batch, args.runs)
+        return
+    if args.cpu_time:
+        names = args.backends.split(",")
+        cpu = cpu_time_per_step(names, args.batch, args.runs)
+        for name in names:
+            console.print(f"{name}: {cpu[name]:.1f} CPU ms per training step "
+                          f"({cpu[names[0]] / cpu[name]:.2f}x {names[0]}'s throughput per core)")
         return
     result = run_bench(args.backends.split(","), batch_size=args.batch, runs=args.runs,
                        infer_batch_size=args.batch)
