@@ -302,8 +302,8 @@ class OpenCLBackend(Backend):
             group = min(self.local_1d, limits[name].max_group)
             local_size = (group,)
             global_size = (_round_up(global_size, group),)
-        elif 0 in global_size:                # N-D: exact sizes, the driver picks groups
-            return                            # unless the caller chose (within the limits)
+        elif 0 in global_size:                # N-D: exact sizes; the group is the caller's
+            return                            # (within the limits) or the driver's choice
         self._enqueue(kernels[name], name, global_size, local_size,
                       [a.data if isinstance(a, CLBuffer) else a for a in args])
 

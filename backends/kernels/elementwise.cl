@@ -156,18 +156,6 @@ __kernel void sum_rows(const int rows, const int cols, __global const real *a,
     if (j < cols) out[j] = strided_sum(a, j, rows, cols);
 }
 
-/* row_partial_sums: a is (rows, cols), cut into `parts` pieces of chunk = ceil(cols / parts)
- * numbers per row; partial[i*parts + t] = the sum of a[i*cols + t*chunk ..] up to chunk
- * numbers or the row's end. Range (parts, rows): a few long rows are summed by many
- * work-items (row_sums then adds each row's parts), each reading consecutive numbers. */
-__kernel void row_partial_sums(const int rows, const int cols, const int parts,
-                               __global const real *a, __global real *partial)
-{
-    int t = get_global_id(0), i = get_global_id(1);
-    int chunk = (cols + parts - 1) / parts, start = t * chunk;
-    partial[i * parts + t] = strided_sum(a, i * cols + start, max(0, min(chunk, cols - start)), 1);
-}
-
 /* row_sums: a is (rows, cols); out[i] = sum over j of a[i*cols + j], one work-item per row */
 __kernel void row_sums(const int rows, const int cols, __global const real *a,
                        __global real *out)

@@ -6,7 +6,7 @@
  * B (K, N) is row-major for matmul_simple. matmul_tiled also reads it in PANELS of TILE
  * columns (TILE = 8, from the build options): panel p holds columns 8p .. 8p+7 for every k,
  * B[k, j] at (j / 8) * K * 8 + k * 8 + j % 8, so one work-item's stream of 8-wide rows of B
- * is contiguous in memory instead of N numbers apart (2-3x faster on PoCL for the large
+ * is contiguous in memory instead of N numbers apart (1.3x to 3x faster on PoCL for the large
  * convolution products; the unfolding kernels in conv.cl write their matrices this way).
  * matmul_tiled takes the layout as two strides: B[k, j0 + c] (j0 a multiple of 8, c < 8) is
  * at j0 * b_panel + k * b_row + c: b_row = N, b_panel = 1 row-major; b_row = 8, b_panel = K
