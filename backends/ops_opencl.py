@@ -4,10 +4,10 @@ Values live in device buffers for a whole forward, backward and update step; onl
 ``to_numpy`` copies back (and waits for the queue). Nothing here touches the hardware when the
 module is imported: pyopencl is imported, and the device opened, on first use.
 
-Device choice, never interactive: the ``device`` option or ``MICROCONV_OPENCL_DEVICE``
-("P:D" platform and device index, "P", or a case-insensitive piece of the device or platform
-name), else ``PYOPENCL_CTX`` (handed to pyopencl itself), else the first GPU on any platform,
-else the first CPU device (PoCL), else whatever device exists.
+Finding and choosing the device, and reading its limits, live in ``opencl_devices.py``.
+Every launch stays within the limits: work-group sizes come from the device's (and each
+compiled kernel's) maximum work-group size and per-dimension maximum; float64 only where the
+device reports cl_khr_fp64; kernels are built as OpenCL C 1.2.
 
 Every kernel has a simple version (one work-item per output element) and the hot ones have a
 fast version: convolution runs as im2col + a register-tiled matrix product instead of one
@@ -18,12 +18,20 @@ kernels; the tests check that both give the same numbers.
 from __future__ import annotations
 
 import math
-import os
-import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from microconv.backends.base import Backend
+from microconv.backends.opencl_devices import (  # noqa: F401 - unavailable_reason: the registry's
+    DeviceLimits,
+    choose_device,
+    describe as describe_device,
+    find_devices,
+    import_pyopencl,
+    language_options,
+    unavailable_reason,
+)
 
 from microconv.errors import BackendError
 
@@ -41,7 +49,7 @@ KERNELS = {
         "sgd_update": "irrrbbb", "adam_update": "irrrrrrrrrbbbb",
     },
     "matmul.cl": {
-        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiibbbb",
+        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiiiibbbb",
     },
     "conv.cl": {
         "conv2d_direct": "iiiiiibbbb", "conv2d_dx_direct": "iiiiiibbb",
@@ -55,17 +63,10 @@ KERNELS = {
     },
 }
 
-TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item
+TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item; B panels
+#                       are TILE columns wide (the kernels get it as -DTILE)
 SUM_CHUNK = 1024      # elements summed by one work-item in the first pass of sum()
 K_CHUNK = 512         # products summing more than 4 * K_CHUNK terms are split into slices
-
-INSTALL_HELP = (
-    "To get one: on Debian/Ubuntu install the CPU driver with `sudo apt-get install "
-    "pocl-opencl-icd`; or `pip install \"pyopencl[pocl]\"` (keep the quotes) for PyPI's bundled "
-    "PoCL; or install your GPU vendor's OpenCL driver (NVIDIA, AMD ROCm, Intel compute-runtime). "
-    "Check what is visible with `clinfo -l`; `OCL_ICD_DEBUG=7 clinfo` shows why a driver is not "
-    "loaded. Meanwhile `--backend numpy` runs the same model on the CPU without OpenCL."
-)
 
 _DTYPES = {"float32": "float", "float64": "double"}
 # Status codes that mean "the device (or the host behind it) ran out of memory":
@@ -85,135 +86,33 @@ def _status_code(exc):
     return None
 
 
-# --- finding platforms and devices --------------------------------------------------------
+def create(device=None, kernels="auto", limits=None):
+    """The OpenCL backend on the chosen device (see opencl_devices for the choice).
 
-def _pyopencl():
-    try:
-        import pyopencl
-        import pyopencl.tools  # noqa: F401 - the memory pool lives here
-    except ImportError as exc:
-        raise BackendError(f"pyopencl is not installed or cannot load libOpenCL ({exc}); "
-                           "`pip install pyopencl`, then see docs/opencl.md. "
-                           + INSTALL_HELP) from None
-    return pyopencl
-
-
-def _devices(cl):
-    """Every (platform index, device index, platform, device) on this machine, or a BackendError."""
-    try:
-        platforms = cl.get_platforms()
-    except cl.Error:          # the ICD loader reports "no platform" as an error
-        platforms = []
-    if not platforms:
-        raise BackendError("No OpenCL platform found: no OpenCL driver is installed or none "
-                           "could be loaded. " + INSTALL_HELP)
-    found = []
-    for pi, platform in enumerate(platforms):
-        try:
-            devices = platform.get_devices()
-        except cl.Error:      # a platform without devices raises DEVICE_NOT_FOUND
-            devices = []
-        found.extend((pi, di, platform, device) for di, device in enumerate(devices))
-    if not found:
-        names = ", ".join(p.name for p in platforms)
-        raise BackendError(f"OpenCL platform(s) {names} found, but no device on any of them. "
-                           + INSTALL_HELP)
-    return found
-
-
-def _describe_listing(found):
-    return "; ".join(f"{pi}:{di} {d.name.strip()} ({p.name.strip()})" for pi, di, p, d in found)
-
-
-def _match_spec(spec, found):
-    """The device a --device / MICROCONV_OPENCL_DEVICE value names: "P:D", "P" or a name piece."""
-    spec = str(spec).strip()
-    numbers = re.fullmatch(r"(\d+)(?::(\d+))?", spec)
-    if numbers:
-        pi, di = int(numbers.group(1)), int(numbers.group(2) or 0)
-        for fpi, fdi, _, device in found:
-            if (fpi, fdi) == (pi, di):
-                return device
-        raise BackendError(f"OpenCL device '{spec}' does not exist; the devices here are: "
-                           f"{_describe_listing(found)}")
-    wanted = spec.lower()
-    for _, _, _, device in found:
-        if wanted in device.name.lower():
-            return device
-    for _, _, platform, device in found:
-        if wanted in platform.name.lower():
-            return device
-    raise BackendError(f"no OpenCL device or platform name contains '{spec}'; the devices here "
-                       f"are: {_describe_listing(found)} (give 'P:D' or a piece of a name)")
-
-
-def _choose_device(cl, found, spec=None):
-    """The device to use among ``found`` (from _devices), by the rules in the module docstring."""
-    spec = spec if spec not in (None, "") else os.environ.get("MICROCONV_OPENCL_DEVICE") or None
-    if spec is not None:
-        return _match_spec(spec, found)
-    if os.environ.get("PYOPENCL_CTX"):
-        try:
-            return cl.choose_devices(interactive=False)[0]
-        except Exception as exc:  # noqa: BLE001 - pyopencl raises several kinds here
-            raise BackendError(f"PYOPENCL_CTX={os.environ['PYOPENCL_CTX']!r} does not name an "
-                               f"OpenCL device ({exc}); the devices here are: "
-                               f"{_describe_listing(found)}") from None
-    for kind in (cl.device_type.GPU, cl.device_type.CPU):
-        for _, _, _, device in found:
-            if device.type & kind:
-                return device
-    return found[0][3]
-
-
-def _device_type_name(cl, device):
-    kinds = [name for name in ("GPU", "CPU", "ACCELERATOR")
-             if device.type & getattr(cl.device_type, name)]
-    return "/".join(kinds) or "OTHER"
-
-
-def device_report(device=None):
-    """Every OpenCL device as a dict (platform, device, type, driver, chosen), for the CLI.
-
-    ``chosen`` marks the device ``create(device)`` would use. Raises BackendError when there is
-    no platform or device (the message says how to get one).
-    """
-    cl = _pyopencl()
-    found = _devices(cl)
-    chosen = _choose_device(cl, found, device)
-    return [{"platform": platform.name.strip(), "device": dev.name.strip(),
-             "index": f"{pi}:{di}", "type": _device_type_name(cl, dev),
-             "driver": dev.driver_version.strip(), "chosen": dev == chosen}
-            for pi, di, platform, dev in found]
-
-
-def unavailable_reason():
-    """None when an OpenCL device can be used, else one sentence saying why not."""
-    try:
-        import pyopencl as cl
-    except ImportError:
-        return "pyopencl is not installed (pip install pyopencl; see docs/opencl.md)"
-    try:
-        _devices(cl)
-    except BackendError as exc:
-        first = str(exc).split(". ")[0]
-        return (f"{first[0].lower()}{first[1:]} (install a driver, e.g. Debian's "
-                "pocl-opencl-icd, check with clinfo; see docs/opencl.md, or use --backend numpy)")
-    return None
-
-
-def create(device=None, kernels="auto"):
-    """The OpenCL backend on the chosen device. kernels="simple" uses only the reference kernels."""
+    kernels="simple" uses only the reference kernels; ``limits`` (a DeviceLimits) caps what
+    the backend asks of the device, to run as a smaller device would."""
     if kernels not in ("auto", "simple"):
         raise BackendError(f"opencl: kernels must be 'auto' or 'simple', not {kernels!r}")
-    cl = _pyopencl()
-    return OpenCLBackend(cl, _choose_device(cl, _devices(cl), device), simple=kernels == "simple")
+    if limits is not None and not isinstance(limits, DeviceLimits):
+        raise BackendError(f"opencl: limits must be a DeviceLimits, not {limits!r}")
+    cl = import_pyopencl()
+    device = choose_device(cl, find_devices(cl), device)
+    return OpenCLBackend(cl, device, simple=kernels == "simple",
+                         limits=DeviceLimits.of(device).capped(limits))
 
 
 # --- contexts, programs and kernels, each made once -----------------------------------------
 
 _contexts = {}        # device -> (context, queue)
-_programs = {}        # (context, dtype name) -> {kernel name: cl.Kernel}
+_programs = {}        # (context, dtype name) -> ({name: cl.Kernel}, {name: KernelLimits})
+
+
+class KernelLimits(NamedTuple):
+    """What the device allows a launch of one compiled kernel: a kernel that needs many
+    registers may allow fewer work-items per group than the device does."""
+
+    max_group: int        # CL_KERNEL_WORK_GROUP_SIZE
+    local_mem: int        # CL_KERNEL_LOCAL_MEM_SIZE: bytes of __local memory per work-group
 
 
 def _load_source(filename):
@@ -232,17 +131,20 @@ def _context_for(cl, device):
 
 
 def _build_kernels(cl, context, device, dtype):
-    """Compile every kernel file for one context and dtype, once; keep the Kernel objects."""
+    """Compile every kernel file for one context and dtype, once; keep the kernels (their
+    scalar argument types declared) and their limits on this device."""
     key = (context, dtype)
     if key in _programs:
         return _programs[key]
     real = _DTYPES[dtype]
-    options = [f"-Dreal={real}", f"-Dreal8={real}8"]
+    options = [*language_options(device), f"-Dreal={real}", f"-Dreal8={real}8",
+               f"-DTILE={TILE}"]
     if dtype == "float64":
         options.append("-DREAL_IS_DOUBLE")
     scalar = np.dtype(dtype).type
     arg_types = {"i": np.int32, "r": scalar, "b": None}
-    table = {}
+    info = cl.kernel_work_group_info
+    table, limits = {}, {}
     for filename, kernels in KERNELS.items():
         source = _load_source(filename)
         if dtype == "float64":
@@ -264,8 +166,10 @@ def _build_kernels(cl, context, device, dtype):
             kernel = cl.Kernel(program, name)
             kernel.set_scalar_arg_dtypes([arg_types[c] for c in signature])
             table[name] = kernel
-    _programs[key] = table
-    return table
+            limits[name] = KernelLimits(kernel.get_work_group_info(info.WORK_GROUP_SIZE, device),
+                                        kernel.get_work_group_info(info.LOCAL_MEM_SIZE, device))
+    _programs[key] = table, limits
+    return _programs[key]
 
 
 # --- buffers --------------------------------------------------------------------------------
@@ -297,52 +201,62 @@ class OpenCLBackend(Backend):
     name = "opencl"
     host_memory = False
 
-    def __init__(self, cl, device, simple=False):
+    def __init__(self, cl, device, simple=False, limits=None):
         self.cl = cl
         self.device = device
         self.simple = simple
+        self.limits = limits or DeviceLimits.of(device)
         self.context, self.queue = _context_for(cl, device)
         self.pool = cl.tools.MemoryPool(cl.tools.ImmediateAllocator(self.queue))
-        self.has_fp64 = "cl_khr_fp64" in device.extensions
         self.is_cpu = bool(device.type & cl.device_type.CPU)
-        # Work-group sizes for this device: 1-D kernels use a multiple of the SIMD width,
-        # the tiled product a 2-D group of 8x8 tiles (16 x 4 was fastest on PoCL; a GPU
-        # wants more work-items per group).
-        max_group = device.max_work_group_size
-        self.local_1d = min(64 if self.is_cpu else 128, max_group)
+        # Preferred work-group sizes, within the limits (each launch also stays within its
+        # kernel's own maximum): 1-D kernels use a multiple of the SIMD width, the tiled
+        # product a 2-D group of 8x8 tiles (16 x 4 was fastest on PoCL; a GPU wants more
+        # work-items per group).
+        self.local_1d = min(64 if self.is_cpu else 128, self.limits.max_work_group_size,
+                            self.limits.max_work_item_sizes[0])
         self.tile_group = (16, 4) if self.is_cpu else (16, 8)
-        while self.tile_group[0] * self.tile_group[1] > max_group:
-            self.tile_group = (max(1, self.tile_group[0] // 2), max(1, self.tile_group[1] // 2))
         # A product should give every compute unit a few work-groups, or one unit idles
         # while another finishes (the weight gradients have few, long-running tiles).
         self.min_groups = 4 * device.max_compute_units
-        self._tile_limits = {}            # dtype -> the most work-items matmul_tiled allows
         self._dtype_names = {}            # np.dtype -> its name, once checked
 
     def describe(self):
-        d = self.device
-        return (f"OpenCL: {d.name.strip()} on {d.platform.name.strip()}, "
-                f"driver {d.driver_version.strip()}")
+        return f"OpenCL: {describe_device(self.device)}"
 
     # --- plumbing ---------------------------------------------------------------------
-    def _kernels(self, dtype):
-        """The kernel table for dtype. Every primitive asks, several times per call, so the
-        dtype's name and the device's support for it are worked out once per dtype."""
+    def _program(self, dtype):
+        """The kernels for dtype and their limits. Every primitive asks, several times per
+        call, so the dtype's name and the device's support for it are worked out once."""
         dtype = np.dtype(dtype)           # cheap, unlike .name; and always a usable key
         name = self._dtype_names.get(dtype)
         if name is None:
             name = self._supported_dtype_name(dtype)
+            self._check_local_memory(_build_kernels(self.cl, self.context, self.device, name)[1])
             self._dtype_names[dtype] = name
         return _build_kernels(self.cl, self.context, self.device, name)
+
+    def _kernels(self, dtype):
+        """The kernel table for dtype: {name: pyopencl.Kernel}."""
+        return self._program(dtype)[0]
 
     def _supported_dtype_name(self, dtype):
         name = dtype.name
         if name not in _DTYPES:
             raise BackendError(f"opencl: dtype {name} is not supported (use float32)")
-        if name == "float64" and not self.has_fp64:
-            raise BackendError(f"opencl: device '{self.device.name.strip()}' has no float64 "
-                               "support (cl_khr_fp64); use float32, or --backend numpy")
+        if name == "float64" and not self.limits.fp64:
+            raise BackendError(f"opencl: device '{self.device.name.strip()}' does not report "
+                               "cl_khr_fp64, so it cannot compute in float64; use float32, or "
+                               "--backend numpy")
         return name
+
+    def _check_local_memory(self, kernel_limits):
+        for name, limits in kernel_limits.items():
+            if limits.local_mem > self.limits.local_mem_size:
+                raise BackendError(
+                    f"opencl: kernel {name} needs {limits.local_mem} bytes of local memory, "
+                    f"device '{self.device.name.strip()}' allows {self.limits.local_mem_size}; "
+                    "try another --device, or --backend numpy")
 
     def _memory_error(self, exc):
         return BackendError(f"OpenCL device '{self.device.name.strip()}' is out of memory "
@@ -380,18 +294,23 @@ class OpenCLBackend(Backend):
             raise self._device_error(exc, what) from None
 
     def _run(self, name, dtype, global_size, *args, local_size=None):
-        """Enqueue kernel ``name`` for dtype on a 1-D (int) or 2-D (tuple) global size."""
-        kernel = self._kernels(dtype)[name]
+        """Enqueue kernel ``name`` for dtype on a 1-D (int) or N-D (tuple) global size."""
+        kernels, limits = self._program(dtype)
         if isinstance(global_size, int):      # 1-D: round up to whole work-groups
             if global_size == 0:
                 return
-            local_size = (self.local_1d,)
-            global_size = (_round_up(global_size, self.local_1d),)
-        elif 0 in global_size:                # N-D: exact sizes, the driver picks groups
-            return
-        args = [a.data if isinstance(a, CLBuffer) else a for a in args]
+            group = min(self.local_1d, limits[name].max_group)
+            local_size = (group,)
+            global_size = (_round_up(global_size, group),)
+        elif 0 in global_size:                # N-D: exact sizes; the group is the caller's
+            return                            # (within the limits) or the driver's choice
+        self._enqueue(kernels[name], name, global_size, local_size,
+                      [a.data if isinstance(a, CLBuffer) else a for a in args])
+
+    def _enqueue(self, kernel, name, global_size, local_size, args):
+        """Launch a kernel; its event (benchmarks/opencl_vs_numpy.py --profile reads them)."""
         try:
-            kernel(self.queue, global_size, local_size, *args)
+            return kernel(self.queue, global_size, local_size, *args)
         except self.cl.Error as exc:
             raise self._device_error(exc, f"kernel {name}") from None
 
@@ -484,9 +403,17 @@ class OpenCLBackend(Backend):
         return out
 
     # --- dense layers -----------------------------------------------------------------
-    def _product(self, a_t, b, bias=None, bias_mode=0, group=None, out_shape=None):
-        """A @ b (+ bias) from a_t = A transposed (K, M) and b (K, N); see matmul.cl for the
-        bias modes and the column groups that let a convolution store NCHW directly."""
+    def _panels(self, rows, cols, dtype):
+        """A (rows, cols) matrix to be written in panels of TILE columns (see matmul.cl), with
+        room for the last panel's padding; only _product(..., b_in_panels=True) reads it."""
+        room = self._empty((-(-cols // TILE), rows, TILE), dtype)
+        return CLBuffer(room.data, (rows, cols), dtype)
+
+    def _product(self, a_t, b, bias=None, bias_mode=0, group=None, out_shape=None,
+                 b_in_panels=False):
+        """A @ b (+ bias) from a_t = A transposed (K, M) and b (K, N), row-major or (fast
+        kernels only) in panels from _panels; see matmul.cl for the layouts, the bias modes
+        and the column groups that let a convolution store NCHW directly."""
         (k, m), (_, n) = a_t.shape, b.shape
         group = n if group is None else group
         out = self._empty(out_shape or (m, n), b.dtype)
@@ -497,32 +424,31 @@ class OpenCLBackend(Backend):
             self._run("matmul_simple", b.dtype, m * n, m, n, k, group, bias_mode, a_t, b, bias,
                       out)
         else:
+            b_row, b_panel = (TILE, k) if b_in_panels else (n, 1)
             tiles_x, tiles_y = -(-n // TILE), -(-m // TILE)
             lx, ly = self._tile_group_for(tiles_x, tiles_y, b.dtype)
             grid = (_round_up(tiles_x, lx), _round_up(tiles_y, ly))
             slices = -(-k // K_CHUNK) if k > 4 * K_CHUNK and bias_mode == 0 and group == n else 1
             if slices == 1:
                 self._run("matmul_tiled", b.dtype, grid + (1,), m, n, k, group, bias_mode, k,
-                          a_t, b, bias, out, local_size=(lx, ly, 1))
+                          b_row, b_panel, a_t, b, bias, out, local_size=(lx, ly, 1))
             else:
                 partial = self._empty((slices, m, n), b.dtype)
                 self._run("matmul_tiled", b.dtype, grid + (slices,), m, n, k, group, bias_mode,
-                          K_CHUNK, a_t, b, bias, partial, local_size=(lx, ly, 1))
+                          K_CHUNK, b_row, b_panel, a_t, b, bias, partial,
+                          local_size=(lx, ly, 1))
                 self._run("sum_slices", b.dtype, m * n, m * n, slices, partial, out)
         return out
 
     def _tile_group_for(self, tiles_x, tiles_y, dtype):
-        """The device's preferred group of tiles, within what the compiled kernel allows (a GPU
-        may allow fewer work-items for a register-hungry kernel than for others), halved
-        (x first, down to 4) until the product has at least min_groups work-groups."""
-        limit = self._tile_limits.get(dtype)
-        if limit is None:                 # asked once per dtype: the query is not cheap
-            kernel = self._kernels(dtype)["matmul_tiled"]
-            limit = kernel.get_work_group_info(self.cl.kernel_work_group_info.WORK_GROUP_SIZE,
-                                               self.device)
-            self._tile_limits[dtype] = limit
-        lx = min(self.tile_group[0], _pow2_at_least(tiles_x))
-        ly = min(self.tile_group[1], _pow2_at_least(tiles_y))
+        """The device's preferred group of tiles, within the limits and what the compiled
+        kernel allows (a GPU may allow fewer work-items for a register-hungry kernel than for
+        others), halved (x first, down to 4) until the product has at least min_groups
+        work-groups."""
+        kernel_limit = self._program(dtype)[1]["matmul_tiled"].max_group
+        limit = min(self.limits.max_work_group_size, kernel_limit)
+        lx = min(self.tile_group[0], _pow2_at_least(tiles_x), self.limits.max_work_item_sizes[0])
+        ly = min(self.tile_group[1], _pow2_at_least(tiles_y), self.limits.max_work_item_sizes[1])
         while lx * ly > limit:
             lx, ly = (lx // 2, ly) if lx >= ly else (lx, ly // 2)
         groups = lambda: -(-tiles_x // lx) * -(-tiles_y // ly)
@@ -552,11 +478,11 @@ class OpenCLBackend(Backend):
             self._run("conv2d_direct", x.dtype, out.size, n, c, h, wd, o, k, x, w, b, out)
             return out
         # cols (C*k*k, N*OH*OW); w (O, C*k*k) @ cols lands as NCHW with the bias per row.
-        cols = self._empty((c * k * k, n * oh * ow), x.dtype)
+        cols = self._panels(c * k * k, n * oh * ow, x.dtype)
         self._run("im2col_rows", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
         w_t = self._transpose(self.reshape(w, (o, c * k * k)))              # (C*k*k, O)
         return self._product(w_t, cols, bias=b, bias_mode=1, group=oh * ow,
-                             out_shape=(n, o, oh, ow))
+                             out_shape=(n, o, oh, ow), b_in_panels=True)
 
     def conv2d_backward(self, x, w, g, needs):
         if self.simple:
@@ -565,24 +491,26 @@ class OpenCLBackend(Backend):
         o, _, k, _ = w.shape
         oh, ow = h - k + 1, wd - k + 1
         dx = dw = db = None
-        if needs[0] or needs[2]:
+        if needs[0]:
             # g as an (O, N*OH*OW) matrix; w (O, C*k*k) is already the transposed w^T.
-            g_rows = self._empty((o, n * oh * ow), g.dtype)
+            g_rows = self._panels(o, n * oh * ow, g.dtype)
             self._run("maps_to_rows", g.dtype, (oh * ow, n, o), n, o, oh * ow, g, g_rows)
-            if needs[0]:
-                d_cols = self._product(self.reshape(w, (o, c * k * k)), g_rows)   # (C*k*k, N*P)
-                dx = self._empty(x.shape, x.dtype)
-                self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
-            if needs[2]:
-                db = self._empty((o,), g.dtype)
-                self._run("row_sums", g.dtype, o, o, n * oh * ow, g_rows, db)
+            d_cols = self._product(self.reshape(w, (o, c * k * k)), g_rows,
+                                   b_in_panels=True)                            # (C*k*k, N*P)
+            dx = self._empty(x.shape, x.dtype)
+            self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
         if needs[1]:
             # dw = g (O, N*P) @ cols (N*P, C*k*k), with g^T (N*P, O) as the first operand.
             g_cols = self._empty((n * oh * ow, o), g.dtype)
-            self._run("maps_to_columns", g.dtype, (oh * ow, n, o), n, o, oh * ow, g, g_cols)
-            cols = self._empty((n * oh * ow, c * k * k), x.dtype)
+            self._run("maps_to_columns", g.dtype, (o, oh * ow, n), n, o, oh * ow, g, g_cols)
+            cols = self._panels(n * oh * ow, c * k * k, x.dtype)
             self._run("im2col_cols", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
-            dw = self.reshape(self._product(g_cols, cols), w.shape)              # (O, C*k*k)
+            dw = self.reshape(self._product(g_cols, cols, b_in_panels=True), w.shape)
+        if needs[2]:
+            # Each (image, channel) map's sum, then the sum over the images.
+            maps = self._empty((n, o), g.dtype)
+            self._run("row_sums", g.dtype, n * o, n * o, oh * ow, g, maps)
+            db = self.sum_rows(maps)
         return dx, dw, db
 
     def _conv2d_backward_direct(self, x, w, g, needs):

@@ -10,6 +10,7 @@ examples is small.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from conftest import backend_or_skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from microconv.backends.base import PRIMITIVES
+from microconv.backends.opencl_devices import DeviceLimits
 from strategies import arrays, conv_case, distinct_values, floats, small_shapes
 from tolerance import assert_close
 
@@ -222,6 +224,13 @@ def test_fast_kernels_match_the_simple_ones_on_whole_and_partial_tiles(cl_backen
     for (fast, simple), name in zip(both("conv2d_backward", [x, w, g], (True, True, True)),
                                     ("dx", "dw", "db")):
         assert_close(fast, simple, terms=3 * 35 + 16 * 9, what=f"conv2d_backward {name}")
+    # One input channel (C*k*k = 4 < 8: B is a single partial panel) and 3 * 27 * 27 = 2187
+    # pixels: the weight gradient's sum is long enough to be split into slices.
+    x, w = rng.uniform(-1, 1, (3, 1, 28, 28)), rng.uniform(-1, 1, (3, 1, 2, 2))
+    g = rng.uniform(-1, 1, (3, 3, 27, 27))
+    for (fast, simple), name in zip(both("conv2d_backward", [x, w, g], (True, True, True)),
+                                    ("dx", "dw", "db")):
+        assert_close(fast, simple, terms=3 * 27 * 27, what=f"long conv2d_backward {name}")
 
 
 # --- pooling and activations -----------------------------------------------------------------
@@ -355,9 +364,80 @@ def test_training_steps_agree_with_numpy(cl_backend, ref, optimizer_class, optio
         assert_close(cl_params[name], np_params[name], terms=100, what=f"updated {name}")
 
 
+# --- device limits ---------------------------------------------------------------------------
+
+# Smaller devices than the ones the tests run on: the one the issue names (256 work-items per
+# group, 16 KiB of local memory), and one so small that every work-group size has to shrink.
+SMALL_DEVICES = {
+    "256 items, 16 KiB": DeviceLimits(256, (256, 256, 256), 16 * 1024, fp64=True),
+    "8 items, 4x2": DeviceLimits(8, (4, 2, 1), 1024, fp64=False),
+}
+
+
+def train_on_small_device(backend, ref):
+    """Two SGD-with-momentum steps of SmallCNN on ``backend`` (a capped OpenCL backend), checked
+    against NumPy; and every work-group size the backend chose fits its limits."""
+    groups = []
+    enqueue = backend._enqueue
+
+    def recording(kernel, name, global_size, local_size, args):
+        groups.append((name, local_size))
+        enqueue(kernel, name, global_size, local_size, args)
+
+    backend._enqueue = recording
+    try:
+        got_losses, _, got = train_two_steps(backend, SGD, lr=0.1, momentum=0.9)
+    finally:
+        del backend._enqueue
+    want_losses, _, want = train_two_steps(ref, SGD, lr=0.1, momentum=0.9)
+    assert_close(got_losses, want_losses, terms=50, what="losses")
+    for name in want:
+        assert_close(got[name], want[name], terms=100, what=f"updated {name}")
+    chosen = {(name, local) for name, local in groups if local is not None}
+    assert {name for name, _ in chosen} >= {"matmul_tiled", "sgd_update"}
+    limits = backend.limits
+    for name, local in chosen:
+        assert math.prod(local) <= limits.max_work_group_size, (name, local)
+        assert all(n <= most for n, most in zip(local, limits.max_work_item_sizes)), (name, local)
+
+
+@pytest.mark.parametrize("cap", SMALL_DEVICES.values(), ids=list(SMALL_DEVICES))
+def test_a_smaller_device_trains_like_numpy_within_its_limits(cl_backend, ref, cap):
+    small = mc.backends.get("opencl", limits=cap)
+    assert small.limits == cl_backend.limits.capped(cap)
+    train_on_small_device(small, ref)
+    lx, ly = small._tile_group_for(100, 100, np.float32)     # a product of 800 x 800
+    assert lx <= cap.max_work_item_sizes[0] and ly <= cap.max_work_item_sizes[1]
+    assert lx * ly <= cap.max_work_group_size
+
+
+def test_float64_needs_cl_khr_fp64_and_the_error_names_the_device(cl_backend):
+    no_fp64 = mc.backends.get("opencl", limits=dataclasses.replace(cl_backend.limits, fp64=False))
+    with pytest.raises(BackendError, match="cl_khr_fp64") as info:
+        no_fp64.from_numpy(np.zeros(3))
+    assert cl_backend.device.name.strip() in str(info.value)
+    assert no_fp64.to_numpy(no_fp64.from_numpy(np.zeros(3, np.float32))).tolist() == [0, 0, 0]
+
+
+def test_limits_must_be_device_limits(cl_backend):
+    with pytest.raises(BackendError, match="DeviceLimits"):
+        mc.backends.get("opencl", limits=256)
+
+
+@pytest.mark.parametrize("version, options", [
+    ("OpenCL C 1.2 PoCL", ["-cl-std=CL1.2"]), ("OpenCL C 3.0 ", ["-cl-std=CL1.2"]),
+    ("OpenCL C 1.1 ", []), ("unknown", []),
+])
+def test_kernels_are_held_to_opencl_c_1_2_where_the_device_compiles_it(version, options):
+    from types import SimpleNamespace
+
+    from microconv.backends.opencl_devices import language_options
+    assert language_options(SimpleNamespace(opencl_c_version=version)) == options
+
+
 def test_float64_works_where_the_device_supports_it(cl_backend, ref):
     x = np.random.default_rng(0).uniform(-3, 3, (2, 3, 5, 5))
-    if not cl_backend.has_fp64:
+    if not cl_backend.limits.fp64:
         with pytest.raises(BackendError, match="float64"):
             cl_backend.from_numpy(x)
         return
@@ -410,10 +490,10 @@ def test_bad_pyopencl_ctx_is_a_clear_error(cl_backend, monkeypatch):
 
 
 def test_device_report_marks_the_chosen_device(cl_backend, monkeypatch):
-    from microconv.backends import ops_opencl
+    from microconv.backends import opencl_devices
     monkeypatch.delenv("MICROCONV_OPENCL_DEVICE", raising=False)
     monkeypatch.delenv("PYOPENCL_CTX", raising=False)
-    report = ops_opencl.device_report()
+    report = opencl_devices.device_report()
     assert report and sum(row["chosen"] for row in report) == 1
     assert set(report[0]) >= {"platform", "device", "type", "driver", "chosen"}
     chosen = next(row for row in report if row["chosen"])
@@ -470,4 +550,4 @@ def test_programs_are_built_once_and_kernels_reused(cl_backend):
     table = cl_backend._kernels("float32")
     cl_backend.add(*on(cl_backend, [1.0], [2.0]))
     assert cl_backend._kernels("float32") is table
-    assert ops_opencl._programs[(cl_backend.context, "float32")] is table
+    assert ops_opencl._programs[(cl_backend.context, "float32")][0] is table

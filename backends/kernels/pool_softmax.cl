@@ -20,22 +20,29 @@ __kernel void max_pool2d(const int NC, const int H, const int W, const int k,
 /* max_pool2d_backward: the windows tile the input exactly, so one work-item per window
  *   writes every element of it. Range (OW, OH, N*C) as in max_pool2d. The work-item scans
  *   its window in row-major order for the FIRST position holding the maximum (a strict >
- *   keeps the earliest), writes g[(nc*OH + r)*OW + s] there and 0 everywhere else. */
+ *   keeps the earliest; the maximum so far stays in a register, not re-read from memory),
+ *   writes g[(nc*OH + r)*OW + s] there and 0 everywhere else. */
 __kernel void max_pool2d_backward(const int NC, const int H, const int W, const int k,
                                   __global const real *x, __global const real *g,
                                   __global real *dx)
 {
     int OH = (H + k - 1) / k, OW = (W + k - 1) / k;
     int s = get_global_id(0), r = get_global_id(1), nc = get_global_id(2);
+    int h_end = min(H, r * k + k), v_end = min(W, s * k + k);
     __global const real *plane = x + nc * H * W;
+    __global real *out = dx + nc * H * W;
     int best_at = (r * k) * W + s * k;
-    for (int h = r * k; h < min(H, r * k + k); h++)
-        for (int v = s * k; v < min(W, s * k + k); v++)
-            if (plane[h * W + v] > plane[best_at]) best_at = h * W + v;
+    real best = plane[best_at];
+    for (int h = r * k; h < h_end; h++)
+        for (int v = s * k; v < v_end; v++)
+            if (plane[h * W + v] > best) {
+                best = plane[h * W + v];
+                best_at = h * W + v;
+            }
     real grad = g[(nc * OH + r) * OW + s];
-    for (int h = r * k; h < min(H, r * k + k); h++)
-        for (int v = s * k; v < min(W, s * k + k); v++)
-            dx[nc * H * W + h * W + v] = h * W + v == best_at ? grad : (real)0;
+    for (int h = r * k; h < h_end; h++)
+        for (int v = s * k; v < v_end; v++)
+            out[h * W + v] = h * W + v == best_at ? grad : (real)0;
 }
 
 /* log_softmax: one work-item per row of length L; out[row*L + l] =

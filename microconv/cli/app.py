@@ -495,23 +495,19 @@ def serve(
 
 def backend_report(device=None):
     """Every backend with its availability, and every OpenCL device (for ``backends``)."""
-    from microconv import backends as registry
+    from microconv.backends import opencl_devices
 
-    opencl = {"devices": [], "error": None}
-    try:
-        from microconv.backends import ops_opencl
-        opencl["devices"] = ops_opencl.device_report(device)
-    except (BackendError, ImportError) as exc:
-        opencl["error"] = _one_line(exc)
+    opencl = opencl_devices.listing(device)
     chosen = [d for d in opencl["devices"] if d["chosen"]]
     entries = []
     for name in registry.names():
         reason = registry.unavailable_reason(name)
         description = None
-        if reason is None and name != "opencl":
+        if reason is None and "device" not in registry.options(name):
             description = registry.get(name).describe()
         elif reason is None and chosen:
-            # The device report already names the device --device chooses.
+            # A backend with devices is not opened here: the device listing already names
+            # the one --device chooses.
             description = (f"{chosen[0]['device']} on {chosen[0]['platform']}, "
                            f"driver {chosen[0]['driver']}")
         entries.append({"name": name, "available": reason is None, "reason": reason,
