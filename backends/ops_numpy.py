@@ -312,8 +312,14 @@ class _Threads:
                 return [fn(*arrays)]
         bounds = [n * t // threads for t in range(threads + 1)]
         slices = [[a[lo:hi] for a in arrays] for lo, hi in zip(bounds, bounds[1:])]
+        errors = np.geterr()        # NumPy's error handling is per thread: follow the caller's
+
+        def in_caller_errstate(*part):
+            with np.errstate(**errors):
+                return fn(*part)
+
         with self.blas_held():
-            others = [self._pool().submit(fn, *part) for part in slices[1:]]
+            others = [self._pool().submit(in_caller_errstate, *part) for part in slices[1:]]
             try:
                 first = fn(*slices[0])
             finally:
@@ -518,14 +524,19 @@ class NumpyBackend(Backend):
 
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
         d = g + weight_decay * p if weight_decay else g
+        work = np.multiply(d, 1.0 - beta1)           # one temporary, reused: this runs every step
         m *= beta1
-        m += (1.0 - beta1) * d
+        m += work
+        np.multiply(d, d, out=work)
+        work *= 1.0 - beta2
         v *= beta2
-        v += (1.0 - beta2) * d * d
-        m_hat = m / (1.0 - beta1 ** step)
-        v_hat = v / (1.0 - beta2 ** step)
-        p -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(p.dtype)
-
+        v += work
+        np.multiply(v, 1.0 / (1.0 - beta2 ** step), out=work)          # v_hat
+        np.sqrt(work, out=work)
+        work += eps
+        np.divide(m, work, out=work)
+        work *= lr / (1.0 - beta1 ** step)                             # lr * m_hat / (...)
+        p -= work
 
 def unavailable_reason():
     return None

@@ -10,6 +10,7 @@ differ from the serial path, so every comparison is float32-tight.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -154,3 +155,18 @@ def test_an_error_in_a_slice_reaches_the_caller_and_restores_blas():
         assert blas_thread_count() == 2
         halves = threads.map(lambda part: part.sum(), np.ones((100, 1000)))
         assert halves == [50_000.0, 50_000.0]
+
+
+def test_slices_follow_the_callers_floating_point_error_handling():
+    """np.errstate is per thread; training silences overflow warnings (it reports non-finite
+    values itself), and the slices running on other threads must do as the caller says."""
+    huge = np.full((64, 32, 13, 13), 3e38, dtype=np.float32)     # x * 2Phi(x) overflows
+    be = ops_numpy.create()
+    with blas_threads(2):
+        x = mc.tensor(huge, backend=be)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with np.errstate(over="ignore"):
+                assert np.isinf(mc.gelu(x).numpy()).all()
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            mc.gelu(x * mc.tensor(np.ones_like(huge), backend=be)).numpy()
