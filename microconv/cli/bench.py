@@ -129,12 +129,12 @@ def print_result(result, as_json, summary):
 
 # --- timing ----------------------------------------------------------------------------------
 
-class _Contender:
+class Contender:
     """One thing being timed: a step, the images it handles, and how to wait for its device.
 
     ``prepare`` warms it up and picks how many steps make one run last ``min_seconds``;
     ``time_one_run`` adds one run's throughput. Runs of all contenders are interleaved (see
-    ``_time_interleaved``) so that a change in the machine's load hits them alike.
+    ``time_interleaved``) so that a change in the machine's load hits them alike.
     """
 
     def __init__(self, step, images_per_step, sync=None, warmup=2, min_seconds=None):
@@ -180,7 +180,7 @@ class _Contender:
         }
 
 
-def _time_interleaved(contenders, runs):
+def time_interleaved(contenders, runs):
     """Prepare every contender, then run them in turn ``runs`` times; their summaries."""
     for contender in contenders:
         contender.prepare()
@@ -239,7 +239,8 @@ class InferenceStep:
         return self.graph.log_probs.numpy()
 
 
-def _cycle(items):
+def cycle(items):
+    """A function returning the items in turn, round and round."""
     index = 0
 
     def take():
@@ -255,12 +256,12 @@ def backend_contenders(name, batch_size, infer_batch_size, warmup=2, seed=0,
     """The training and the inference step of one microconv backend, ready to be timed."""
     be = backend_registry.get(name)
     train = TrainingStep(be, batch_size, seed=seed)
-    train_data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
+    train_data = cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
     infer = InferenceStep(train.model, infer_batch_size)
-    infer_data = _cycle(random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1))
+    infer_data = cycle(random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1))
     return (be.describe(),
-            _Contender(lambda: train(*train_data()), batch_size, train.sync, warmup, min_seconds),
-            _Contender(lambda: infer(infer_data()[0]), infer_batch_size, None, warmup,
+            Contender(lambda: train(*train_data()), batch_size, train.sync, warmup, min_seconds),
+            Contender(lambda: infer(infer_data()[0]), infer_batch_size, None, warmup,
                        min_seconds))
 
 
@@ -302,7 +303,7 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
     weights = ConvoAlphabetModel("numpy", seed=seed).state_dict()
     model = torch_model(torch, weights)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-    train_data = _cycle([(torch.from_numpy(x), torch.from_numpy(y))
+    train_data = cycle([(torch.from_numpy(x), torch.from_numpy(y))
                          for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
 
     def train_step():
@@ -314,7 +315,7 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
         optimizer.step()
         return loss_value
 
-    infer_data = _cycle([torch.from_numpy(x) for x, _ in
+    infer_data = cycle([torch.from_numpy(x) for x, _ in
                          random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
 
     def infer_step():
@@ -323,8 +324,8 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
 
     info = {"available": True, "version": torch.__version__,
             "device": f"PyTorch {torch.__version__} on the CPU"}
-    return (info, _Contender(train_step, batch_size, None, warmup, min_seconds),
-            _Contender(infer_step, infer_batch_size, None, warmup, min_seconds))
+    return (info, Contender(train_step, batch_size, None, warmup, min_seconds),
+            Contender(infer_step, infer_batch_size, None, warmup, min_seconds))
 
 
 @contextlib.contextmanager
@@ -404,8 +405,8 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
                 info["threads"] = used_threads
                 contenders["torch"] = (info["device"], torch_train, torch_infer)
         with torch_threads(used_threads) if compare_torch else contextlib.nullcontext():
-            train = _time_interleaved([c[1] for c in contenders.values()], runs)
-            infer = _time_interleaved([c[2] for c in contenders.values()], runs)
+            train = time_interleaved([c[1] for c in contenders.values()], runs)
+            infer = time_interleaved([c[2] for c in contenders.values()], runs)
         for (name, (device, _, _)), train_summary, infer_summary in zip(
                 contenders.items(), train, infer):
             entry = {"device": device,
@@ -491,7 +492,7 @@ def _profile_step(backend, batch_size, steps, seed):
     inner = backend_registry.get(backend) if isinstance(backend, str) else backend
     timed = _TimedBackend(inner)
     train = TrainingStep(timed, batch_size, seed=seed)
-    data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
+    data = cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
     wall = {"forward": 0.0, "backward": 0.0}
 
     def one_step():
