@@ -48,7 +48,6 @@ def test_torch_comparison_is_reported_or_explained(result):
 
 
 def test_threads_limit_is_recorded():
-    pytest.importorskip("threadpoolctl")
     limited = run_bench(["numpy"], threads=1, **TINY)
     assert limited["threads"] == 1
     assert all(lib["num_threads"] == 1 for lib in limited["blas"])

@@ -12,8 +12,9 @@ PyTorch, when it happens to be importable, runs the same architecture with the s
 batch, thread count and optimiser in the same process, so the ratios compare like with like.
 It is never a dependency: without it the result says why there is no comparison.
 
-The BLAS library decides most of the speed, so the result names it (through threadpoolctl,
-which is optional: without it the kernel is reported as 'unknown').
+The BLAS library decides most of the speed, so the result names it (through threadpoolctl;
+'unknown' for a BLAS it does not recognise). The NumPy backend uses as many threads as BLAS
+may, so ``threads`` sets both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import statistics
 import time
 
 import numpy as np
+import threadpoolctl
 
 from microconv import backends as backend_registry
 from microconv.engine.optim import SGD
@@ -68,11 +70,7 @@ def machine_info():
 
 
 def blas_info():
-    """The BLAS libraries loaded in this process, or 'unknown' without threadpoolctl."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return "unknown"
+    """The BLAS libraries loaded in this process, or 'unknown' when threadpoolctl finds none."""
     keys = ("internal_api", "version", "architecture", "num_threads", "threading_layer")
     found = []
     for lib in threadpoolctl.threadpool_info():
@@ -95,16 +93,12 @@ def blas_threads(threads):
         yield
         return
     _require_positive_int(threads, "threads")
-    try:
-        import threadpoolctl
-    except ImportError:
-        raise MicroconvError("bench: limiting threads needs threadpoolctl "
-                             "(pip install threadpoolctl)") from None
     with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
         yield
 
 
-def _blas_thread_count(blas):
+def blas_thread_count(blas):
+    """The thread count of the first BLAS in ``blas_info()``'s answer, else the core count."""
     if isinstance(blas, list) and blas:
         return blas[0]["num_threads"]
     return os.cpu_count()
@@ -377,7 +371,7 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
     }
     with blas_threads(threads):
         blas = blas_info()
-        used_threads = threads if threads is not None else _blas_thread_count(blas)
+        used_threads = threads if threads is not None else blas_thread_count(blas)
         result["blas"] = blas
         result["threads"] = used_threads
         contenders = {}                          # name -> (device, train, infer)
@@ -536,7 +530,7 @@ def _profile_step(backend, batch_size, steps, seed):
 
 def _blas_line(blas):
     if not isinstance(blas, list):
-        return "BLAS: unknown (install threadpoolctl to see the kernel)"
+        return "BLAS: unknown (threadpoolctl does not recognise it)"
     return "; ".join(f"BLAS: {b['internal_api']} {b['version']}, kernel {b['architecture']}, "
                      f"{b['num_threads']} threads" for b in blas)
 

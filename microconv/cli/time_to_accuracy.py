@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from microconv import backends as backend_registry
-from microconv.cli.bench import blas_info, blas_threads, machine_info, torch_model, torch_threads
+from microconv.cli.bench import (
+    blas_info,
+    blas_thread_count,
+    blas_threads,
+    machine_info,
+    torch_model,
+    torch_threads,
+)
 from microconv.errors import MicroconvError
 from microconv.letters.model import ConvoAlphabetModel
 from microconv.letters.preprocess import Preprocessing
@@ -181,9 +188,7 @@ def time_to_accuracy(data_dir, backends=("numpy",), compare_torch=False, threads
     runs = {name: [] for name in runners}
     with blas_threads(threads):
         result["blas"] = blas_info()
-        used = threads or (result["blas"][0]["num_threads"] if isinstance(result["blas"], list)
-                           else os.cpu_count())
-        result["threads"] = used
+        used = result["threads"] = threads or blas_thread_count(result["blas"])
         with torch_threads(used) if compare_torch else contextlib.nullcontext():
             for _ in range(repeats):
                 for name, runner in runners.items():
