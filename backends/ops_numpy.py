@@ -361,12 +361,25 @@ class _Threads:
             return self.pool
 
 
+_SHARED_THREADS = []
+_SHARED_THREADS_LOCK = threading.Lock()
+
+
+def _shared_threads():
+    """The process's one _Threads: BLAS's thread count belongs to the process, so every backend
+    object must count its holders in one place, or one could restore it while another holds it."""
+    with _SHARED_THREADS_LOCK:
+        if not _SHARED_THREADS:
+            _SHARED_THREADS.append(_Threads())
+        return _SHARED_THREADS[0]
+
+
 class NumpyBackend(Backend):
     name = "numpy"
 
     def __init__(self):
         self._buffers = _BufferPool()
-        self._threads = _Threads()
+        self._threads = _shared_threads()
         self._im2col_memo = _Memo()     # conv input -> its (N,OH,OW,k,k,C) windows, for dw
         self._gelu_memo = _Memo()       # GELU input -> 2 * Phi(x), for the backward
 

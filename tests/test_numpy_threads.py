@@ -115,18 +115,19 @@ def test_the_letter_model_trains_alike_on_one_two_and_three_threads():
             assert blas_thread_count() == threads          # held to 1 only inside the slices
 
 
-def test_two_threads_training_on_one_backend_object():
-    """Two threads train two models through one backend object at once: each gets exactly the
-    numbers it gets alone, and BLAS's thread count is restored when both are done."""
+@pytest.mark.parametrize("shared", [True, False], ids=["one backend object", "two objects"])
+def test_two_threads_training_at_once(shared):
+    """Two threads train two models at once, through one backend object or two: each gets
+    exactly the numbers it gets alone, and BLAS's thread count is restored when both are done."""
     with blas_threads(2):
-        be = ops_numpy.create()
-        alone = [training_steps(be, steps=3, seed=seed) for seed in (1, 2)]
+        objects = [ops_numpy.create()] * 2 if shared else [ops_numpy.create(), ops_numpy.create()]
+        alone = [training_steps(be, steps=3, seed=seed) for be, seed in zip(objects, (1, 2))]
         together = [None, None]
         errors = []
 
         def train(index):
             try:
-                together[index] = training_steps(be, steps=3, seed=index + 1)
+                together[index] = training_steps(objects[index], steps=3, seed=index + 1)
             except Exception as exc:  # noqa: BLE001 - reported by the main thread below
                 errors.append(exc)
 
