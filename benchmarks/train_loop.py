@@ -8,6 +8,9 @@
    loop's own bookkeeping (metrics, reporting, batch order).
 3. The benchmark's steps again, since the machine's load may have changed meanwhile.
 
+Wall times follow the machine's load; CPU time per step (all threads of the process) much
+less, so both are reported: on a busy machine compare the CPU times.
+
 Then the per-step extras alone: augmentation, preprocessing, the gradient check.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/train_loop.py \
@@ -53,14 +56,18 @@ class LoopClock(Reporter):
     def __init__(self, batch_size):
         self.batch_size = batch_size
         self.events = []        # (kind, seconds since the previous event, the step's own seconds)
+        self.step_cpu = []      # CPU seconds (all threads) from one step's end to the next's
 
     def _event(self, kind, step_seconds=0.0):
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
+        previous = self.events[-1][0] if self.events else "start"
+        if kind == "batch" and previous in ("start", "batch"):    # nothing else in between
+            self.step_cpu.append(cpu - self.last_cpu)
         self.events.append((kind, now - self.last, step_seconds))
-        self.last = now
+        self.last, self.last_cpu = now, cpu
 
     def on_start(self, info):
-        self.last = time.perf_counter()
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
     def on_batch(self, record):
         # the record's rate times one_step alone, without the reporters
@@ -88,6 +95,7 @@ class LoopClock(Reporter):
             "loop_seconds": loop_seconds,
             "loop_images_per_s": images / loop_seconds,
             "steps_images_per_s": images / sum(steps),
+            "cpu_ms_per_step": 1000 * statistics.median(self.step_cpu),
             "split_seconds": {
                 "steps": sum(steps),
                 "validations": sum(gap for kind, gap, _ in loop if kind == "validation"),
@@ -99,14 +107,23 @@ class LoopClock(Reporter):
 
 
 def step_contenders(backend, batch_size, runs):
-    """The benchmark's step (SGD) and the same step with train's Adam, timed interleaved."""
+    """The benchmark's step (SGD) and the same step with train's Adam: wall-clock images/s of
+    interleaved runs, and the median CPU milliseconds (all threads) per step."""
     sgd = TrainingStep(backend, batch_size)
     adam = TrainingStep(backend, batch_size)
     adam.optimizer = Adam(adam.model.named_parameters(), lr=DEFAULT_LR["adam"])
     data = cycle(random_batches(4, batch_size))
-    contenders = [Contender(lambda step=step: step(*data()), batch_size, step.sync)
-                  for step in (sgd, adam)]
-    return dict(zip(("bench step (SGD)", "bench step (Adam)"), time_interleaved(contenders, runs)))
+    steps = [lambda step=step: step(*data()) for step in (sgd, adam)]
+    summaries = time_interleaved([Contender(step, batch_size) for step in steps], runs)
+    for step, summary in zip(steps, summaries):
+        cpu = []
+        for _ in range(runs):
+            start = time.process_time()
+            for _ in range(10):
+                step()
+            cpu.append((time.process_time() - start) / 10)
+        summary["cpu_ms_per_step"] = 1000 * statistics.median(cpu)
+    return dict(zip(("bench step (SGD)", "bench step (Adam)"), summaries))
 
 
 def median_ms(fn, repeats=50):
@@ -161,11 +178,14 @@ def main():
               "per_step_extras_ms": extras, "blas": blas,
               "machine": {**machine_info(), "load_average_1m_before": load_before}}
     lines = [f"{name}: {summary['median']:,.0f} images/s before the run, "
-             f"{after[name]['median']:,.0f} after" for name, summary in before.items()]
+             f"{after[name]['median']:,.0f} after; CPU {summary['cpu_ms_per_step']:.1f} / "
+             f"{after[name]['cpu_ms_per_step']:.1f} ms per step"
+             for name, summary in before.items()]
     split = ", ".join(f"{k} {v:.1f} s" for k, v in loop["split_seconds"].items())
     lines += [f"microconv train: {loop['loop_images_per_s']:,.0f} images/s over the loop "
               f"({loop['images']:,} images in {loop['loop_seconds']:.1f} s: {split}); "
-              f"{loop['steps_images_per_s']:,.0f} images/s in the steps alone; the end of the "
+              f"{loop['steps_images_per_s']:,.0f} images/s in the steps alone, CPU "
+              f"{loop['cpu_ms_per_step']:.1f} ms per step with its bookkeeping; the end of the "
               f"run (final validation, evaluation, checkpoint) {loop['end_of_run_seconds']:.1f} s",
               "per step, alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in extras.items()),
               f"load average {load_before} at the start, {machine_info()['load_average_1m']} "
