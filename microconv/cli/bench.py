@@ -256,7 +256,7 @@ def backend_contenders(name, batch_size, infer_batch_size, warmup=2, seed=0,
     return (be.describe(),
             Contender(lambda: train(*train_data()), batch_size, train.sync, warmup, min_seconds),
             Contender(lambda: infer(infer_data()[0]), infer_batch_size, None, warmup,
-                       min_seconds))
+                      min_seconds))
 
 
 # --- PyTorch, when it happens to be installed -----------------------------------------------
@@ -298,7 +298,7 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
     model = torch_model(torch, weights)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     train_data = cycle([(torch.from_numpy(x), torch.from_numpy(y))
-                         for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
+                        for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
 
     def train_step():
         x, y = train_data()
@@ -310,7 +310,7 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
         return loss_value
 
     infer_data = cycle([torch.from_numpy(x) for x, _ in
-                         random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
+                        random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
 
     def infer_step():
         with torch.inference_mode():
