@@ -10,18 +10,28 @@ and the other elementwise primitives keep whatever memory order their input has 
 order='K'), so the next convolution finds its input already channel-last and builds its
 im2col matrix from runs of C contiguous numbers, without a transpose. Every value is still
 an ordinary array of the right shape: ``to_numpy`` and ``reshape`` see NCHW semantics.
+
+Threads: convolution, pooling and GELU split their batch into one slice per thread and run the
+slices side by side (NumPy releases the GIL in its loops and BLAS calls), each slice's matrix
+products on a single BLAS thread. The backend uses as many threads as BLAS may
+(OPENBLAS_NUM_THREADS, threadpoolctl's limits, ``microconv bench --threads``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
 import sys
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from microconv.backends.base import Backend
 from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import ThreadpoolController
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -102,6 +112,27 @@ def _in_pieces(fn, *arrays):
         fn(*(f[start:start + _PIECE] for f in flats))
 
 
+def _gelu(x, out, cdf2):
+    """out = x * Phi(x), and cdf2 = 2 * Phi(x) kept for the backward."""
+    def piece(x, out, cdf2):
+        cdf2[...] = _normal_cdf_times_2(x)
+        np.multiply(x, cdf2, out=out)
+        out *= x.dtype.type(0.5)
+
+    _in_pieces(piece, x, out, cdf2)
+
+
+def _gelu_backward(x, g, cdf2, slope):
+    """slope = g * (Phi(x) + x * phi(x)), from cdf2 = 2 * Phi(x)."""
+    np.square(x, out=slope)
+    slope *= x.dtype.type(-0.5)
+    np.exp(slope, out=slope)
+    slope *= x
+    slope *= x.dtype.type(_INV_SQRT_2PI)
+    slope += cdf2 * x.dtype.type(0.5)
+    slope *= g
+
+
 # --- convolution through channel-last im2col ----------------------------------------------
 
 def _channels_last(x):
@@ -109,33 +140,31 @@ def _channels_last(x):
     return x.transpose(0, 2, 3, 1)
 
 
-def _im2col(x_nhwc, k, buffers):
-    """(N,H,W,C) -> (N*OH*OW, k*k*C): row (n, r, s) holds the window under output (r, s),
-    ordered (i, j, c), so each run of C numbers is read contiguously."""
-    n, h, w, c = x_nhwc.shape
-    oh, ow = h - k + 1, w - k + 1
-    cols = buffers.empty((n, oh, ow, k, k, c), x_nhwc.dtype)
+def _im2col(x_nhwc, k, cols):
+    """Fill cols (N,OH,OW,k,k,C) from x (N,H,W,C) and return it as the (N*OH*OW, k*k*C) matrix:
+    row (n, r, s) holds the window under output (r, s), ordered (i, j, c), so each run of C
+    numbers is read contiguously."""
+    n, oh, ow, _, _, c = cols.shape
     if c >= _SLICE_IM2COL_BELOW_CHANNELS:
         windows = sliding_window_view(x_nhwc, (k, k), axis=(1, 2))   # (N,OH,OW,C,k,k), a view
         np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
-        return cols.reshape(n * oh * ow, k * k * c)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, :, i, j, :] = x_nhwc[:, i:i + oh, j:j + ow, :]
+    else:
+        for i in range(k):
+            for j in range(k):
+                cols[:, :, :, i, j, :] = x_nhwc[:, i:i + oh, j:j + ow, :]
     return cols.reshape(n * oh * ow, k * k * c)
 
 
-def _col2im(cols, x_shape_nhwc, k, buffers):
-    """The adjoint of _im2col: add every window row back onto the pixels it was read from,
-    by k*k whole-array slice additions (no np.add.at)."""
-    n, h, w, c = x_shape_nhwc
+def _col2im(cols, k, out):
+    """The adjoint of _im2col: out (N,H,W,C) = every window row added back onto the pixels it
+    was read from, by k*k whole-array slice additions (no np.add.at)."""
+    n, h, w, c = out.shape
     oh, ow = h - k + 1, w - k + 1
     cols = cols.reshape(n, oh, ow, k, k, c)
-    out = buffers.zeros(x_shape_nhwc, cols.dtype)
+    out.fill(0)
     for i in range(k):
         for j in range(k):
             out[:, i:i + oh, j:j + ow, :] += cols[:, :, :, i, j, :]
-    return out
 
 
 def _weight_rows(w):
@@ -156,6 +185,27 @@ def _window_part(x, i, j, k):
     (truncated edge windows lack some elements, so that region can be smaller than y)."""
     part = x[:, :, i::k, j::k]
     return part, (slice(None), slice(None), slice(0, part.shape[2]), slice(0, part.shape[3]))
+
+
+def _max_pool(x, out, k):
+    first, _ = _window_part(x, 0, 0, k)
+    np.copyto(out, first)
+    for i, j in _pool_offsets(k)[1:]:
+        part, region = _window_part(x, i, j, k)
+        np.maximum(out[region], part, out=out[region])
+
+
+def _max_pool_backward(x, y, g, dx, k):
+    taken = None                                   # windows whose first maximum was found
+    for i, j in _pool_offsets(k):
+        part, region = _window_part(x, i, j, k)
+        hit = part == y[region]
+        if taken is None:
+            taken = hit
+        else:
+            np.greater(hit, taken[region], out=hit)          # a maximum, and the first one
+            taken[region] |= hit
+        np.multiply(g[region], hit, out=dx[:, :, i::k, j::k])   # every pixel written once
 
 
 class _Memo:
@@ -223,12 +273,114 @@ class _BufferPool:
         return block.transpose(np.argsort(order))
 
 
+# Below this many elements in a primitive's largest array one thread does all of it: handing a
+# slice to another thread costs tens of microseconds.
+_PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
+class _Threads:
+    """Runs a primitive on contiguous slices of its batch, one slice per thread, side by side.
+
+    As many threads as BLAS may use: one setting decides how many cores the backend takes.
+    While slices run, BLAS is held to one thread, so each slice's products run on the thread
+    that owns the slice: a multithreaded BLAS called from two threads at once makes them queue
+    for its own pool (measured: 4x slower than two single-threaded calls). A BLAS that
+    threadpoolctl cannot control cannot be held: then everything runs on the calling thread.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.running = 0            # slice runs in progress: one backend may serve many threads
+        self.saved = None           # BLAS thread counts to restore when the last run ends
+        self.pool = self.pool_pid = None
+        self.blas = ThreadpoolController().select(user_api="blas").lib_controllers
+
+    def count(self):
+        with self.lock:
+            if self.saved is not None:
+                return self.saved[0]
+            return self.blas[0].num_threads if self.blas else 1
+
+    def map(self, fn, *arrays):
+        """[fn(*slices) for each slice], the arrays sliced alike along their first axis."""
+        n = len(arrays[0])
+        threads = min(self.count(), n)
+        if threads == 1:
+            return [fn(*arrays)]
+        if max(a.size for a in arrays) < _PARALLEL_MIN_ELEMENTS:
+            with self.blas_held():
+                return [fn(*arrays)]
+        bounds = [n * t // threads for t in range(threads + 1)]
+        slices = [[a[lo:hi] for a in arrays] for lo, hi in zip(bounds, bounds[1:])]
+        errors = np.geterr()        # NumPy's error handling is per thread: follow the caller's
+
+        def in_caller_errstate(*part):
+            with np.errstate(**errors):
+                return fn(*part)
+
+        with self.blas_held():
+            others = [self._pool().submit(in_caller_errstate, *part) for part in slices[1:]]
+            try:
+                first = fn(*slices[0])
+            finally:
+                wait(others)          # no slice may outlive the call, even after an error
+            return [first] + [f.result() for f in others]
+
+    @contextlib.contextmanager
+    def blas_held(self):
+        """BLAS on one thread inside the block: the backend's own threads share the cores.
+
+        Small products too: waking BLAS's threads for them cost more than they gained, and
+        they kept spinning afterwards, taking a core from the slices (measured: 20-50 ms per
+        training step on the linear layers alone on a busy machine).
+        """
+        if self.count() == 1:
+            yield
+            return
+        with self.lock:
+            if self.running == 0:
+                self.saved = [blas.num_threads for blas in self.blas]
+                for blas in self.blas:
+                    blas.set_num_threads(1)
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.running -= 1
+                if self.running == 0:
+                    for blas, threads in zip(self.blas, self.saved):
+                        blas.set_num_threads(threads)
+                    self.saved = None
+
+    def _pool(self):
+        with self.lock:
+            if self.pool is None or self.pool_pid != os.getpid():   # threads do not survive fork
+                self.pool = ThreadPoolExecutor(thread_name_prefix="microconv-numpy")
+                self.pool_pid = os.getpid()
+            return self.pool
+
+
+_SHARED_THREADS = []
+_SHARED_THREADS_LOCK = threading.Lock()
+
+
+def _shared_threads():
+    """The process's one _Threads: BLAS's thread count belongs to the process, so every backend
+    object must count its holders in one place, or one could restore it while another holds it."""
+    with _SHARED_THREADS_LOCK:
+        if not _SHARED_THREADS:
+            _SHARED_THREADS.append(_Threads())
+        return _SHARED_THREADS[0]
+
+
 class NumpyBackend(Backend):
     name = "numpy"
 
     def __init__(self):
         self._buffers = _BufferPool()
-        self._im2col_memo = _Memo()     # conv input -> (k, its im2col matrix), for dw
+        self._threads = _shared_threads()
+        self._im2col_memo = _Memo()     # conv input -> its (N,OH,OW,k,k,C) windows, for dw
         self._gelu_memo = _Memo()       # GELU input -> 2 * Phi(x), for the backward
 
     def describe(self):
@@ -274,85 +426,83 @@ class NumpyBackend(Backend):
 
     # --- dense layers ------------------------------------------------------------------
     def matmul(self, a, b, trans_a=False, trans_b=False):
-        return (a.T if trans_a else a) @ (b.T if trans_b else b)
+        with self._threads.blas_held():
+            return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
     def linear(self, x, w, b):
-        out = x @ w.T
+        with self._threads.blas_held():
+            out = x @ w.T
         out += b
         return out
 
     # --- convolution -------------------------------------------------------------------
     def conv2d(self, x, w, b):
-        n, _, h, wd = x.shape
+        n, c, h, wd = x.shape
         o, _, k, _ = w.shape
-        oh, ow = h - k + 1, wd - k + 1
-        cols = _im2col(_channels_last(x), k, self._buffers)
-        self._im2col_memo.remember(x, (k, cols))      # the weight gradient needs it again
-        out = self._buffers.empty((n * oh * ow, o), x.dtype)
-        np.matmul(cols, _weight_rows(w).T, out=out)                     # (N*OH*OW, O)
-        out += b
-        return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)         # NCHW view, NHWC memory
+        cols = self._buffers.empty((n, h - k + 1, wd - k + 1, k, k, c), x.dtype)
+        out = self._buffers.empty((n, h - k + 1, wd - k + 1, o), x.dtype)
+        w_rows_t = _weight_rows(w).T
+
+        def conv_slice(x_nhwc, cols, out):
+            np.matmul(_im2col(x_nhwc, k, cols), w_rows_t, out=out.reshape(-1, o))
+            out += b
+
+        self._threads.map(conv_slice, _channels_last(x), cols, out)
+        self._im2col_memo.remember(x, cols)           # the weight gradient needs it again
+        return out.transpose(0, 3, 1, 2)              # NCHW view, NHWC memory
 
     def conv2d_backward(self, x, w, g, needs):
         n, c, h, wd = x.shape
         o, _, k, _ = w.shape
-        g_rows = _channels_last(g).reshape(-1, o)      # (N*OH*OW, O); free for NHWC memory
-        dx = dw = db = None
-        if needs[0]:
-            # One multiply, then col2im. Nine per-offset multiplies into contiguous blocks were
-            # as fast on an idle machine but far slower on a busy one: every BLAS call makes
-            # its threads meet, and a descheduled thread makes the others wait.
-            dcols = self._buffers.empty((g_rows.shape[0], k * k * c), g.dtype)
-            np.matmul(g_rows, _weight_rows(w), out=dcols)                  # (N*OH*OW, k*k*C)
-            dx = _col2im(dcols, (n, h, wd, c), k, self._buffers).transpose(0, 3, 1, 2)
+        w_rows = _weight_rows(w)
+        cols = self._im2col_memo.recall(x)
+        fresh_cols = cols is None or cols.shape[3] != k
+        if fresh_cols:
+            cols = self._buffers.empty((n, h - k + 1, wd - k + 1, k, k, c), x.dtype)
+        dx = self._buffers.empty((n, h, wd, c), x.dtype) if needs[0] else None
+
+        def backward_slice(x_nhwc, g_nhwc, cols, dx=None):
+            g_rows = g_nhwc.reshape(-1, o)            # (N*OH*OW, O); free for NHWC memory
+            dw_cols = db = None
+            if dx is not None:
+                # One multiply, then col2im: nine per-offset products gained 13% on the
+                # second layer and lost on the third.
+                dcols = self._buffers.empty((len(g_rows), k * k * c), g.dtype)
+                _col2im(np.matmul(g_rows, w_rows, out=dcols), k, dx)
+            if needs[1]:
+                rows = _im2col(x_nhwc, k, cols) if fresh_cols else cols.reshape(len(g_rows), -1)
+                # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's 9 columns
+                dw_cols = rows.T @ g_rows                                   # (k*k*C, O)
+            if needs[2]:
+                # a matrix-vector product: 10x faster than sum(axis=0) over rows of only O numbers
+                db = np.ones(len(g_rows), dtype=g_rows.dtype) @ g_rows
+            return dw_cols, db
+
+        arrays = (_channels_last(x), _channels_last(g), cols) + ((dx,) if needs[0] else ())
+        parts = self._threads.map(backward_slice, *arrays)
+        dw = db = None
         if needs[1]:
-            remembered = self._im2col_memo.recall(x)
-            if remembered is not None and remembered[0] == k:
-                cols = remembered[1]
-            else:
-                cols = _im2col(_channels_last(x), k, self._buffers)
-            # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's 9 columns
-            dw_cols = cols.T @ g_rows                                       # (k*k*C, O)
+            dw_cols = functools.reduce(np.add, (part[0] for part in parts))
             dw = np.ascontiguousarray(dw_cols.reshape(k, k, c, o).transpose(3, 2, 0, 1))
         if needs[2]:
-            # a matrix-vector product: 10x faster than sum(axis=0) over rows of only O numbers
-            db = np.ones(g_rows.shape[0], dtype=g_rows.dtype) @ g_rows
-        return dx, dw, db
+            db = functools.reduce(np.add, (part[1] for part in parts))
+        return (None if dx is None else dx.transpose(0, 3, 1, 2)), dw, db
 
     # --- pooling -----------------------------------------------------------------------
     def max_pool2d(self, x, k):
-        first, _ = _window_part(x, 0, 0, k)        # the ceil-mode output shape: ceil(H/k)
-        out = self._buffers.like(first)
-        np.copyto(out, first)
-        for i, j in _pool_offsets(k)[1:]:
-            part, region = _window_part(x, i, j, k)
-            np.maximum(out[region], part, out=out[region])
+        out = self._buffers.like(_window_part(x, 0, 0, k)[0])   # ceil mode: ceil(H/k) rows
+        self._threads.map(functools.partial(_max_pool, k=k), x, out)
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
-        dx = self._buffers.like(x)               # every pixel is written once, below
-        taken = None                               # windows whose first maximum was found
-        for i, j in _pool_offsets(k):
-            part, region = _window_part(x, i, j, k)
-            hit = part == y[region]
-            if taken is None:
-                taken = hit
-            else:
-                np.greater(hit, taken[region], out=hit)      # a maximum, and the first one
-                taken[region] |= hit
-            np.multiply(g[region], hit, out=dx[:, :, i::k, j::k])
+        dx = self._buffers.like(x)
+        self._threads.map(functools.partial(_max_pool_backward, k=k), x, y, g, dx)
         return dx
 
     # --- activations -------------------------------------------------------------------
     def gelu(self, x):
         out, cdf2 = self._buffers.like(x), self._buffers.like(x)
-
-        def piece(x, out, cdf2):
-            cdf2[...] = _normal_cdf_times_2(x)
-            np.multiply(x, cdf2, out=out)
-            out *= x.dtype.type(0.5)
-
-        _in_pieces(piece, x, out, cdf2)
+        self._threads.map(_gelu, x, out, cdf2)
         self._gelu_memo.remember(x, cdf2)   # 2 * Phi(x), for the backward
         return out
 
@@ -360,14 +510,8 @@ class NumpyBackend(Backend):
         cdf2 = self._gelu_memo.recall(x)
         if cdf2 is None:
             cdf2 = _normal_cdf_times_2(x)
-        slope = self._buffers.like(x)                          # Phi(x) + x * phi(x)
-        np.square(x, out=slope)
-        slope *= x.dtype.type(-0.5)
-        np.exp(slope, out=slope)
-        slope *= x
-        slope *= x.dtype.type(_INV_SQRT_2PI)
-        slope += cdf2 * x.dtype.type(0.5)
-        slope *= g
+        slope = self._buffers.like(x)
+        self._threads.map(_gelu_backward, x, g, cdf2, slope)
         return slope
 
     def relu(self, x):
@@ -393,14 +537,19 @@ class NumpyBackend(Backend):
 
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
         d = g + weight_decay * p if weight_decay else g
+        work = np.multiply(d, 1.0 - beta1)           # one temporary, reused: this runs every step
         m *= beta1
-        m += (1.0 - beta1) * d
+        m += work
+        np.multiply(d, d, out=work)
+        work *= 1.0 - beta2
         v *= beta2
-        v += (1.0 - beta2) * d * d
-        m_hat = m / (1.0 - beta1 ** step)
-        v_hat = v / (1.0 - beta2 ** step)
-        p -= (lr * m_hat / (np.sqrt(v_hat) + eps)).astype(p.dtype)
-
+        v += work
+        np.multiply(v, 1.0 / (1.0 - beta2 ** step), out=work)          # v_hat
+        np.sqrt(work, out=work)
+        work += eps
+        np.divide(m, work, out=work)
+        work *= lr / (1.0 - beta1 ** step)                             # lr * m_hat / (...)
+        p -= work
 
 def unavailable_reason():
     return None

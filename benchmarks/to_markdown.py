@@ -1,7 +1,9 @@
-"""Turn the JSON of ``microconv bench --json`` (or train_throughput.py --json) into the
-Markdown tables of docs/benchmarks.md, so the document shows exactly what was measured.
+"""Turn the JSON of ``microconv bench --json`` (or train_throughput.py --json, or
+``microconv bench --time-to-accuracy --json``) into the Markdown tables of
+docs/benchmarks.md, so the document shows exactly what was measured.
 
     python benchmarks/to_markdown.py bench.json [profile.json]
+    python benchmarks/to_markdown.py time-to-accuracy.json
 """
 
 from __future__ import annotations
@@ -82,8 +84,34 @@ def profile_tables(profiles):
     return "\n".join(out)
 
 
+def time_to_accuracy_table(result):
+    thresholds = result["thresholds"]
+    lines = ["| contender | " + " | ".join(f"{float(t):.0%}: seconds, median (min–max) | at step"
+                                          for t in thresholds) + " | best validation |",
+             "|---|" + "---:|---:|" * len(thresholds) + "---:|"]
+    for name, entry in result["contenders"].items():
+        cells = []
+        for t in thresholds:
+            passed = entry[t]
+            cells += (["not passed", ""] if passed is None else
+                      [f"{passed['median']:.1f} ({passed['min']:.1f}–{passed['max']:.1f})",
+                       ", ".join(map(str, passed["steps"]))])
+        best = max(run["best_accuracy"] or 0.0 for run in entry["runs"])
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {best:.1%} |")
+    for name, reason in result.get("skipped", {}).items():
+        lines.append(f"| {name} | skipped: {reason} |" + " |" * (2 * len(thresholds)))
+    m = result["machine"]
+    lines.append(f"\n{result['threads']} threads, {result['repeats']} interleaved run(s) each; "
+                 f"load average (1 min) before/after: {m['load_average_1m']} / "
+                 f"{m['load_average_1m_after']}")
+    return "\n".join(lines)
+
+
 def main():
     result = json.load(open(sys.argv[1]))
+    if "contenders" in result:
+        print(time_to_accuracy_table(result))
+        return
     print(machine_lines(result), end="\n\n")
     print(throughput_table(result), end="\n\n")
     if len(sys.argv) > 2:

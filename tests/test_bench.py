@@ -48,7 +48,6 @@ def test_torch_comparison_is_reported_or_explained(result):
 
 
 def test_threads_limit_is_recorded():
-    pytest.importorskip("threadpoolctl")
     limited = run_bench(["numpy"], threads=1, **TINY)
     assert limited["threads"] == 1
     assert all(lib["num_threads"] == 1 for lib in limited["blas"])
@@ -86,3 +85,60 @@ def test_profile_covers_the_convolutions_and_the_engine():
     assert ops["sgd_update"][0] == 0 and ops["sgd_update"][1] > 0
     assert "engine (Python)" in ops
     Console(width=120, file=None, record=True).print(render_profile("numpy", rows))
+
+
+# --- time to accuracy -------------------------------------------------------------------------
+
+RACE = {"epochs": 1, "batch_size": 16, "eval_every": 2, "validation_size": 32}
+
+
+@pytest.fixture(scope="module")
+def letters_folder(tmp_path_factory):
+    from microconv.letters import synth
+    return synth.write_emnist_files(tmp_path_factory.mktemp("letters"), 96, 48, seed=2)
+
+
+@pytest.fixture(scope="module")
+def race(letters_folder):
+    from microconv.cli.time_to_accuracy import time_to_accuracy
+    # 0% is passed at the first validation; 101% never, so those runs go to their end.
+    return time_to_accuracy(letters_folder, ["numpy", "python"], compare_torch=True,
+                            thresholds=(0.0, 1.01), **RACE)
+
+
+def test_time_to_accuracy_records_when_each_threshold_is_passed(race):
+    decoded = json.loads(json.dumps(race))
+    numpy_entry = decoded["contenders"]["numpy"]
+    (run,) = numpy_entry["runs"]
+    assert run["passed"]["0.00"]["step"] == RACE["eval_every"]
+    assert 0 < run["passed"]["0.00"]["seconds"] == numpy_entry["0.00"]["median"]
+    assert run["passed"]["1.01"] is None and numpy_entry["1.01"] is None
+    steps = [step for step, _, _ in run["validations"]]
+    assert steps == [2, 4, 6] and all(0 <= a <= 1 for _, _, a in run["validations"])
+    assert "days" in decoded["skipped"]["python"]
+    torch_runs = [name for name in decoded["contenders"] if name.startswith("torch")]
+    if "torch" in decoded["skipped"]:
+        assert "PyTorch" in decoded["skipped"]["torch"]
+    else:
+        # same weights, batches and augmentation: validated at the same steps
+        (torch_run,) = decoded["contenders"][torch_runs[0]]["runs"]
+        assert [step for step, _, _ in torch_run["validations"]] == steps
+
+
+def test_time_to_accuracy_renders_every_contender(race):
+    from microconv.cli.time_to_accuracy import render_time_to_accuracy
+    console = Console(width=160, record=True)
+    console.print(render_time_to_accuracy(race))
+    text = console.export_text()
+    assert "numpy" in text and "not passed" in text and "load average" in text
+
+
+def test_time_to_accuracy_from_the_command_line(letters_folder):
+    from clitools import assert_one_line_error, cli
+    result = cli("bench", "--time-to-accuracy", "--data-dir", letters_folder, "--batch-size",
+                 "32", "--max-minutes", "0.1", "--json")
+    assert result.exit_code == 0, result.output
+    decoded = json.loads(result.stdout)
+    assert decoded["config"]["batch_size"] == 32 and "numpy" in decoded["contenders"]
+    missing = cli("bench", "--time-to-accuracy", "--data-dir", letters_folder / "nowhere")
+    assert_one_line_error(missing, "nowhere", "does not exist")

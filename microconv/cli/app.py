@@ -563,19 +563,42 @@ def bench(
     batch_size: Annotated[int, typer.Option(min=1, help="Training batch size.")] = 64,
     threads: Annotated[Optional[int], typer.Option(
         min=1, help="Limit the BLAS (and PyTorch) thread pools.")] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs per measurement.")] = 5,
+    runs: Annotated[Optional[int], typer.Option(
+        min=1, help="Timed runs per measurement (default 5), or training runs per contender "
+                    "with --time-to-accuracy (default 1).", show_default=False)] = None,
     compare_torch: Annotated[bool, typer.Option(
         help="Also time the same model in PyTorch, if it is installed.")] = False,
     profile: Annotated[bool, typer.Option(
         help="Also show where one training step spends its time, per op.")] = False,
+    time_to_accuracy: Annotated[bool, typer.Option(
+        "--time-to-accuracy",
+        help="Instead: train as 'microconv train' does and time until validation passes 85% "
+             "and 90% (needs --data-dir or $MICROCONV_DATA).")] = False,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        help="EMNIST letters folder for --time-to-accuracy.")] = None,
+    max_minutes: Annotated[float, typer.Option(
+        min=0.1, help="--time-to-accuracy: stop a run after this many minutes.")] = 10.0,
     as_json: JsonOption = False,
 ):
-    """Training and inference speed in images per second, per backend."""
+    """Training and inference speed in images per second, per backend; with
+    --time-to-accuracy, the time until validation passes 85% and 90%."""
     from microconv.cli.bench import profile_step, render_bench, render_profile, run_bench
 
     names = [b.value for b in backend] if backend else ["numpy"]
     _require_bench_memory(names, batch_size)
-    result = run_bench(names, batch_size=batch_size, threads=threads, runs=runs,
+    if time_to_accuracy:
+        from microconv.cli.time_to_accuracy import render_time_to_accuracy
+        from microconv.cli.time_to_accuracy import time_to_accuracy as race
+
+        result = race(_data_folder(data_dir, "letters"), names, compare_torch=compare_torch,
+                      threads=threads, repeats=runs or 1, max_minutes=max_minutes,
+                      batch_size=batch_size)
+        if as_json:
+            _print_json(result)
+        else:
+            _console().print(render_time_to_accuracy(result))
+        return
+    result = run_bench(names, batch_size=batch_size, threads=threads, runs=runs or 5,
                        compare_torch=compare_torch)
     rows = None
     if profile:

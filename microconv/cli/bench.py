@@ -12,8 +12,9 @@ PyTorch, when it happens to be importable, runs the same architecture with the s
 batch, thread count and optimiser in the same process, so the ratios compare like with like.
 It is never a dependency: without it the result says why there is no comparison.
 
-The BLAS library decides most of the speed, so the result names it (through threadpoolctl,
-which is optional: without it the kernel is reported as 'unknown').
+The BLAS library decides most of the speed, so the result names it (through threadpoolctl;
+'unknown' for a BLAS it does not recognise). The NumPy backend uses as many threads as BLAS
+may, so ``threads`` sets both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import statistics
 import time
 
 import numpy as np
+import threadpoolctl
 
 from microconv import backends as backend_registry
 from microconv.engine.optim import SGD
@@ -68,11 +70,7 @@ def machine_info():
 
 
 def blas_info():
-    """The BLAS libraries loaded in this process, or 'unknown' without threadpoolctl."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return "unknown"
+    """The BLAS libraries loaded in this process, or 'unknown' when threadpoolctl finds none."""
     keys = ("internal_api", "version", "architecture", "num_threads", "threading_layer")
     found = []
     for lib in threadpoolctl.threadpool_info():
@@ -95,16 +93,12 @@ def blas_threads(threads):
         yield
         return
     _require_positive_int(threads, "threads")
-    try:
-        import threadpoolctl
-    except ImportError:
-        raise MicroconvError("bench: limiting threads needs threadpoolctl "
-                             "(pip install threadpoolctl)") from None
     with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
         yield
 
 
-def _blas_thread_count(blas):
+def blas_thread_count(blas):
+    """The thread count of the first BLAS in ``blas_info()``'s answer, else the core count."""
     if isinstance(blas, list) and blas:
         return blas[0]["num_threads"]
     return os.cpu_count()
@@ -129,12 +123,12 @@ def print_result(result, as_json, summary):
 
 # --- timing ----------------------------------------------------------------------------------
 
-class _Contender:
+class Contender:
     """One thing being timed: a step, the images it handles, and how to wait for its device.
 
     ``prepare`` warms it up and picks how many steps make one run last ``min_seconds``;
     ``time_one_run`` adds one run's throughput. Runs of all contenders are interleaved (see
-    ``_time_interleaved``) so that a change in the machine's load hits them alike.
+    ``time_interleaved``) so that a change in the machine's load hits them alike.
     """
 
     def __init__(self, step, images_per_step, sync=None, warmup=2, min_seconds=None):
@@ -180,7 +174,7 @@ class _Contender:
         }
 
 
-def _time_interleaved(contenders, runs):
+def time_interleaved(contenders, runs):
     """Prepare every contender, then run them in turn ``runs`` times; their summaries."""
     for contender in contenders:
         contender.prepare()
@@ -239,7 +233,8 @@ class InferenceStep:
         return self.graph.log_probs.numpy()
 
 
-def _cycle(items):
+def cycle(items):
+    """A function returning the items in turn, round and round."""
     index = 0
 
     def take():
@@ -255,13 +250,13 @@ def backend_contenders(name, batch_size, infer_batch_size, warmup=2, seed=0,
     """The training and the inference step of one microconv backend, ready to be timed."""
     be = backend_registry.get(name)
     train = TrainingStep(be, batch_size, seed=seed)
-    train_data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
+    train_data = cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
     infer = InferenceStep(train.model, infer_batch_size)
-    infer_data = _cycle(random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1))
+    infer_data = cycle(random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1))
     return (be.describe(),
-            _Contender(lambda: train(*train_data()), batch_size, train.sync, warmup, min_seconds),
-            _Contender(lambda: infer(infer_data()[0]), infer_batch_size, None, warmup,
-                       min_seconds))
+            Contender(lambda: train(*train_data()), batch_size, train.sync, warmup, min_seconds),
+            Contender(lambda: infer(infer_data()[0]), infer_batch_size, None, warmup,
+                      min_seconds))
 
 
 # --- PyTorch, when it happens to be installed -----------------------------------------------
@@ -302,8 +297,8 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
     weights = ConvoAlphabetModel("numpy", seed=seed).state_dict()
     model = torch_model(torch, weights)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-    train_data = _cycle([(torch.from_numpy(x), torch.from_numpy(y))
-                         for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
+    train_data = cycle([(torch.from_numpy(x), torch.from_numpy(y))
+                        for x, y in random_batches(DATA_POOL_BATCHES, batch_size, seed)])
 
     def train_step():
         x, y = train_data()
@@ -314,8 +309,8 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
         optimizer.step()
         return loss_value
 
-    infer_data = _cycle([torch.from_numpy(x) for x, _ in
-                         random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
+    infer_data = cycle([torch.from_numpy(x) for x, _ in
+                        random_batches(DATA_POOL_BATCHES, infer_batch_size, seed + 1)])
 
     def infer_step():
         with torch.inference_mode():
@@ -323,8 +318,8 @@ def torch_contenders(batch_size, infer_batch_size, warmup=2, seed=0, min_seconds
 
     info = {"available": True, "version": torch.__version__,
             "device": f"PyTorch {torch.__version__} on the CPU"}
-    return (info, _Contender(train_step, batch_size, None, warmup, min_seconds),
-            _Contender(infer_step, infer_batch_size, None, warmup, min_seconds))
+    return (info, Contender(train_step, batch_size, None, warmup, min_seconds),
+            Contender(infer_step, infer_batch_size, None, warmup, min_seconds))
 
 
 @contextlib.contextmanager
@@ -376,7 +371,7 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
     }
     with blas_threads(threads):
         blas = blas_info()
-        used_threads = threads if threads is not None else _blas_thread_count(blas)
+        used_threads = threads if threads is not None else blas_thread_count(blas)
         result["blas"] = blas
         result["threads"] = used_threads
         contenders = {}                          # name -> (device, train, infer)
@@ -404,8 +399,8 @@ def run_bench(backends=("numpy",), batch_size=64, threads=None, runs=5, compare_
                 info["threads"] = used_threads
                 contenders["torch"] = (info["device"], torch_train, torch_infer)
         with torch_threads(used_threads) if compare_torch else contextlib.nullcontext():
-            train = _time_interleaved([c[1] for c in contenders.values()], runs)
-            infer = _time_interleaved([c[2] for c in contenders.values()], runs)
+            train = time_interleaved([c[1] for c in contenders.values()], runs)
+            infer = time_interleaved([c[2] for c in contenders.values()], runs)
         for (name, (device, _, _)), train_summary, infer_summary in zip(
                 contenders.items(), train, infer):
             entry = {"device": device,
@@ -491,7 +486,7 @@ def _profile_step(backend, batch_size, steps, seed):
     inner = backend_registry.get(backend) if isinstance(backend, str) else backend
     timed = _TimedBackend(inner)
     train = TrainingStep(timed, batch_size, seed=seed)
-    data = _cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
+    data = cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))
     wall = {"forward": 0.0, "backward": 0.0}
 
     def one_step():
@@ -535,7 +530,7 @@ def _profile_step(backend, batch_size, steps, seed):
 
 def _blas_line(blas):
     if not isinstance(blas, list):
-        return "BLAS: unknown (install threadpoolctl to see the kernel)"
+        return "BLAS: unknown (threadpoolctl does not recognise it)"
     return "; ".join(f"BLAS: {b['internal_api']} {b['version']}, kernel {b['architecture']}, "
                      f"{b['num_threads']} threads" for b in blas)
 
