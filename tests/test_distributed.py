@@ -154,11 +154,12 @@ def start_and_wait_for_checkpoint(tmp_path, start_job):
 
 
 def assert_stops_with_last_checkpoint(job, tmp_path):
-    """The job ends on its own (every rank), and its checkpoint is whole and from a validation."""
+    """The job ends on its own (every rank), and its checkpoint is whole: a validation's, or
+    one rank 0 wrote as it was stopped."""
     code, output = ended(job, timeout=60)
     header, params, _ = read_checkpoint(tmp_path / "run.npz")
     step = header["progress"]["step"]
-    assert step % 10 == 0 and 10 <= step < 500, step
+    assert 10 <= step < 500, step
     assert all(np.isfinite(value).all() for value in params.values())
     return code, output, step
 
@@ -181,12 +182,12 @@ def test_a_killed_rank_stops_the_job_and_the_checkpoint_resumes_on_one_process(t
 
 def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path, start_job):
     """Rank 1 is interrupted: it says so in one line and aborts the job (exit 130); rank 0
-    goes down with it, and the checkpoint on disk is the last validation's."""
+    goes down with it, and the checkpoint on disk is whole."""
     job, pids = start_and_wait_for_checkpoint(tmp_path, start_job)
     os.kill(pids[1], signal.SIGINT)
     code, output, _ = assert_stops_with_last_checkpoint(job, tmp_path)
     assert code == 130, output[-2000:]
-    assert "training interrupted at step" in output
+    assert "rank 1 interrupted at step" in output and "rank 0 keeps the checkpoint" in output
     assert "Traceback" not in output
 
 
