@@ -194,12 +194,14 @@ def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path, start_job):
 def test_a_failure_on_rank_0_alone_stops_the_job(tmp_path, start_job):
     """Only rank 0 opens the metrics database; when that fails, rank 1 (already waiting for
     rank 0's parameters) must not wait forever."""
-    (tmp_path / "folder").mkdir()
-    command = train_command(2, tmp_path, "run", epochs=1, metrics=tmp_path / "folder")
+    notes = b"not a database, " * 256
+    (tmp_path / "notes.db").write_bytes(notes)
+    command = train_command(2, tmp_path, "run", epochs=1, metrics=tmp_path / "notes.db")
     code, output = ended(start_job(command), timeout=120)
     assert code == 1, output[-2000:]
     assert "error: cannot use" in output and "as a metrics database" in output
     assert not (tmp_path / "run.npz").exists()
+    assert (tmp_path / "notes.db").read_bytes() == notes
 
 
 def test_mpirun_without_mpi4py_says_so_in_one_line(tmp_path, monkeypatch):
