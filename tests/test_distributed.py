@@ -154,8 +154,8 @@ def start_and_wait_for_checkpoint(tmp_path, start_job):
 
 
 def assert_stops_with_last_checkpoint(job, tmp_path):
-    """The job ends on its own (every rank), and its checkpoint is whole: the last validation's,
-    or the one rank 0 saves between two steps when mpirun stops it with SIGTERM."""
+    """The job ends on its own (every rank), and its checkpoint is whole: a validation's, or
+    one rank 0 wrote as it was stopped."""
     code, output = ended(job, timeout=60)
     header, params, _ = read_checkpoint(tmp_path / "run.npz")
     step = header["progress"]["step"]
@@ -187,19 +187,21 @@ def test_ctrl_c_on_one_rank_stops_every_rank(tmp_path, start_job):
     os.kill(pids[1], signal.SIGINT)
     code, output, _ = assert_stops_with_last_checkpoint(job, tmp_path)
     assert code == 130, output[-2000:]
-    assert "training interrupted at step" in output
+    assert "rank 1 interrupted at step" in output and "rank 0 keeps the checkpoint" in output
     assert "Traceback" not in output
 
 
 def test_a_failure_on_rank_0_alone_stops_the_job(tmp_path, start_job):
     """Only rank 0 opens the metrics database; when that fails, rank 1 (already waiting for
     rank 0's parameters) must not wait forever."""
-    (tmp_path / "notes.txt").write_text("not a database, " * 100)
-    command = train_command(2, tmp_path, "run", epochs=1, metrics=tmp_path / "notes.txt")
+    notes = b"not a database, " * 256
+    (tmp_path / "notes.db").write_bytes(notes)
+    command = train_command(2, tmp_path, "run", epochs=1, metrics=tmp_path / "notes.db")
     code, output = ended(start_job(command), timeout=120)
     assert code == 1, output[-2000:]
     assert "error: cannot use" in output and "as a metrics database" in output
     assert not (tmp_path / "run.npz").exists()
+    assert (tmp_path / "notes.db").read_bytes() == notes
 
 
 def test_mpirun_without_mpi4py_says_so_in_one_line(tmp_path, monkeypatch):

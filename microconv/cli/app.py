@@ -238,7 +238,13 @@ def train(
     # rank alone: a rank that exits before MPI starts makes mpirun stop the others.
     world = distributed.world()
     if not world.is_root:
-        training.train(config, world=world)      # rank 0 reports for all
+        try:
+            training.train(config, world=world)      # rank 0 reports for all
+        except training.TrainingInterrupted as exc:
+            # Rank 0 writes the checkpoints and says what it saved; this rank only stopped.
+            _error_console().print(f"[yellow]rank {world.rank} interrupted at step {exc.step}; "
+                                   "rank 0 keeps the checkpoint[/]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         return
     console = _console()
     use_dashboard = console.is_terminal if dashboard is None else dashboard
