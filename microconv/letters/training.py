@@ -380,7 +380,7 @@ class _Run:
         else:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
-        require_graph_memory(self.model, config.batch_size, train=True)
+        require_graph_memory(self.model, self.rows.stop - self.rows.start, train=True)
         self.world.broadcast_parameters(self.model)
         self.optimizer = make_optimizer(config, self.model)
         if header is not None:
@@ -665,8 +665,10 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
         with _Signals() as signals:
             return _train(config, reporter, signals, world)
     except BaseException as exc:
-        world.stop_all_at_exit(130 if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted))
-                               else 1)
+        # the exit code a shell gives a process ended by the signal, as the command line does
+        stopped_by = getattr(exc, "signal_number", signal.SIGINT)
+        world.stop_all_at_exit(128 + stopped_by
+                               if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)) else 1)
         raise
     finally:
         if database is not None:
