@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from microconv.errors import CheckpointError, MicroconvError
-from microconv.letters import hello_dl, training
+from microconv.letters import distributed, hello_dl, training
 from microconv.letters.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from microconv.letters.training import resume_config, train
 from microconv.letters.model import ConvoAlphabetModel
@@ -329,7 +329,8 @@ def test_any_value_in_any_header_field(tmp_path_factory, trained, field, value):
         assert np.isfinite(classifier.predict(images)).all()
     try:
         config = resume_config(path, limit=32, epochs=1)
-        run = training._Run(config.checked(), None, training._Signals())
+        run = training._Run(config.checked(), None, training._Signals(),
+                             distributed.SingleProcess())
         run.setup()
     except CheckpointError as exc:
         one_line(exc, path)
