@@ -140,14 +140,19 @@ def test_bright_ink_on_black_and_tight_crops_are_read_too():
     assert len(photo.find_letters(crop)) == 1
 
 
-def test_connected_components_count_8_connected_blobs():
+def test_ink_blobs_are_8_connected_and_hold_strong_ink():
     mask = np.zeros((6, 8), dtype=bool)
     mask[0, 0] = mask[1, 1] = True                 # diagonal neighbours: one blob
     mask[4:6, 3:7] = True                          # a block
     mask[0, 7] = True                              # a lone pixel
-    blobs = photo.connected_components(mask)
-    assert sorted(b.area for b in blobs) == [1, 2, 8]
+    blobs = photo.ink_blobs(mask, mask)
+    assert sorted(len(b.ys) for b in blobs) == [1, 2, 8]
     assert sorted(b.box for b in blobs) == [(0, 0, 2, 2), (3, 4, 7, 6), (7, 0, 8, 1)]
+    strong = np.zeros_like(mask)
+    strong[5, 5] = True                            # only the block holds strongly dark ink
+    assert [b.box for b in photo.ink_blobs(mask, strong)] == [(3, 4, 7, 6)]
+    assert [b.box for b in photo.ink_blobs(mask, mask, min_size=2)] == [(0, 0, 2, 2),
+                                                                        (3, 4, 7, 6)]
 
 
 # ---------------------------------------------------------------------------- preparation
@@ -174,7 +179,7 @@ def test_prepare_letter_leaves_out_neighbours_with_a_mask():
     details = photo.find_letter_details(image)
     assert len(details) == 2
     k = details[0]
-    with_mask = photo.prepare_letter(image, k.box, photo.blob_mask(k.blobs, k.box))
+    with_mask = photo.prepare_letter(image, k.box, k.ink.mask(k.box))
     without = photo.prepare_letter(image, k.box)
     assert with_mask.sum() < without.sum()
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from microconv.errors import DataError
 
@@ -42,6 +43,10 @@ WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 reso
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
+MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degrees of level
+WORD_GAP = 0.6                # a gap wider than this share of the letter height parts words
+SAME_INK = 0.97               # a dot joins a letter when their ink colours agree this well
+                              # (the cosine of their absorption in R, G, B)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +80,17 @@ def _open_bounded(path, mode):
 
 def read_image(path):
     """Grey values (H, W) float32 in 0..255 of an image file, at most MAX_SIDE on each side."""
-    gray = np.asarray(_open_bounded(path, "L"), dtype=np.float32)
+    return _checked(np.asarray(_open_bounded(path, "L"), dtype=np.float32), path)
+
+
+def read_photo(path):
+    """(grey (H, W), colour (H, W, 3)) float32 arrays of an image file, like ``read_image``."""
+    image = _open_bounded(path, "RGB")
+    gray = _checked(np.asarray(image.convert("L"), dtype=np.float32), path)
+    return gray, np.asarray(image, dtype=np.float32)
+
+
+def _checked(gray, path):
     if gray.size == 0 or gray.max() - gray.min() < 1:
         raise DataError(f"image {os.fspath(path)} is uniform: there is nothing to read")
     return gray
@@ -106,26 +121,28 @@ def _bright_ink(gray):
 # 2. Adaptive thresholding
 
 
-def box_mean(values, weights, radius):
-    """Weighted mean of ``values`` over a (2r+1)^2 window, and the weight in each window.
+def local_mean(values, weights, radius):
+    """Mean of ``values`` over a (2r+1)^2 window counting only pixels of weight 1, and the
+    share of each window those pixels fill.
 
-    Pixels with weight 0 (ink) do not count, and the window shrinks at the borders, so the
-    paper's brightness near an edge is estimated from the paper that is really there. Wide
-    windows are summed on blocks of pixels: the paper's brightness changes slowly, and a
-    photo's estimate then costs milliseconds.
+    The window shrinks at the image's borders (pixels outside count as weight 0), so the
+    paper's brightness near an edge comes from the paper that is really there. Wide windows
+    are averaged on blocks of pixels: the paper's brightness changes slowly, and a photo's
+    estimate then costs milliseconds.
     """
     block = max(1, radius // 8)
     h, w = values.shape
     weighted = _block_sum(values * weights, block)
     weight = _block_sum(weights, block)
-    r = max(1, round(radius / block))
-    total = _window_sum(_window_sum(weighted, r, 0), r, 1)
-    count = _window_sum(_window_sum(weight, r, 0), r, 1)
-    mean = total / np.maximum(count, 1e-9)
+    size = 2 * max(1, round(radius / block)) + 1
+    total = ndimage.uniform_filter(weighted, size, mode="constant")
+    count = ndimage.uniform_filter(weight, size, mode="constant")
+    mean = total / np.maximum(count, 1e-12)
+    share = count / block ** 2
     if block > 1:                 # back to full size: each block's value for its pixels
         mean = np.repeat(np.repeat(mean, block, axis=0), block, axis=1)[:h, :w]
-        count = np.repeat(np.repeat(count, block, axis=0), block, axis=1)[:h, :w]
-    return mean.astype(np.float32), count
+        share = np.repeat(np.repeat(share, block, axis=0), block, axis=1)[:h, :w]
+    return mean.astype(np.float32), share
 
 
 def _block_sum(a, block):
@@ -135,16 +152,6 @@ def _block_sum(a, block):
     padded = np.zeros((-(-h // block) * block, -(-w // block) * block))
     padded[:h, :w] = a
     return padded.reshape(padded.shape[0] // block, block, -1, block).sum(axis=(1, 3))
-
-
-def _window_sum(a, radius, axis):
-    """Sum over [i - r, i + r] along one axis (clipped at the ends), from a running sum."""
-    n = a.shape[axis]
-    running = np.cumsum(a, axis=axis, dtype=np.float64)
-    running = np.concatenate([np.zeros_like(running.take([0], axis=axis)), running], axis=axis)
-    hi = np.minimum(np.arange(n) + radius + 1, n)
-    lo = np.maximum(np.arange(n) - radius, 0)
-    return running.take(hi, axis=axis) - running.take(lo, axis=axis)
 
 
 def ink_maps(gray):
@@ -157,13 +164,12 @@ def ink_maps(gray):
     """
     radius = max(8, min(gray.shape) // 20)
     everything = np.ones_like(gray)
-    paper, _ = box_mean(gray, everything, 4 * radius)
+    paper, _ = local_mean(gray, everything, 4 * radius)
     for _ in range(2):        # re-estimate without the ink, which would pull the mean down
         not_ink = (gray > paper * (1 - WEAK_DARKNESS)).astype(np.float32)
-        near, near_count = box_mean(gray, not_ink, radius)
-        wide, wide_count = box_mean(gray, not_ink, 4 * radius)
-        enough = near_count > 0.25 * (2 * radius + 1) ** 2
-        paper = np.where(enough, near, np.where(wide_count > 0, wide, paper))
+        near, near_share = local_mean(gray, not_ink, radius)
+        wide, wide_share = local_mean(gray, not_ink, 4 * radius)
+        paper = np.where(near_share > 0.25, near, np.where(wide_share > 0, wide, paper))
     darkness = 1.0 - gray / np.maximum(paper, 1.0)
     paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
     weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
@@ -177,133 +183,76 @@ def ink_maps(gray):
 
 
 @dataclass
-class Blob:
-    """One 8-connected ink component: its horizontal runs and bounding box."""
-    rows: np.ndarray            # run row
-    starts: np.ndarray          # run first column
-    ends: np.ndarray            # run end column (exclusive)
-    strong: int                 # strongly dark pixels inside
+class Ink:
+    """Pixels of ink, (row, column) pairs: one blob, a letter, or a piece of one."""
+    ys: np.ndarray
+    xs: np.ndarray
 
     @property
     def box(self):
-        return (int(self.starts.min()), int(self.rows.min()),
-                int(self.ends.max()), int(self.rows.max()) + 1)
+        """(left, top, right, bottom), right and bottom exclusive."""
+        return (int(self.xs.min()), int(self.ys.min()),
+                int(self.xs.max()) + 1, int(self.ys.max()) + 1)
 
     @property
-    def area(self):
-        return int((self.ends - self.starts).sum())
+    def size(self):
+        left, top, right, bottom = self.box
+        return max(right - left, bottom - top)
+
+    def mask(self, box):
+        """Boolean mask, the shape of ``box``, of these pixels inside it."""
+        left, top, right, bottom = (int(v) for v in box)
+        mask = np.zeros((bottom - top, right - left), dtype=bool)
+        inside = (self.ys >= top) & (self.ys < bottom) & (self.xs >= left) & (self.xs < right)
+        mask[self.ys[inside] - top, self.xs[inside] - left] = True
+        return mask
+
+    def shifted(self, dx, dy):
+        return Ink(self.ys + dy, self.xs + dx)
 
 
-def connected_components(mask, strong=None):
-    """8-connected components of a boolean image as Blobs (horizontal runs + union-find).
+def _joined(parts):
+    return Ink(np.concatenate([p.ys for p in parts]), np.concatenate([p.xs for p in parts]))
 
-    Runs of ink in each row are found with one ``np.diff``; a run joins the runs of the next
-    row that touch it (diagonals included), found with ``searchsorted``. Only the runs go
-    through the Python union-find loop, never the pixels.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    run_rows, starts, ends = _runs(mask)
-    if len(starts) == 0:
+
+def ink_blobs(weak, strong, min_size=1):
+    """8-connected blobs of weak ink that hold some strong ink and are at least
+    ``min_size`` pixels wide or tall, as Ink."""
+    labels, count = ndimage.label(weak, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
         return []
-    wide = w + 2                                   # keys row * wide + col keep (row, col) order
-    end_keys = run_rows * wide + ends
-    start_keys = run_rows * wide + starts
-    first = np.searchsorted(end_keys, (run_rows + 1) * wide + starts, side="left")
-    last = np.searchsorted(start_keys, (run_rows + 1) * wide + ends, side="right")
-    parent = list(range(len(starts)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a in np.nonzero(last > first)[0]:
-        for b in range(first[a], last[a]):
-            ra, rb = root(a), root(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    ids = np.array([root(i) for i in range(len(starts))])
-    if strong is not None:
-        strong_sums = np.zeros((h, w + 1), dtype=np.int64)
-        strong_sums[:, 1:] = np.cumsum(strong, axis=1)
-        run_strong = strong_sums[run_rows, ends] - strong_sums[run_rows, starts]
-    else:
-        run_strong = ends - starts
+    has_strong = np.bincount(labels[strong], minlength=count + 1) > 0
     blobs = []
-    order = np.argsort(ids, kind="stable")
-    split_at = np.nonzero(np.diff(ids[order]))[0] + 1
-    for group in np.split(order, split_at):
-        blobs.append(Blob(run_rows[group], starts[group], ends[group],
-                          int(run_strong[group].sum())))
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), 1):
+        if not has_strong[index] or max(rows.stop - rows.start, cols.stop - cols.start) < min_size:
+            continue
+        ys, xs = np.nonzero(labels[rows, cols] == index)
+        blobs.append(Ink(ys + rows.start, xs + cols.start))
     return blobs
 
 
-def _runs(mask):
-    """(rows, starts, ends) of the runs of True in each row of a 2-D mask, in reading order;
-    ``ends`` are exclusive."""
-    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    return rows, starts, ends
-
-
-def blob_mask(blobs, box):
-    """Boolean mask of the given blobs' pixels inside box (left, top, right, bottom)."""
-    left, top, right, bottom = box
-    mask = np.zeros((bottom - top, right - left), dtype=bool)
-    for blob in blobs:
-        for row, start, end in zip(blob.rows, blob.starts, blob.ends):
-            r = row - top
-            if 0 <= r < mask.shape[0]:
-                mask[r, max(start - left, 0):max(min(end, right) - left, 0)] = True
-    return mask
-
-
 # ---------------------------------------------------------------------------------------------
-# 4. Finding letters
+# 4. Finding lines and letters
 
 
 @dataclass
 class Letter:
-    """A letter found on the photo: its blobs, tight ink box, EMNIST-style square box, and
-    the typical letter size of its line (which sets the pen width it is prepared with)."""
-    blobs: list
-    ink_box: tuple
-    box: tuple = ()
+    """A letter found on the photo: its ink, where it sits in the text, and the typical
+    letter size of its line (which sets the pen width it is prepared with)."""
+    ink: Ink
+    line: int = 0
+    word: int = 0
     line_size: float = 0.0
 
+    @property
+    def ink_box(self):
+        """The tight box around the letter's ink."""
+        return self.ink.box
 
-def _mask_box(mask):
-    """(left, top, right, bottom) of a mask's True pixels; None when it has none."""
-    rows = np.nonzero(mask.any(axis=1))[0]
-    if len(rows) == 0:
-        return None
-    cols = np.nonzero(mask.any(axis=0))[0]
-    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-
-
-def _shift_box(box, dx, dy):
-    left, top, right, bottom = box
-    return (int(left) + dx, int(top) + dy, int(right) + dx, int(bottom) + dy)
-
-
-def _union_box(boxes):
-    boxes = np.array(boxes)
-    return (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
-            int(boxes[:, 2].max()), int(boxes[:, 3].max()))
-
-
-def _stroke_width(mask):
-    """Typical pen width in pixels: the median length of horizontal and vertical ink runs,
-    whichever is shorter (a run along a stroke is long, across it short)."""
-    widths = []
-    for m in (mask, mask.T):
-        _, starts, ends = _runs(m)
-        if len(starts):
-            widths.append(float(np.median(ends - starts)))
-    return min(widths) if widths else 1.0
+    @property
+    def box(self):
+        """The EMNIST frame: a square around the ink with a 2/24 border."""
+        return square_box(self.ink.box)
 
 
 def square_box(ink_box, border=EMNIST_BORDER):
@@ -318,49 +267,53 @@ def square_box(ink_box, border=EMNIST_BORDER):
     return (int(new_left), int(new_top), int(new_left + full), int(new_top + full))
 
 
-def find_letter_details(image):
-    """Letters (blobs and boxes) on an image, in reading order. See ``find_letters``."""
+def _mask_box(mask):
+    """(left, top, right, bottom) of a mask's True pixels; None when it has none."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if len(rows) == 0:
+        return None
+    cols = np.nonzero(mask.any(axis=0))[0]
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def _runs(mask):
+    """(rows, starts, ends) of the runs of True in each row of a 2-D mask; ends exclusive."""
+    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    return rows, starts, ends
+
+
+def _stroke_width(mask):
+    """Typical pen width in pixels: the median length of horizontal and vertical ink runs,
+    whichever is shorter (a run along a stroke is long, across it short)."""
+    widths = []
+    for m in (mask, mask.T):
+        _, starts, ends = _runs(m)
+        if len(starts):
+            widths.append(float(np.median(ends - starts)))
+    return min(widths) if widths else 1.0
+
+
+def find_letter_details(image, colour=None):
+    """Letters on an image, in reading order, each with its line and word. See
+    ``find_letters``. ``colour`` (H, W, 3), when given, is the same picture in colour: a
+    small mark near a letter joins it (the dot of an i) only when it has the letter's ink."""
     gray = as_gray(image)
+    if colour is None:
+        array = np.asarray(image, dtype=np.float32)
+        colour = array[..., :3] if array.ndim == 3 else gray[..., None]
     if max(gray.shape) <= CROP_SIDE:
         # A small picture is a crop of a letter or a word, which may touch its edges: give it
         # a margin of paper so nothing is mistaken for the cut-off edge of a photo.
         margin = max(gray.shape) // 4
         padded = np.pad(gray, margin, mode="constant", constant_values=np.median(gray))
-        return [_shifted(x, -margin) for x in _find_in(padded)]
-    return _find_in(gray)
-
-
-def _shifted(letter, offset):
-    blobs = [Blob(b.rows + offset, b.starts + offset, b.ends + offset, b.strong)
-             for b in letter.blobs]
-    return Letter(blobs, _shift_box(letter.ink_box, offset, offset),
-                  _shift_box(letter.box, offset, offset), letter.line_size)
-
-
-def _find_in(gray):
-    h, w = gray.shape
-    weak, strong, _ = ink_maps(gray)
-    blobs = [b for b in connected_components(weak, strong) if b.strong > 0]
-    # Blobs cut by the photo's border are shading or partial objects, never a readable letter.
-    blobs = [b for b in blobs if not _touches_border(b.box, w, h)]
-    if not blobs:
-        return []
-    sizes = np.array([max(b.box[2] - b.box[0], b.box[3] - b.box[1]) for b in blobs])
-    floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
-    big = sizes >= floor
-    if not big.any():
-        return []
-    typical = float(np.median(sizes[big]))            # the writing's letter size
-    letters = [Letter([b], b.box) for b, s in zip(blobs, sizes) if s >= 0.3 * typical]
-    pieces = [b for b, s in zip(blobs, sizes) if floor / 2 <= s < 0.3 * typical]
-    letters = _merge_overlapping(letters)
-    _attach_pieces(letters, pieces, typical)
-    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in letters]))
-    letters = [part for letter in letters for part in _split_touching(letter, height)]
-    letters = [x for x in letters if _looks_like_writing(x, typical)]
-    for letter in letters:
-        letter.box = square_box(letter.ink_box)
-    return _reading_order(letters)
+        colour = np.pad(colour, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
+        letters = _find_in(padded, colour)
+        for letter in letters:
+            letter.ink = letter.ink.shifted(-margin, -margin)
+        return letters
+    return _find_in(gray, colour)
 
 
 def find_letters(image):
@@ -374,48 +327,181 @@ def find_letters(image):
     return [letter.box for letter in find_letter_details(image)]
 
 
+def _find_in(gray, colour):
+    h, w = gray.shape
+    weak, strong, _ = ink_maps(gray)
+    floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
+    # Blobs cut by the photo's border are shading or partial objects, never a readable letter.
+    blobs = [b for b in ink_blobs(weak, strong, floor // 2) if not _touches_border(b.box, w, h)]
+    big = [b for b in blobs if b.size >= floor]
+    if not big:
+        return []
+    typical = _typical_size(big)
+    letters = _merge_stacked([Letter(b) for b in big if b.size >= 0.3 * typical])
+    pieces = [b for b in blobs if b.size < 0.3 * typical]
+    angle = _skew(letters, typical)
+    lines = _lines(letters, angle)
+    _attach_pieces(lines, pieces, colour, weak)
+    found = []
+    for number, line in enumerate(lines):
+        height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
+        line = [part for letter in line for part in _split_touching(letter, height)]
+        line = [x for x in line if _looks_like_writing(x, typical)]
+        found += _words(line, angle, number)
+    return found
+
+
 def _touches_border(box, w, h):
     left, top, right, bottom = box
     return left <= 0 or top <= 0 or right >= w or bottom >= h
 
 
-def _merge_overlapping(letters):
+def _typical_size(blobs):
+    """The writing's letter size: the median size of the blobs, each counted by its ink, so
+    that many specks cannot outvote a few letters."""
+    sizes = np.array([b.size for b in blobs], dtype=float)
+    weights = np.array([len(b.ys) for b in blobs], dtype=float)
+    order = np.argsort(sizes)
+    cumulative = np.cumsum(weights[order])
+    return float(sizes[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def _merge_stacked(letters):
     """Blobs stacked above each other (broken strokes, an i's dot grown large) are one letter:
-    merge when their columns overlap by more than half of the narrower one."""
-    letters = sorted(letters, key=lambda x: x.ink_box[0])
+    merge when their columns overlap by more than half of the narrower one and the gap
+    between them is under a third of the taller one."""
     merged = []
-    for letter in letters:
+    for letter in sorted(letters, key=lambda x: x.ink_box[0]):
         for other in merged:
             a, b = letter.ink_box, other.ink_box
             overlap = min(a[2], b[2]) - max(a[0], b[0])
             narrower = min(a[2] - a[0], b[2] - b[0])
-            close = max(a[1], b[1]) - min(a[3], b[3]) < 0.5 * max(a[3] - a[1], b[3] - b[1])
-            if overlap > 0.5 * narrower and close:
-                other.blobs += letter.blobs
-                other.ink_box = _union_box([a, b])
+            gap = max(a[1], b[1]) - min(a[3], b[3])
+            if overlap > 0.5 * narrower and gap < max(a[3] - a[1], b[3] - b[1]) / 3:
+                other.ink = _joined([other.ink, letter.ink])
                 break
         else:
             merged.append(letter)
     return merged
 
 
-def _attach_pieces(letters, pieces, typical):
-    """Give each small piece (a dot, a cross stroke) to the nearest letter in its column
-    range; pieces far from every letter are specks and are dropped."""
+def _centres(letters):
+    boxes = np.array([x.ink_box for x in letters], dtype=float).reshape(-1, 4)
+    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+
+
+def _skew(letters, typical):
+    """The angle (radians) of the lines of writing: the median direction from each letter to
+    its nearest neighbour on the right at about the same height."""
+    x, y = _centres(letters)
+    dx = x[None, :] - x[:, None]
+    dy = y[None, :] - y[:, None]
+    near = (dx > 0) & (dx < 4 * typical) & (np.abs(dy) < 0.5 * typical)
+    if not near.any():
+        return 0.0
+    dx = np.where(near, dx, np.inf)
+    has = near.any(axis=1)
+    nearest = np.argmin(dx, axis=1)[has]
+    rows = np.nonzero(has)[0]
+    angles = np.arctan2(dy[rows, nearest], dx[rows, nearest])
+    return float(np.clip(np.median(angles), -MAX_SKEW, MAX_SKEW))
+
+
+def _along_across(ink, angle):
+    """The ink's pixel coordinates along the line of writing and across it (downwards)."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    return ink.xs * cos + ink.ys * sin, ink.ys * cos - ink.xs * sin
+
+
+def _lines(letters, angle):
+    """Group letters into lines, top to bottom, each sorted along the writing.
+
+    Across the writing (the page turned by ``angle``), a letter joins a line when it
+    overlaps the line's band (the median top and bottom of its letters so far) by more
+    than half of the smaller of the two; a tall letter cannot stretch the band, so lines
+    close together stay apart.
+    """
+    spans = []
+    for letter in letters:
+        along, across = _along_across(letter.ink, angle)
+        spans.append((float(across.min()), float(across.max()) + 1, float(along.mean())))
+    lines = []                                   # [members, tops, bottoms]
+    for i in sorted(range(len(letters)), key=lambda k: spans[k][0] + spans[k][1]):
+        top, bottom, _ = spans[i]
+        for line in lines:
+            band_top, band_bottom = np.median(line[1]), np.median(line[2])
+            overlap = min(bottom, band_bottom) - max(top, band_top)
+            if overlap > 0.5 * min(bottom - top, band_bottom - band_top):
+                line[0].append(i)
+                line[1].append(top)
+                line[2].append(bottom)
+                break
+        else:
+            lines.append([[i], [top], [bottom]])
+    lines.sort(key=lambda line: np.median(line[1]))
+    return [[letters[i] for i in sorted(line[0], key=lambda k: spans[k][2])] for line in lines]
+
+
+def _ink_colour(colour, ink, weak):
+    """How the ink absorbs light in each channel: 1 - ink colour / paper colour, both
+    medians, the paper from the unlinked pixels of the ink's box and a margin around it."""
+    left, top, right, bottom = ink.box
+    pad = max(2, (right - left + bottom - top) // 8)
+    h, w = weak.shape
+    region = (slice(max(top - pad, 0), min(bottom + pad, h)),
+              slice(max(left - pad, 0), min(right + pad, w)))
+    paper_pixels = colour[region][~weak[region]]
+    if len(paper_pixels) == 0:
+        return None
+    paper = np.maximum(np.median(paper_pixels, axis=0), 1.0)
+    return 1.0 - np.median(colour[ink.ys, ink.xs], axis=0) / paper
+
+
+def _same_ink(colour, piece, letter, weak):
+    """True when a piece is written in the letter's colour: their inks absorb the channels in
+    the same proportions (the strength may differ: a faint bit of stroke is still ink)."""
+    a = _ink_colour(colour, piece, weak)
+    b = _ink_colour(colour, letter.ink, weak)
+    if a is None or b is None or len(a) == 1:
+        return True
+    cosine = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-9)
+    return cosine >= SAME_INK
+
+
+def _attach_pieces(lines, pieces, colour, weak):
+    """Give each small piece (the dot of an i, a broken-off bit of stroke) to the letter it
+    sits on or just above or below, when it has that letter's ink; the rest are specks."""
+    letters = [letter for line in lines for letter in line]
     for piece in pieces:
-        px = (piece.box[0] + piece.box[2]) / 2
-        py = (piece.box[1] + piece.box[3]) / 2
-        best, best_distance = None, 0.75 * typical
+        left, top, right, bottom = piece.box
+        px, py = (left + right) / 2, (top + bottom) / 2
+        best, best_distance = None, np.inf
         for letter in letters:
-            left, top, right, bottom = letter.ink_box
-            dx = max(left - px, 0, px - right)
-            dy = max(top - py, 0, py - bottom)
-            distance = max(dx * 3, dy)                # a dot sits above, not beside
-            if distance < best_distance:
-                best, best_distance = letter, distance
-        if best is not None:
-            best.blobs.append(piece)
-            best.ink_box = _union_box([best.ink_box, piece.box])
+            l, t, r, b = letter.ink_box
+            reach = 0.6 * (b - t)
+            dx = max(l - px, 0, px - r)
+            dy = max(t - py, 0, py - b)
+            if dx <= 0.15 * (r - l) + 1 and dy <= reach and max(dx * 3, dy) < best_distance:
+                best, best_distance = letter, max(dx * 3, dy)
+        if best is not None and _same_ink(colour, piece, best, weak):
+            best.ink = _joined([best.ink, piece])
+
+
+def _words(line, angle, number):
+    """Number the line's letters' words: a gap along the writing wider than WORD_GAP of the
+    line's letter height starts a new word. Gives the letters their line number and size."""
+    size = float(np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
+                            for x in line])) if line else 0.0
+    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line])) if line else 0.0
+    word, previous_end = 0, None
+    for letter in line:
+        along, _ = _along_across(letter.ink, angle)
+        if previous_end is not None and along.min() - previous_end > WORD_GAP * height:
+            word += 1
+        previous_end = along.max() + 1 if previous_end is None else max(previous_end,
+                                                                        along.max() + 1)
+        letter.line, letter.word, letter.line_size = number, word, size   # one pen per line
+    return line
 
 
 def _split_touching(letter, typical_height):
@@ -427,7 +513,7 @@ def _split_touching(letter, typical_height):
     width, height = right - left, bottom - top
     if width < 1.5 * max(height, typical_height):
         return [letter]
-    mask = blob_mask(letter.blobs, letter.ink_box)
+    mask = letter.ink.mask(letter.ink_box)
     column_ink = mask.sum(axis=0)
     stroke = _stroke_width(mask)
     lo, hi = int(width * 0.25), int(width * 0.75)
@@ -440,25 +526,10 @@ def _split_touching(letter, typical_height):
     if not 0 < cut < width:            # a blob a few pixels wide: no cut that makes it smaller
         return [letter]
     parts = []
-    for a, b in ((0, cut), (cut, width)):
-        part_box = _mask_box(mask[:, a:b])
-        if part_box is None:
-            continue
-        box = _shift_box(part_box, left + a, top)
-        parts.append(Letter(_clip_blobs(letter.blobs, left + a, left + b), box))
-    return [q for p in parts for q in _split_touching(p, typical_height)]
-
-
-def _clip_blobs(blobs, left, right):
-    """The blobs' runs restricted to columns [left, right)."""
-    clipped = []
-    for blob in blobs:
-        starts = np.maximum(blob.starts, left)
-        ends = np.minimum(blob.ends, right)
-        keep = ends > starts
+    for keep in (letter.ink.xs < left + cut, letter.ink.xs >= left + cut):
         if keep.any():
-            clipped.append(Blob(blob.rows[keep], starts[keep], ends[keep], blob.strong))
-    return clipped
+            parts.append(Letter(Ink(letter.ink.ys[keep], letter.ink.xs[keep])))
+    return [q for p in parts for q in _split_touching(p, typical_height)]
 
 
 def _looks_like_writing(letter, typical):
@@ -468,32 +539,7 @@ def _looks_like_writing(letter, typical):
     size = max(right - left, bottom - top)
     if size < 0.3 * typical:
         return False
-    return _stroke_width(blob_mask(letter.blobs, letter.ink_box)) < 0.45 * size
-
-
-def _reading_order(letters):
-    """Group letters into lines by vertical overlap; lines top to bottom, letters left to right.
-    Every letter of a line gets the pen width of the line's typical letter size."""
-    lines = []
-    for letter in sorted(letters, key=lambda x: (x.ink_box[1] + x.ink_box[3]) / 2):
-        top, bottom = letter.ink_box[1], letter.ink_box[3]
-        for line in lines:
-            overlap = min(bottom, line["bottom"]) - max(top, line["top"])
-            if overlap > 0.5 * min(bottom - top, line["bottom"] - line["top"]):
-                line["letters"].append(letter)
-                line["top"], line["bottom"] = min(top, line["top"]), max(bottom, line["bottom"])
-                break
-        else:
-            lines.append({"top": top, "bottom": bottom, "letters": [letter]})
-    lines.sort(key=lambda line: line["top"])
-    ordered = []
-    for line in lines:
-        size = np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
-                          for x in line["letters"]])
-        for letter in sorted(line["letters"], key=lambda x: x.ink_box[0]):
-            letter.line_size = float(size)              # one pen per line of writing
-            ordered.append(letter)
-    return ordered
+    return _stroke_width(letter.ink.mask(letter.ink_box)) < 0.45 * size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,27 +624,14 @@ def _crop_padded(array, box, fill=None):
 
 
 def _grow(mask, radius):
-    return _grey_dilate(mask.astype(np.float32), radius) > 0
+    return ndimage.binary_dilation(mask, np.ones((2 * radius + 1,) * 2, dtype=bool))
 
 
 def _grey_dilate(a, radius):
-    """Maximum over a (2r+1)^2 square: separable shifts, no SciPy needed."""
+    """Maximum over a (2r+1)^2 square; outside the frame is paper (0)."""
     if radius <= 0:
         return a
-    for axis in (0, 1):
-        out = a.copy()
-        for shift in range(1, radius + 1):
-            forward = np.roll(a, shift, axis=axis)
-            backward = np.roll(a, -shift, axis=axis)
-            # np.roll wraps around; the wrapped edge is cleared (the frame's border is paper)
-            index = [slice(None)] * 2
-            index[axis] = slice(0, shift)
-            forward[tuple(index)] = 0
-            index[axis] = slice(a.shape[axis] - shift, None)
-            backward[tuple(index)] = 0
-            out = np.maximum(out, np.maximum(forward, backward))
-        a = out
-    return a
+    return ndimage.grey_dilation(a, size=2 * radius + 1, mode="constant", cval=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,7 +641,7 @@ def _grey_dilate(a, radius):
 def letter_images(gray, letters, stroke=EMNIST_STROKE):
     """(N, 28, 28) uint8 EMNIST-like images of found letters."""
     gray = as_gray(gray)              # once for the photo, not once per letter
-    images = [_prepare_gray_letter(gray, x.box, blob_mask(x.blobs, x.box),
+    images = [_prepare_gray_letter(gray, x.box, x.ink.mask(x.box),
                                    pen_width(x.line_size, stroke)) for x in letters]
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
@@ -616,12 +649,18 @@ def letter_images(gray, letters, stroke=EMNIST_STROKE):
 def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
     """Find, prepare and classify the letters on a photo.
 
-    Returns, in reading order, ``{"box": (l, t, r, b), "letter": "a", "top3": [(letter,
-    probability), ...]}`` per letter. ``classifier`` is a ``checkpoint.Classifier`` (its
-    recorded preprocessing is applied); ``stroke`` is the pen width of the 28x28 letters.
+    Returns, in reading order (lines top to bottom, letters left to right), per letter::
+
+        {"box": (l, t, r, b), "ink_box": (l, t, r, b), "line": 0, "word": 0,
+         "letter": "a", "top3": [(letter, probability), ...]}
+
+    ``box`` is the square EMNIST frame the letter was prepared from, ``ink_box`` the tight
+    box around its ink; ``line`` counts lines from the top and ``word`` the words within the
+    line. ``classifier`` is a ``checkpoint.Classifier`` (its recorded preprocessing is
+    applied); ``stroke`` is the pen width of the 28x28 letters.
     """
-    gray = read_image(path)
-    letters = find_letter_details(gray)
+    gray, colour = read_photo(path)
+    letters = find_letter_details(gray, colour)
     if not letters:
         return []
     log_probs = classifier.predict(letter_images(gray, letters, stroke))
@@ -631,9 +670,25 @@ def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
         probs = probs / probs.sum()
         best = np.argsort(-probs)[:top]
         results.append({"box": tuple(int(v) for v in letter.box),
+                        "ink_box": tuple(int(v) for v in letter.ink_box),
+                        "line": letter.line, "word": letter.word,
                         "letter": LETTERS[int(best[0])],
                         "top3": [(LETTERS[int(i)], float(probs[i])) for i in best]})
     return results
+
+
+def text_of(results):
+    """The text read: letters of a word together, a space between words, a newline between
+    lines. ``results`` are ``read_letters``'s (any dicts with "letter", "line", "word")."""
+    text, previous = "", None
+    for result in results:
+        if previous is not None and result["line"] != previous["line"]:
+            text += "\n"
+        elif previous is not None and result["word"] != previous["word"]:
+            text += " "
+        text += result["letter"]
+        previous = result
+    return text
 
 
 def _font(size):
