@@ -44,7 +44,11 @@ EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
 MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degrees of level
-WORD_GAP = 0.6                # a gap wider than this share of the letter height parts words
+WORD_GAP = 0.7                # a gap wider than this share of the letter height parts words
+PAPER_WINDOW = 2.0            # the paper is what is left after removing dark features this
+                              # many pen widths wide
+DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
+SPECKLED = 0.02               # a page with more specks than this per letter-sized square
 SAME_INK = 0.97               # a dot joins a letter when their ink colours agree this well
                               # (the cosine of their absorption in R, G, B)
 
@@ -157,25 +161,52 @@ def _block_sum(a, block):
 def ink_maps(gray):
     """(weak, strong, darkness): boolean ink maps and the relative darkness 1 - gray/paper.
 
-    The paper's brightness is a local mean over a window of about a tenth of the shorter
-    side (much wider than a pen stroke, much narrower than the shading across a photo) that
-    leaves out the ink. Where ink fills most of that window, a window four times as wide
-    gives the estimate, so a big dark smear is seen as dark rather than as new paper.
+    A pixel is ink when it is clearly darker than the paper around it (``paper``); weak ink
+    is at least WEAK_DARKNESS darker and darker than NOISE_SIGMAS of the paper's own texture,
+    strong ink twice that (and at least STRONG_DARKNESS).
     """
-    radius = max(8, min(gray.shape) // 20)
-    everything = np.ones_like(gray)
-    paper, _ = local_mean(gray, everything, 4 * radius)
-    for _ in range(2):        # re-estimate without the ink, which would pull the mean down
-        not_ink = (gray > paper * (1 - WEAK_DARKNESS)).astype(np.float32)
-        near, near_share = local_mean(gray, not_ink, radius)
-        wide, wide_share = local_mean(gray, not_ink, 4 * radius)
-        paper = np.where(near_share > 0.25, near, np.where(wide_share > 0, wide, paper))
-    darkness = 1.0 - gray / np.maximum(paper, 1.0)
+    darkness = 1.0 - gray / np.maximum(paper(gray), 1.0)
     paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
     weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
     weak = darkness > weak_limit
     strong = darkness > max(STRONG_DARKNESS, 2 * weak_limit)
     return weak, strong, darkness
+
+
+def paper(gray):
+    """The paper's brightness under every pixel, with the writing taken away.
+
+    First a rough estimate: a local mean over a window of about a tenth of the shorter side
+    that leaves out the ink (and where ink fills that window, a window four times wider, so
+    a big dark smear stays dark rather than becoming new paper). It finds the writing well
+    enough to measure its pen width. Then a grey closing (a maximum, then a minimum, over a
+    square a few pen widths wide) removes every stroke and keeps what is wider: the paper,
+    its shading and the hard edges of shadows, which a wide mean would smear into ink.
+    """
+    rough = _rough_paper(gray)
+    rough_ink = 1.0 - gray / np.maximum(rough, 1.0) > WEAK_DARKNESS
+    labels, count = ndimage.label(rough_ink, structure=np.ones((3, 3), dtype=bool))
+    sizes = [max(r.stop - r.start, c.stop - c.start) for r, c in ndimage.find_objects(labels)]
+    floor = max(6, min(gray.shape) // 100)
+    big = np.isin(labels, 1 + np.nonzero(np.array(sizes) >= floor)[0]) if count else rough_ink
+    if not big.any():
+        return rough
+    side = 2 * int(np.ceil(PAPER_WINDOW * _stroke_width(big))) + 1
+    # a median first, so single bright pixels (salt noise) cannot pass for paper
+    closed = ndimage.grey_closing(ndimage.median_filter(gray, 3), size=(side, side))
+    return ndimage.uniform_filter(closed, side)
+
+
+def _rough_paper(gray):
+    radius = max(8, min(gray.shape) // 20)
+    everything = np.ones_like(gray)
+    estimate, _ = local_mean(gray, everything, 4 * radius)
+    for _ in range(2):        # re-estimate without the ink, which would pull the mean down
+        not_ink = (gray > estimate * (1 - WEAK_DARKNESS)).astype(np.float32)
+        near, near_share = local_mean(gray, not_ink, radius)
+        wide, wide_share = local_mean(gray, not_ink, 4 * radius)
+        estimate = np.where(near_share > 0.25, near, np.where(wide_share > 0, wide, estimate))
+    return estimate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +372,7 @@ def _find_in(gray, colour):
     pieces = [b for b in blobs if b.size < 0.3 * typical]
     angle = _skew(letters, typical)
     lines = _lines(letters, angle)
-    _attach_pieces(lines, pieces, colour, weak)
+    _attach_pieces(lines, pieces, colour, weak, typical)
     found = []
     for number, line in enumerate(lines):
         height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
@@ -468,23 +499,32 @@ def _same_ink(colour, piece, letter, weak):
     return cosine >= SAME_INK
 
 
-def _attach_pieces(lines, pieces, colour, weak):
-    """Give each small piece (the dot of an i, a broken-off bit of stroke) to the letter it
-    sits on or just above or below, when it has that letter's ink; the rest are specks."""
+def _attach_pieces(lines, pieces, colour, weak, typical):
+    """Give small pieces (the dot of an i, a broken-off bit of stroke) to the letter they sit
+    on, or just above or below, when they have that letter's ink; the rest are specks.
+
+    On a speckled page (many pieces far from every letter) a mark above a letter is more
+    likely a speck than a dot, so there only pieces inside a letter's box join it.
+    """
     letters = [letter for line in lines for letter in line]
-    for piece in pieces:
-        left, top, right, bottom = piece.box
-        px, py = (left + right) / 2, (top + bottom) / 2
-        best, best_distance = None, np.inf
-        for letter in letters:
-            l, t, r, b = letter.ink_box
-            reach = 0.6 * (b - t)
-            dx = max(l - px, 0, px - r)
-            dy = max(t - py, 0, py - b)
-            if dx <= 0.15 * (r - l) + 1 and dy <= reach and max(dx * 3, dy) < best_distance:
-                best, best_distance = letter, max(dx * 3, dy)
-        if best is not None and _same_ink(colour, piece, best, weak):
-            best.ink = _joined([best.ink, piece])
+    if not letters or not pieces:
+        return
+    boxes = np.array([x.ink_box for x in letters], dtype=float)
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    centres = np.array([[(p.box[0] + p.box[2]) / 2, (p.box[1] + p.box[3]) / 2] for p in pieces])
+    px, py = centres[:, :1], centres[:, 1:]                      # (pieces, 1) against (letters,)
+    dx = np.maximum(np.maximum(boxes[:, 0] - px, px - boxes[:, 2]), 0)
+    dy = np.maximum(np.maximum(boxes[:, 1] - py, py - boxes[:, 3]), 0)
+    near = (dx <= 0.15 * widths + 1) & (dy <= DOT_REACH * heights)
+    specks = np.count_nonzero(~near.any(axis=1))
+    if specks * typical ** 2 / weak.size > SPECKLED:
+        near = (dx == 0) & (dy == 0)
+    distance = np.where(near, np.maximum(3 * dx, dy), np.inf)
+    for piece, row in zip(pieces, distance):
+        if np.isfinite(row).any():
+            best = letters[int(np.argmin(row))]
+            if _same_ink(colour, piece, best, weak):
+                best.ink = _joined([best.ink, piece])
 
 
 def _words(line, angle, number):
