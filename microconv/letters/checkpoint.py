@@ -39,10 +39,12 @@ def save_checkpoint(path, model, preprocessing, header=None, optimizer_state=Non
     write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
-def write_atomically(path, write, error=CheckpointError):
+def write_atomically(path, write, error=CheckpointError, replace=True):
     """Call write(file) on a temporary file beside ``path``, then rename it into place.
 
-    A failure raises ``error`` (a MicroconvError class) and leaves any earlier file intact."""
+    A failure raises ``error`` (a MicroconvError class) and leaves any earlier file intact.
+    With ``replace=False`` an existing file at ``path`` is never replaced: the finished file
+    is linked into place, and FileExistsError tells the caller to choose another name."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -55,9 +57,15 @@ def write_atomically(path, write, error=CheckpointError):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)             # fails when path exists, unlike a rename
+            _remove_quietly(tmp)
     except OSError as exc:
         _remove_quietly(tmp)
+        if isinstance(exc, FileExistsError) and not replace:
+            raise
         raise error(f"cannot write {path}: {exc.strerror or exc}; "
                     "any earlier file there is unchanged") from None
     except BaseException:

@@ -23,6 +23,7 @@ import os
 import string
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
@@ -47,6 +48,10 @@ MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degre
 WORD_GAP = 0.7                # a gap wider than this share of the letter height parts words
 PAPER_WINDOW = 2.0            # the paper is what is left after removing dark features this
                               # many pen widths wide
+SPLIT_WIDTH = 1.5             # a blob this many letter heights wide may be letters touching
+LONE_SPLIT_WIDTH = 2.5        # ... and this many when it is alone on a small picture
+SMEAR = 0.6                   # a blob whose pen width is this share of its size is a smear
+CROP_MARGIN = 0.25            # a saved letter picture shows this share of its frame around it
 DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
 SPECKLED = 0.02               # a page with more specks than this per letter-sized square
 SAME_INK = 0.97               # a dot joins a letter when their ink colours agree this well
@@ -340,7 +345,7 @@ def find_letter_details(image, colour=None):
         margin = max(gray.shape) // 4
         padded = np.pad(gray, margin, mode="constant", constant_values=np.median(gray))
         colour = np.pad(colour, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
-        letters = _find_in(padded, colour)
+        letters = _find_in(padded, colour, crop=True)
         for letter in letters:
             letter.ink = letter.ink.shifted(-margin, -margin)
         return letters
@@ -358,7 +363,7 @@ def find_letters(image):
     return [letter.box for letter in find_letter_details(image)]
 
 
-def _find_in(gray, colour):
+def _find_in(gray, colour, crop=False):
     h, w = gray.shape
     weak, strong, _ = ink_maps(gray)
     floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
@@ -376,7 +381,10 @@ def _find_in(gray, colour):
     found = []
     for number, line in enumerate(lines):
         height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
-        line = [part for letter in line for part in _split_touching(letter, height)]
+        # A crop holding one blob is most likely one letter (a picture of a data set, or
+        # one saved by read_letters): only a blob wider than any letter is cut.
+        wider_than = LONE_SPLIT_WIDTH if crop and len(lines) == len(line) == 1 else SPLIT_WIDTH
+        line = [part for x in line for part in _split_touching(x, height, wider_than)]
         line = [x for x in line if _looks_like_writing(x, typical)]
         found += _words(line, angle, number)
     return found
@@ -528,30 +536,34 @@ def _attach_pieces(lines, pieces, colour, weak, typical):
 
 
 def _words(line, angle, number):
-    """Number the line's letters' words: a gap along the writing wider than WORD_GAP of the
-    line's letter height starts a new word. Gives the letters their line number and size."""
+    """Number the words of a line: a gap along the writing starts a new word when it is wider
+    than WORD_GAP of the line's letter height and at least twice the line's usual gap
+    between letters (writing with wide letter spacing is still one word). Gives the letters
+    their line number and their line's letter size."""
+    if not line:
+        return line
     size = float(np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
-                            for x in line])) if line else 0.0
-    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line])) if line else 0.0
-    word, previous_end = 0, None
-    for letter in line:
-        along, _ = _along_across(letter.ink, angle)
-        if previous_end is not None and along.min() - previous_end > WORD_GAP * height:
-            word += 1
-        previous_end = along.max() + 1 if previous_end is None else max(previous_end,
-                                                                        along.max() + 1)
-        letter.line, letter.word, letter.line_size = number, word, size   # one pen per line
+                            for x in line]))
+    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
+    extents = [_along_across(x.ink, angle)[0] for x in line]
+    ends = np.maximum.accumulate([float(e.max()) + 1 for e in extents])
+    gaps = np.array([float(e.min()) for e in extents[1:]]) - ends[:-1]
+    narrow = gaps[gaps <= WORD_GAP * height]
+    limit = max(WORD_GAP * height, 2 * float(np.median(narrow)) if len(narrow) else 0.0)
+    words = np.concatenate([[0], np.cumsum(gaps > limit)])
+    for letter, word in zip(line, words):
+        letter.line, letter.word, letter.line_size = number, int(word), size   # one pen a line
     return line
 
 
-def _split_touching(letter, typical_height):
-    """Split a blob much wider than tall (than the writing's usual letter height, too) where
-    two letters touch: in the middle of the longest stretch of columns, in the blob's middle
-    half, that hold about one stroke of ink. Like the seed's finder, this can also cut a
-    very wide m or w."""
+def _split_touching(letter, typical_height, wider_than=SPLIT_WIDTH):
+    """Split a blob much wider than tall (``wider_than`` times its height and the writing's
+    usual letter height) where two letters touch: in the middle of the longest stretch of
+    columns, in the blob's middle half, that hold about one stroke of ink. Like the seed's
+    finder, this can also cut a very wide m or w."""
     left, top, right, bottom = letter.ink_box
     width, height = right - left, bottom - top
-    if width < 1.5 * max(height, typical_height):
+    if width < wider_than * max(height, typical_height):
         return [letter]
     mask = letter.ink.mask(letter.ink_box)
     column_ink = mask.sum(axis=0)
@@ -569,7 +581,7 @@ def _split_touching(letter, typical_height):
     for keep in (letter.ink.xs < left + cut, letter.ink.xs >= left + cut):
         if keep.any():
             parts.append(Letter(Ink(letter.ink.ys[keep], letter.ink.xs[keep])))
-    return [q for p in parts for q in _split_touching(p, typical_height)]
+    return [q for p in parts for q in _split_touching(p, typical_height, wider_than)]
 
 
 def _looks_like_writing(letter, typical):
@@ -579,7 +591,7 @@ def _looks_like_writing(letter, typical):
     size = max(right - left, bottom - top)
     if size < 0.3 * typical:
         return False
-    return _stroke_width(letter.ink.mask(letter.ink_box)) < 0.45 * size
+    return _stroke_width(letter.ink.mask(letter.ink_box)) < SMEAR * size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,7 +698,7 @@ def letter_images(gray, letters, stroke=EMNIST_STROKE):
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 
-def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
+def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE, save_to=None):
     """Find, prepare and classify the letters on a photo.
 
     Returns, in reading order (lines top to bottom, letters left to right), per letter::
@@ -698,6 +710,12 @@ def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
     box around its ink; ``line`` counts lines from the top and ``word`` the words within the
     line. ``classifier`` is a ``checkpoint.Classifier`` (its recorded preprocessing is
     applied); ``stroke`` is the pen width of the 28x28 letters.
+
+    With ``save_to`` (a folder), each letter is also written there as a picture (see
+    ``letter_crop``), in a sub-folder named by the letter read:
+    ``save_to/<letter>/<photo name>-<number>.png``, numbered from 1 in reading order; a name
+    already taken gets a suffix (``-2``, ``-3``, ...), so no file is ever replaced. Each
+    result then also holds the picture's path as "saved".
     """
     gray, colour = read_photo(path)
     letters = find_letter_details(gray, colour)
@@ -714,7 +732,61 @@ def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE):
                         "line": letter.line, "word": letter.word,
                         "letter": LETTERS[int(best[0])],
                         "top3": [(LETTERS[int(i)], float(probs[i])) for i in best]})
+    if save_to is not None:
+        stem = Path(path).stem
+        for number, result in enumerate(results, 1):
+            crop = letter_crop(colour, letters, number - 1)
+            result["saved"] = _save_new_png(crop, Path(save_to) / result["letter"],
+                                            f"{stem}-{number}")
     return results
+
+
+def letter_crop(colour, letters, index):
+    """Letter ``index`` of ``letters`` as a colour picture (uint8, H x W x 3): its EMNIST
+    frame with a margin of CROP_MARGIN of its side, as the photo shows it, except that any
+    other letter reaching into the picture is painted over with the paper's colour. Read
+    back through ``find_letter_details`` (and so ``predict``), it gives this one letter."""
+    letter = letters[index]
+    left, top, right, bottom = letter.box
+    pad = int(round(CROP_MARGIN * (right - left)))
+    h, w = colour.shape[:2]
+    box = (max(left - pad, 0), max(top - pad, 0), min(right + pad, w), min(bottom + pad, h))
+    crop = np.array(colour[box[1]:box[3], box[0]:box[2]], dtype=np.float32)
+    if crop.ndim == 2:
+        crop = crop[..., None]
+    own = _grow(letter.ink.mask(box), 1)
+    others = np.zeros_like(own)
+    for other in letters:
+        if other is not letter:
+            others |= other.ink.mask(box)
+    others = _grow(others, 2) & ~own
+    paper_pixels = crop[~own & ~others]
+    if others.any() and len(paper_pixels):
+        crop[others] = np.median(paper_pixels, axis=0)
+    if crop.shape[2] == 1:                          # a grey photo
+        crop = np.repeat(crop, 3, axis=2)
+    return np.clip(np.round(crop), 0, 255).astype(np.uint8)
+
+
+def _save_new_png(pixels, folder, name):
+    """Write pixels as folder/name.png (or name-2.png, ... when taken), atomically; the path."""
+    from microconv.letters.checkpoint import write_atomically
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
+    picture = Image.fromarray(pixels)
+    for attempt in range(1, 10_000):
+        target = folder / (f"{name}.png" if attempt == 1 else f"{name}-{attempt}.png")
+        if target.exists():
+            continue
+        try:
+            write_atomically(target, lambda f: picture.save(f, format="PNG"), error=DataError,
+                             replace=False)
+            return str(target)
+        except FileExistsError:       # taken since we looked: try the next name
+            continue
+    raise DataError(f"cannot save letter {name}: every name in {folder} is taken")
 
 
 def text_of(results):
