@@ -38,7 +38,7 @@ MAX_PIXELS = 150_000_000      # pixel values (pixels x channels, 1 byte each) de
                               # full size by formats that cannot decode smaller (PNG): a
                               # 12000 x 12000 grey scan fits, a 12000 x 12000 RGB one does not
 WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
-STRONG_DARKNESS = 0.25        # ... and every letter holds some pixels 25 % darker
+STRONG_DARKNESS = 0.18        # ... and every letter holds some pixels 18 % darker
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
@@ -168,13 +168,13 @@ def ink_maps(gray):
 
     A pixel is ink when it is clearly darker than the paper around it (``paper``); weak ink
     is at least WEAK_DARKNESS darker and darker than NOISE_SIGMAS of the paper's own texture,
-    strong ink twice that (and at least STRONG_DARKNESS).
+    strong ink half as dark again (and at least STRONG_DARKNESS).
     """
     darkness = 1.0 - gray / np.maximum(paper(gray), 1.0)
     paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
     weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
     weak = darkness > weak_limit
-    strong = darkness > max(STRONG_DARKNESS, 2 * weak_limit)
+    strong = darkness > max(STRONG_DARKNESS, 1.5 * weak_limit)
     return weak, strong, darkness
 
 
