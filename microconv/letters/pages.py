@@ -220,9 +220,12 @@ def _write(lines, style, images, by_class, rng):
     margin = int(rng.uniform(1.0, 2.5) * height)
     word_gap = (1.2, 1.8) if style["layout"] == "rows" else (0.8, 1.3)
     placed, x_ends, text_lines = [], [], []
-    y = margin
+    y, previous_height = margin, 0.0
     for words in lines:
         line_height = height * words[0][0][1]
+        if previous_height:             # the space between lines fits the taller of the two
+            y += previous_height + max(previous_height, line_height) * rng.uniform(0.6, 1.4)
+        previous_height = line_height
         x = margin + rng.uniform(0, 1.5) * height
         text_words = []
         for word in words:
@@ -237,7 +240,7 @@ def _write(lines, style, images, by_class, rng):
             text_words.append("".join(LETTERS[label] for label, _ in word))
         x_ends.append(x)
         text_lines.append(" ".join(text_words))
-        y += line_height * rng.uniform(1.6, 2.4)
+    y += previous_height
     width = int(max(x_ends) + margin)
     # a photo of a page is about 4:3, whatever the writing fills of it
     canvas_height = int(max(y + margin, width * rng.uniform(0.55, 0.8)))

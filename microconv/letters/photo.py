@@ -39,6 +39,8 @@ MAX_PIXELS = 150_000_000      # pixel values (pixels x channels, 1 byte each) de
                               # 12000 x 12000 grey scan fits, a 12000 x 12000 RGB one does not
 WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
 STRONG_DARKNESS = 0.18        # ... and every letter holds some pixels 18 % darker
+IMPULSE = 0.3                 # a pixel this much (of the paper) off its 3x3 median is an
+IMPULSE_SHARE = 0.001         # impulse; this share of impulses means salt-and-pepper noise
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
@@ -168,9 +170,15 @@ def ink_maps(gray):
 
     A pixel is ink when it is clearly darker than the paper around it (``paper``); weak ink
     is at least WEAK_DARKNESS darker and darker than NOISE_SIGMAS of the paper's own texture,
-    strong ink half as dark again (and at least STRONG_DARKNESS).
+    strong ink half as dark again (and at least STRONG_DARKNESS). On a photo peppered with
+    single dark and bright pixels (salt-and-pepper noise), the ink is looked for on a 3x3
+    median of it, which removes them and keeps every stroke two pixels wide or more.
     """
-    darkness = 1.0 - gray / np.maximum(paper(gray), 1.0)
+    smooth = ndimage.median_filter(gray, 3)
+    impulses = np.mean(np.abs(gray - smooth) > IMPULSE * np.median(gray))
+    if impulses > IMPULSE_SHARE:
+        gray = smooth
+    darkness = 1.0 - gray / np.maximum(paper(gray, smooth), 1.0)
     paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
     weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
     weak = darkness > weak_limit
@@ -178,7 +186,7 @@ def ink_maps(gray):
     return weak, strong, darkness
 
 
-def paper(gray):
+def paper(gray, smooth=None):
     """The paper's brightness under every pixel, with the writing taken away.
 
     First a rough estimate: a local mean over a window of about a tenth of the shorter side
@@ -187,6 +195,8 @@ def paper(gray):
     enough to measure its pen width. Then a grey closing (a maximum, then a minimum, over a
     square a few pen widths wide) removes every stroke and keeps what is wider: the paper,
     its shading and the hard edges of shadows, which a wide mean would smear into ink.
+    The closing works on ``smooth``, the 3x3 median of ``gray`` (computed when not given),
+    so single bright pixels (salt noise) cannot pass for paper.
     """
     rough = _rough_paper(gray)
     rough_ink = 1.0 - gray / np.maximum(rough, 1.0) > WEAK_DARKNESS
@@ -197,8 +207,9 @@ def paper(gray):
     if not big.any():
         return rough
     side = 2 * int(np.ceil(PAPER_WINDOW * _stroke_width(big))) + 1
-    # a median first, so single bright pixels (salt noise) cannot pass for paper
-    closed = ndimage.grey_closing(ndimage.median_filter(gray, 3), size=(side, side))
+    if smooth is None:
+        smooth = ndimage.median_filter(gray, 3)
+    closed = ndimage.grey_closing(smooth, size=(side, side))
     return ndimage.uniform_filter(closed, side)
 
 
@@ -379,14 +390,15 @@ def _find_in(gray, colour, crop=False):
     lines = _lines(letters, angle)
     _attach_pieces(lines, pieces, colour, weak, typical)
     found = []
-    for number, line in enumerate(lines):
+    for line in lines:
         height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
         # A crop holding one blob is most likely one letter (a picture of a data set, or
         # one saved by read_letters): only a blob wider than any letter is cut.
         wider_than = LONE_SPLIT_WIDTH if crop and len(lines) == len(line) == 1 else SPLIT_WIDTH
         line = [part for x in line for part in _split_touching(x, height, wider_than)]
         line = [x for x in line if _looks_like_writing(x, typical)]
-        found += _words(line, angle, number)
+        if line:
+            found += _words(line, angle, found[-1].line + 1 if found else 0)
     return found
 
 
@@ -540,8 +552,6 @@ def _words(line, angle, number):
     than WORD_GAP of the line's letter height and at least twice the line's usual gap
     between letters (writing with wide letter spacing is still one word). Gives the letters
     their line number and their line's letter size."""
-    if not line:
-        return line
     size = float(np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
                             for x in line]))
     height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
