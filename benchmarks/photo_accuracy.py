@@ -15,7 +15,8 @@ Each page (``microconv.letters.pages``) is written to a PNG file and read by
 The held-out pages (seeds from 1000) are never used to tune the reader; ``--part tune``
 measures the tuning pages instead.
 
-    python benchmarks/photo_accuracy.py model.npz seed.npz --data-dir ../shared/data/handwritten-letters
+    python benchmarks/photo_accuracy.py model.npz seed.npz \
+        --data-dir ../shared/data/handwritten-letters
 """
 
 from __future__ import annotations
