@@ -52,6 +52,7 @@ PAPER_WINDOW = 2.0            # the paper is what is left after removing dark fe
                               # many pen widths wide
 SPLIT_WIDTH = 1.5             # a blob this many letter heights wide may be letters touching
 LONE_SPLIT_WIDTH = 2.5        # ... and this many when it is alone on a small picture
+LONE_MARK = 0.5               # a line of one mark smaller than this share of a letter is noise
 SMEAR = 0.6                   # a blob whose pen width is this share of its size is a smear
 CROP_MARGIN = 0.25            # a saved letter picture shows this share of its frame around it
 DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
@@ -397,6 +398,8 @@ def _find_in(gray, colour, crop=False):
         wider_than = LONE_SPLIT_WIDTH if crop and len(lines) == len(line) == 1 else SPLIT_WIDTH
         line = [part for x in line for part in _split_touching(x, height, wider_than)]
         line = [x for x in line if _looks_like_writing(x, typical)]
+        if len(line) == 1 and line[0].ink.size < LONE_MARK * typical:
+            continue                  # a small mark alone on its line: specks clumped together
         if line:
             found += _words(line, angle, found[-1].line + 1 if found else 0)
     return found
