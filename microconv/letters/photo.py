@@ -48,6 +48,7 @@ EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters
                               # them); the one tuned number, see docs/seed.md
 MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degrees of level
 WORD_GAP = 0.7                # a gap wider than this share of the letter height parts words
+WORD_GAP_RATIO = 2.5          # ... when it is also this many times the usual gap in the line
 PAPER_WINDOW = 2.0            # the paper is what is left after removing dark features this
                               # many pen widths wide
 SPLIT_WIDTH = 1.5             # a blob this many letter heights wide may be letters touching
@@ -552,7 +553,7 @@ def _attach_pieces(lines, pieces, colour, weak, typical):
 
 def _words(line, angle, number):
     """Number the words of a line: a gap along the writing starts a new word when it is wider
-    than WORD_GAP of the line's letter height and at least twice the line's usual gap
+    than WORD_GAP of the line's letter height and WORD_GAP_RATIO times the line's usual gap
     between letters (writing with wide letter spacing is still one word). Gives the letters
     their line number and their line's letter size."""
     size = float(np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
@@ -562,7 +563,8 @@ def _words(line, angle, number):
     ends = np.maximum.accumulate([float(e.max()) + 1 for e in extents])
     gaps = np.array([float(e.min()) for e in extents[1:]]) - ends[:-1]
     narrow = gaps[gaps <= WORD_GAP * height]
-    limit = max(WORD_GAP * height, 2 * float(np.median(narrow)) if len(narrow) else 0.0)
+    usual = float(np.median(narrow)) if len(narrow) else 0.0
+    limit = max(WORD_GAP * height, WORD_GAP_RATIO * usual)
     words = np.concatenate([[0], np.cumsum(gaps > limit)])
     for letter, word in zip(line, words):
         letter.line, letter.word, letter.line_size = number, int(word), size   # one pen a line
