@@ -83,9 +83,11 @@ def summary(result):
              f"({result['seconds']:.0f} s)"]
     first = next(iter(result["checkpoints"].values()))["total"]
     lines.append(f"reader: {first['boxes_matched']} of {first['letters']} letters found "
-                 f"({first['boxes_found']:.1%}), mean box IoU {first['mean_iou']:.3f}, "
-                 f"{first['read'] - first['boxes_matched']} boxes match no letter; text "
-                 f"error rate with a perfect network {first['reader_text_error_rate']:.1%}")
+                 f"({first['boxes_found']:.1%}, {first['letters'] - first['boxes_matched']} "
+                 f"missed), mean box IoU {first['mean_iou']:.3f}; "
+                 f"{first['read'] - first['boxes_matched']} of {first['read']} boxes match "
+                 f"no letter (specks, or parts of a letter cut in two); text error rate with "
+                 f"a perfect network {first['reader_text_error_rate']:.1%}")
     for name, entry in result["checkpoints"].items():
         total = entry["total"]
         lines.append(f"{name}: letters right {total['letters_right']:.1%} "
