@@ -464,7 +464,7 @@ def predict(
         table.add_column("line", justify="right")
         table.add_column("letter", style="bold")
         table.add_column("top-3")
-        table.add_column("box (left, top, right, bottom)", style="dim")
+        table.add_column("ink box (left, top, right, bottom)", style="dim")
         for i, letter in enumerate(entry["letters"], 1):
             top3 = "  ".join(f"{c} {p:.0%}" for c, p in letter["top3"])
             table.add_row(str(i), str(letter["line"] + 1), letter["letter"], top3,
