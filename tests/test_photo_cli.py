@@ -1,14 +1,18 @@
 """`microconv predict` on page photos: the text by lines, each letter's line in JSON, and
 --save-letters, which files each letter found as a picture under the letter read."""
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
 from clitools import assert_one_line_error, cli, untrained_checkpoint
 from PIL import Image
 
+from microconv.errors import DataError
 from microconv.letters import pages, photo
+from microconv.letters.checkpoint import load_checkpoint, write_atomically
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +117,29 @@ def test_a_photo_of_paper_without_ink(model_file, tmp_path):
     flat = tmp_path / "flat.png"
     Image.new("RGB", (300, 200), (200, 220, 240)).save(flat)
     assert_one_line_error(cli("predict", model_file, flat), "flat.png", "nothing to read")
+
+
+def test_a_new_file_is_linked_into_place_never_over_an_existing_one(tmp_path):
+    existing = tmp_path / "a.png"
+    existing.write_bytes(b"mine")
+    with pytest.raises(FileExistsError):
+        write_atomically(existing, lambda f: f.write(b"new"), replace=False)
+    assert existing.read_bytes() == b"mine"
+    write_atomically(tmp_path / "b.png", lambda f: f.write(b"new"), replace=False)
+    assert (tmp_path / "b.png").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+
+
+def test_a_disk_full_while_saving_letters_leaves_no_half_written_picture(
+        model_file, page_file, tmp_path, monkeypatch):
+    _, path = page_file
+
+    def full(self, file, *args, **kwargs):
+        file.write(b"\x89PNG" + bytes(100))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    folder = tmp_path / "letters"
+    with pytest.raises(DataError, match="cannot write .*page-1.png"):
+        photo.read_letters(load_checkpoint(model_file), path, save_to=folder)
+    assert [p for p in folder.rglob("*") if p.is_file()] == []
