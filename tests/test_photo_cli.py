@@ -2,6 +2,7 @@
 --save-letters, which files each letter found as a picture under the letter read."""
 
 import errno
+import io
 import json
 import os
 
@@ -143,3 +144,13 @@ def test_a_disk_full_while_saving_letters_leaves_no_half_written_picture(
     with pytest.raises(DataError, match="cannot write .*page-1.png"):
         photo.read_letters(load_checkpoint(model_file), path, save_to=folder)
     assert [p for p in folder.rglob("*") if p.is_file()] == []
+
+
+def test_a_photo_in_memory_reads_like_the_file(model_file, page_file):
+    _, path = page_file
+    classifier = load_checkpoint(model_file)
+    from_file = photo.read_letters(classifier, path)
+    in_memory = photo.read_letters(classifier, io.BytesIO(path.read_bytes()))
+    assert in_memory == from_file
+    gray, colour = photo.read_photo(path)
+    assert photo.classify_letters(classifier, gray, colour=colour) == from_file

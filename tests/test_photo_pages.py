@@ -81,3 +81,15 @@ def test_a_page_with_no_writing_gives_no_letters():
     paper_only = np.asarray(page.image, dtype=np.float32).copy()
     top = max(box[3] for box in page.boxes) + 20              # below the writing: paper only
     assert photo.find_letters(paper_only[top:]) == []
+
+
+def test_letters_found_in_pieces_join_into_one():
+    page = pages.make_page(0)
+    letters, _ = read_layout(page)
+    one = photo.joined_letter(letters[:2])
+    left, top, right, bottom = one.ink_box
+    for letter in letters[:2]:
+        box = letter.ink_box
+        assert left <= box[0] and top <= box[1] and box[2] <= right and box[3] <= bottom
+    assert len(one.ink.ys) == len(letters[0].ink.ys) + len(letters[1].ink.ys)
+    assert one.line_size == max(right - left, bottom - top)

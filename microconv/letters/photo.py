@@ -66,16 +66,18 @@ SAME_INK = 0.97               # a dot joins a letter when their ink colours agre
 # 1. Reading the photo
 
 
-def _open_bounded(path, mode):
-    """Open an image file in ``mode``, upright (EXIF orientation) and at most MAX_SIDE."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
+def _open_bounded(source, mode):
+    """Open an image in ``mode``, upright (EXIF orientation) and at most MAX_SIDE.
+
+    ``source`` is a path or a binary file object (an upload held in memory)."""
+    path = _name(source)
+    if not hasattr(source, "read") and not os.path.isfile(path):
         raise DataError(f"image {path} does not exist")
     try:
         with warnings.catch_warnings():
             # Pillow warns about pictures over 89 M pixels; MAX_PIXELS below is our own limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
         # JPEG can decode straight to a reduced size, so a huge photo never sits in memory
         # at full resolution.
         image.draft(mode, (MAX_SIDE, MAX_SIDE))
@@ -85,28 +87,37 @@ def _open_bounded(path, mode):
         image.thumbnail((MAX_SIDE, MAX_SIDE))     # in place, before any copy at full size
         image = ImageOps.exif_transpose(image)
         return image.convert(mode)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's own message names the file object, which means nothing to a user
+        raise DataError(f"cannot read image {path}: not a picture format Pillow knows") from None
+    except Image.DecompressionBombError as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: damaged or unsupported ({exc})") from None
 
 
-def read_image(path):
-    """Grey values (H, W) float32 in 0..255 of an image file, at most MAX_SIDE on each side."""
-    return _checked(np.asarray(_open_bounded(path, "L"), dtype=np.float32), path)
+def read_image(source):
+    """Grey values (H, W) float32 in 0..255 of an image (a path or a binary file object), at
+    most MAX_SIDE on each side."""
+    return _checked(np.asarray(_open_bounded(source, "L"), dtype=np.float32), source)
 
 
-def read_photo(path):
-    """(grey (H, W), colour (H, W, 3)) float32 arrays of an image file, like ``read_image``."""
-    image = _open_bounded(path, "RGB")
-    gray = _checked(np.asarray(image.convert("L"), dtype=np.float32), path)
+def read_photo(source):
+    """(grey (H, W), colour (H, W, 3)) float32 arrays of an image, like ``read_image``."""
+    image = _open_bounded(source, "RGB")
+    gray = _checked(np.asarray(image.convert("L"), dtype=np.float32), source)
     return gray, np.asarray(image, dtype=np.float32)
 
 
-def _checked(gray, path):
+def _checked(gray, source):
     if gray.size == 0 or gray.max() - gray.min() < 1:
-        raise DataError(f"image {os.fspath(path)} is uniform: there is nothing to read")
+        raise DataError(f"image {_name(source)} is uniform: there is nothing to read")
     return gray
+
+
+def _name(source):
+    """How messages name an image: its path, or "in memory" for a file object."""
+    return "in memory" if hasattr(source, "read") else os.fspath(source)
 
 
 def as_gray(image):
@@ -713,8 +724,8 @@ def letter_images(gray, letters, stroke=EMNIST_STROKE):
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 
-def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE, save_to=None):
-    """Find, prepare and classify the letters on a photo.
+def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
+    """Find, prepare and classify the letters on a photo (a path or a binary file object).
 
     Returns, in reading order (lines top to bottom, letters left to right), per letter::
 
@@ -732,28 +743,53 @@ def read_letters(classifier, path, top=3, stroke=EMNIST_STROKE, save_to=None):
     already taken gets a suffix (``-2``, ``-3``, ...), so no file is ever replaced. Each
     result then also holds the picture's path as "saved".
     """
-    gray, colour = read_photo(path)
-    letters = find_letter_details(gray, colour)
-    if not letters:
-        return []
-    log_probs = classifier.predict(letter_images(gray, letters, stroke))
-    results = []
-    for letter, scores in zip(letters, log_probs):
-        probs = np.exp(scores - scores.max())
-        probs = probs / probs.sum()
-        best = np.argsort(-probs)[:top]
-        results.append({"box": tuple(int(v) for v in letter.box),
-                        "ink_box": tuple(int(v) for v in letter.ink_box),
-                        "line": letter.line, "word": letter.word,
-                        "letter": LETTERS[int(best[0])],
-                        "top3": [(LETTERS[int(i)], float(probs[i])) for i in best]})
+    gray, colour = read_photo(source)
+    results, letters = _classified(classifier, gray, colour, top, stroke)
     if save_to is not None:
-        stem = Path(path).stem
+        stem = "letter" if hasattr(source, "read") else Path(source).stem
         for number, result in enumerate(results, 1):
             crop = letter_crop(colour, letters, number - 1)
             result["saved"] = _save_new_png(crop, Path(save_to) / result["letter"],
                                             f"{stem}-{number}")
     return results
+
+
+def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE, colour=None):
+    """``read_letters`` on a grey image from ``read_image`` (``colour``, when given, is the
+    same picture in colour, as ``read_photo`` gives it); boxes are in its pixels."""
+    return _classified(classifier, gray, colour, top, stroke)[0]
+
+
+def _classified(classifier, gray, colour, top, stroke):
+    """(results, letters): the letters found and what the network reads in each."""
+    letters = find_letter_details(gray, colour)
+    if not letters:
+        return [], []
+    log_probs = classifier.predict(letter_images(gray, letters, stroke))
+    results = []
+    for letter, scores in zip(letters, log_probs):
+        ranked = top_letters(scores, top)
+        results.append({"box": tuple(int(v) for v in letter.box),
+                        "ink_box": tuple(int(v) for v in letter.ink_box),
+                        "line": letter.line, "word": letter.word,
+                        "letter": ranked[0][0], "top3": ranked})
+    return results, letters
+
+
+def top_letters(log_probs, top=3):
+    """The ``top`` most likely letters of one row of log-probabilities (or of the scores
+    before the log-softmax: the same softmax), as (letter, probability) pairs, best first."""
+    probs = np.exp(log_probs - log_probs.max())
+    probs = probs / probs.sum()
+    best = np.argsort(-probs)[:top]
+    return [(LETTERS[int(i)], float(probs[i])) for i in best]
+
+
+def joined_letter(letters):
+    """The ink of several found letters as one letter (a picture known to hold one letter,
+    which the reader cut in two or found in pieces)."""
+    ink = _joined([x.ink for x in letters])
+    return Letter(ink, line_size=float(ink.size))
 
 
 def letter_crop(colour, letters, index):
