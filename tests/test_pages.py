@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from microconv.errors import DataError, MicroconvError
 from microconv.letters import pages
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "handwritten-letters"
@@ -83,8 +84,13 @@ def test_tuning_and_held_out_pages_share_no_letter(data_dir):
     assert set(tune_labels) == set(held_labels) == set(range(26))
     assert pages.part_of(pages.TUNE_SEEDS[-1]) == "tune"
     assert pages.part_of(pages.HELD_OUT_SEEDS[0]) == "held-out"
-    with pytest.raises(ValueError, match="unknown part"):
+    with pytest.raises(MicroconvError, match="unknown part"):
         pages.pages("everything", 1)
+
+
+def test_a_data_folder_without_letters_is_an_error_not_generated_letters(tmp_path):
+    with pytest.raises(DataError):
+        pages.make_page(0, tmp_path)
 
 
 def test_edit_counts_name_what_went_wrong():

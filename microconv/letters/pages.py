@@ -34,8 +34,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from microconv.errors import MicroconvError
 from microconv.letters import synth
-from microconv.letters.data import has_dataset, load_emnist
+from microconv.letters.data import load_emnist
 
 LETTERS = string.ascii_lowercase
 HELD_OUT_FIRST_SEED = 1000
@@ -90,13 +91,12 @@ def part_of(seed):
 def letter_pool(data_dir, part):
     """(images, labels) to write the ``part`` pages with: upright uint8 letters, ink bright.
 
-    With a data set in ``data_dir``: the first half of each class's test letters for "tune",
-    the second half for "held-out". Without one: generated letters, from a different seed
-    for each part.
+    With a data folder (``data_dir``): the first half of each class's test letters for
+    "tune", the second half for "held-out". With None: generated letters, from a different
+    seed for each part.
     """
-    if part not in PARTS:
-        raise ValueError(f"unknown part {part!r}; use one of {PARTS}")
-    if data_dir is not None and has_dataset(data_dir):
+    _check_part(part)
+    if data_dir is not None:
         images, labels = load_emnist(data_dir, split="test")
         keep = np.zeros(len(labels), dtype=bool)
         for label in range(len(LETTERS)):
@@ -134,10 +134,14 @@ def make_page(seed, data_dir=None):
 
 def pages(part, count, data_dir=None):
     """The first ``count`` pages of a part ("tune" or "held-out")."""
-    seeds = TUNE_SEEDS if part == "tune" else HELD_OUT_SEEDS
-    if part not in PARTS:
-        raise ValueError(f"unknown part {part!r}; use one of {PARTS}")
+    seeds = TUNE_SEEDS if _check_part(part) == "tune" else HELD_OUT_SEEDS
     return [make_page(seed, data_dir) for seed in seeds[:count]]
+
+
+def _check_part(part):
+    if part not in PARTS:
+        raise MicroconvError(f"unknown part {part!r}; use one of {', '.join(PARTS)}")
+    return part
 
 
 def _box(slices):
