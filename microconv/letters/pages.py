@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
+from scipy.special import expit
 
 from microconv.errors import MicroconvError
 from microconv.letters import synth
@@ -173,7 +174,8 @@ def _choose_style(seed, rng):
 
 
 def _layout(style, rng):
-    """Words of each line as lists of (class index, size factor), plus the spacing."""
+    """The lines of the page: each a list of words, each word a list of (class index, the
+    line's size factor)."""
     layout = style["layout"]
     if layout == "one line":
         line_count, letters_per_line = 1, int(rng.integers(18, 30))
@@ -325,7 +327,7 @@ def _shadow_mask(h, w, rng):
     distance = np.cos(angle) * (xx - w / 2) + np.sin(angle) * (yy - h / 2)
     edge = rng.uniform(0.1, 0.4) * min(h, w)
     softness = rng.uniform(0.02, 0.08) * min(h, w)
-    return 1 / (1 + np.exp(-(distance - edge) / softness))
+    return expit((distance - edge) / softness)
 
 
 def _add_noise(picture, kind, rng):
