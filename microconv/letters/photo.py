@@ -1,20 +1,26 @@
-"""Read handwritten letters from a photo: find each letter, prepare it like EMNIST, classify.
+"""Read handwritten letters from a photo: find the lines, the words and each letter, prepare
+each letter like EMNIST, classify. docs/photos.md shows the steps on a page.
 
 The steps, each a small function:
 
-1. ``read_image``: the photo as grey values (float32, 0 = black), scaled down when huge.
-2. ``ink_maps``: adaptive thresholding. The paper's brightness is estimated locally (a box
-   mean that ignores dark pixels), so shading and vignetting move the threshold with them.
-   A pixel is ink when it is clearly darker than its own background; "clearly" is relative
-   to the background and to the paper's noise.
-3. ``connected_components``: 8-connected ink blobs, labelled run by run in NumPy.
-4. ``find_letters``: keep blobs that contain strongly dark ink, drop specks and blobs cut
-   by the image border, attach dots and fragments to the letter below or above them, split
-   blobs where two letters touch by a thin stroke, and sort in reading order.
+1. ``read_photo``: the photo as grey values (float32, 0 = black) and in colour, upright,
+   scaled down when huge.
+2. ``ink_maps``: adaptive thresholding. ``paper`` estimates the paper's brightness under
+   each pixel (a grey closing a few pen widths wide), so shading, vignetting and shadows
+   move the threshold with them. A pixel is ink when it is clearly darker than its own
+   paper; "clearly" is relative to the paper and to the paper's noise. Salt-and-pepper
+   noise is taken out by a 3x3 median first.
+3. ``ink_blobs``: 8-connected blobs of ink that hold strongly dark ink (scipy.ndimage).
+4. ``find_letter_details``: drop specks and blobs cut by the image border, measure the
+   slant of the writing, group letters into lines, attach dots and broken-off bits in the
+   letter's ink, split blobs where two letters touch by a thin stroke, part words at wide
+   gaps; reading order is lines top to bottom, letters along each line.
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
    square keeping the aspect ratio, add a border of 2/24 of the side, bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
-6. ``read_letters`` and ``annotate``: classify each letter, draw boxes and answers.
+6. ``read_letters``, ``text_of`` and ``annotate``: classify each letter, give the text with
+   its lines and words, draw boxes and answers; ``read_letters`` can also save each letter
+   as a picture (``letter_crop``).
 """
 
 from __future__ import annotations
