@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from microconv.letters import pages, photo
 
@@ -70,11 +70,12 @@ def main():
     letters = photo.find_letter_details(rgb)
     drawn = page.image.copy()
     pen = ImageDraw.Draw(drawn)
+    font = ImageFont.load_default(size=18)             # Pillow's own font: nothing to install
     for letter in letters:
         left, top, right, bottom = letter.ink_box
         colour = LINE_COLOURS[letter.line % len(LINE_COLOURS)]
         pen.rectangle((left - 1, top - 1, right, bottom), outline=colour, width=2)
-        pen.text((left, bottom + 3), str(letter.word + 1), fill=colour, font=photo._font(18))
+        pen.text((left, bottom + 3), str(letter.word + 1), fill=colour, font=font)
     save(drawn.crop(writing), "4-lines-words-letters.png", width=900)
 
     # 5. the first line's letters as the network sees them (28 x 28, shown 3 times larger)
