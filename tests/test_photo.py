@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from microconv.errors import DataError
-from microconv.letters import hello_dl, photo
+from microconv.letters import hello_dl, photo, pictures
 from microconv.letters.checkpoint import load_checkpoint
 from microconv.letters.data import load_emnist
 
@@ -140,14 +140,19 @@ def test_bright_ink_on_black_and_tight_crops_are_read_too():
     assert len(photo.find_letters(crop)) == 1
 
 
-def test_connected_components_count_8_connected_blobs():
+def test_ink_blobs_are_8_connected_and_hold_strong_ink():
     mask = np.zeros((6, 8), dtype=bool)
     mask[0, 0] = mask[1, 1] = True                 # diagonal neighbours: one blob
     mask[4:6, 3:7] = True                          # a block
     mask[0, 7] = True                              # a lone pixel
-    blobs = photo.connected_components(mask)
-    assert sorted(b.area for b in blobs) == [1, 2, 8]
+    blobs = photo.ink_blobs(mask, mask)
+    assert sorted(len(b.ys) for b in blobs) == [1, 2, 8]
     assert sorted(b.box for b in blobs) == [(0, 0, 2, 2), (3, 4, 7, 6), (7, 0, 8, 1)]
+    strong = np.zeros_like(mask)
+    strong[5, 5] = True                            # only the block holds strongly dark ink
+    assert [b.box for b in photo.ink_blobs(mask, strong)] == [(3, 4, 7, 6)]
+    assert [b.box for b in photo.ink_blobs(mask, mask, min_size=2)] == [(0, 0, 2, 2),
+                                                                        (3, 4, 7, 6)]
 
 
 # ---------------------------------------------------------------------------- preparation
@@ -174,7 +179,7 @@ def test_prepare_letter_leaves_out_neighbours_with_a_mask():
     details = photo.find_letter_details(image)
     assert len(details) == 2
     k = details[0]
-    with_mask = photo.prepare_letter(image, k.box, photo.blob_mask(k.blobs, k.box))
+    with_mask = photo.prepare_letter(image, k.box, k.ink.mask(k.box))
     without = photo.prepare_letter(image, k.box)
     assert with_mask.sum() < without.sum()
 
@@ -207,7 +212,7 @@ def test_read_image_errors(tmp_path):
 
 
 def test_huge_images_are_scaled_down(tmp_path, monkeypatch):
-    monkeypatch.setattr(photo, "MAX_SIDE", 200)
+    monkeypatch.setattr(pictures, "MAX_SIDE", 200)
     path = tmp_path / "big.jpg"
     Image.fromarray(draw(paper(800, 600), letter_k(300, 250)).astype(np.uint8)).save(path)
     gray = photo.read_image(path)
@@ -218,7 +223,7 @@ def test_huge_images_are_scaled_down(tmp_path, monkeypatch):
 def test_image_too_large_to_decode_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"
     Image.new("L", (400, 300), 128).save(path)
-    monkeypatch.setattr(photo, "MAX_PIXELS", 100_000)         # PNG cannot decode smaller
+    monkeypatch.setattr(pictures, "MAX_PIXELS", 100_000)         # PNG cannot decode smaller
     with pytest.raises(DataError, match="too large"):
         photo.read_image(path)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)     # Pillow refuses > 2x this

@@ -2,7 +2,7 @@
 
 Each gets a clear answer: letters, "no letters found", or one error line naming the file,
 never a crash. Huge pictures are scaled down while decoding where the format allows (JPEG)
-and otherwise read once at full size up to photo.MAX_PIXELS, then scaled down.
+and otherwise read once at full size up to pictures.MAX_PIXELS, then scaled down.
 """
 
 import json
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from microconv.errors import DataError
-from microconv.letters import photo
+from microconv.letters import photo, pictures
 from microconv.letters.checkpoint import Classifier
 from microconv.letters.model import ConvoAlphabetModel
 from microconv.letters.preprocess import Preprocessing
@@ -124,14 +124,14 @@ def test_paper_without_letters(tmp_path, model_file):
 def test_a_12000_pixel_png_is_scaled_down_and_read(tmp_path, model_file):
     path = simple_png(tmp_path / "huge.png", 12000, 12000, HUGE_L)
     gray = photo.read_image(path)
-    assert gray.shape == (photo.MAX_SIDE, photo.MAX_SIDE)
+    assert gray.shape == (pictures.MAX_SIDE, pictures.MAX_SIDE)
     result = cli("predict", model_file, path, "--json")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""                            # no Pillow warning either
     letters = json.loads(result.stdout)["images"][0]["letters"]
     assert len(letters) == 1
     left, top, right, bottom = letters[0]["box"]
-    assert 0 <= left < right <= photo.MAX_SIDE and 0 <= top < bottom <= photo.MAX_SIDE
+    assert 0 <= left < right <= pictures.MAX_SIDE and 0 <= top < bottom <= pictures.MAX_SIDE
 
 
 def peak_memory_mb(path):
@@ -153,7 +153,7 @@ def peak_memory_mb(path):
 def test_huge_pictures_stay_within_bounded_memory(tmp_path):
     grey = simple_png(tmp_path / "grey.png", 12000, 12000, HUGE_L)
     answer, grey_peak = peak_memory_mb(grey)
-    assert answer == f"({photo.MAX_SIDE}, {photo.MAX_SIDE})"
+    assert answer == f"({pictures.MAX_SIDE}, {pictures.MAX_SIDE})"
     # One full-size decode (144 MB of grey values) and nothing else at full size.
     assert grey_peak < 144 + 250, grey_peak
     # 9000 x 9000 RGB would take 243 MB to decode: refused before decoding anything.
@@ -168,9 +168,9 @@ def test_a_huge_jpeg_is_decoded_at_reduced_size(tmp_path, monkeypatch):
     page = Image.new("L", (8000, 6000), 230)
     page.paste(20, (3600, 2000, 3800, 4400))
     page.save(path, quality=80)
-    monkeypatch.setattr(photo, "MAX_PIXELS", 20_000_000)  # less than the full 48 M pixels
+    monkeypatch.setattr(pictures, "MAX_PIXELS", 20_000_000)  # less than the full 48 M pixels
     gray = photo.read_image(path)
-    assert max(gray.shape) <= photo.MAX_SIDE and gray.shape[1] > gray.shape[0]
+    assert max(gray.shape) <= pictures.MAX_SIDE and gray.shape[1] > gray.shape[0]
 
 
 def test_too_large_to_decode_is_one_line(tmp_path, model_file):

@@ -130,7 +130,7 @@ def test_only_image_content_types_are_taken(pad_server, drawn, content_type):
 
 @pytest.mark.parametrize("body, reason", [
     (b"", "empty"),
-    (b"not a picture at all", "not a picture format"),
+    (b"not a picture at all", "not a picture in a format microconv reads"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "cannot read image"),          # a damaged PNG
 ])
 def test_what_is_not_a_picture_gets_a_4xx_with_a_reason(pad_server, body, reason):

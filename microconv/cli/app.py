@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import io
 import json
 import math
 import os
@@ -402,16 +401,22 @@ def evaluate(
 def predict(
     checkpoint: CheckpointArgument,
     images: Annotated[list[Path], typer.Argument(
-        help="PNG or JPEG files: one letter, or a row of handwritten letters.",
+        help="PNG or JPEG files: one letter, or a page of handwritten lines.",
         show_default=False)],
     annotate: Annotated[Optional[Path], typer.Option(
         help="Write the picture with a box around each letter and the letter read "
              "(one IMAGE only).")] = None,
+    save_letters: Annotated[Optional[Path], typer.Option(
+        "--save-letters", file_okay=False,
+        help="Write each letter found as a picture into DIR/<letter read>/<image>-<n>.png "
+             "(never replacing a file), to correct by hand and train on with --data-dir.")
+    ] = None,
     backend: BackendOption = "numpy",
     device: DeviceOption = None,
     as_json: JsonOption = False,
 ):
-    """Read the handwritten letters in pictures; prints each letter with its top-3 guesses."""
+    """Read the handwritten letters in pictures: the text, line by line, and each letter with
+    its top-3 guesses."""
     from microconv.cli.viz import letter_art
     from microconv.letters import photo
     from microconv.letters.checkpoint import check_outputs, load_checkpoint
@@ -424,29 +429,38 @@ def predict(
     classifier.require_letters(checkpoint)
     found = []
     for path in images:
-        results = photo.read_letters(classifier, path)
-        found.append({"image": str(path), "text": "".join(r["letter"] for r in results),
+        results = photo.read_letters(classifier, path, save_to=save_letters)
+        text = photo.text_of(results)
+        found.append({"image": str(path), "text": text,
+                      "lines": text.split("\n") if results else [],
                       "letters": results})             # _print_json turns tuples into lists
         if annotate is not None:
-            _write_annotated(photo, path, results, annotate)
+            photo.annotate(path, results, annotate)
     if as_json:
         _print_json({"checkpoint": str(checkpoint), "images": found,
-                     "annotated": _str(annotate)})
+                     "annotated": _str(annotate), "saved_letters": _str(save_letters)})
         return
     console = _console()
     for path, entry in zip(images, found):
         if not entry["letters"]:
             console.print(f"{escape(str(path))}: [yellow]no letters found[/]")
             continue
-        console.print(f"{escape(str(path))}: read [bold green]{escape(entry['text'])}[/]")
+        if len(entry["lines"]) == 1:
+            console.print(f"{escape(str(path))}: read [bold green]{escape(entry['text'])}[/]")
+        else:
+            console.print(f"{escape(str(path))}: read {len(entry['lines'])} lines")
+            for line in entry["lines"]:
+                console.print(f"  [bold green]{escape(line)}[/]")
         table = Table(box=None, padding=(0, 2))
         table.add_column("#", justify="right")
+        table.add_column("line", justify="right")
         table.add_column("letter", style="bold")
         table.add_column("top-3")
-        table.add_column("box (left, top, right, bottom)", style="dim")
+        table.add_column("ink box (left, top, right, bottom)", style="dim")
         for i, letter in enumerate(entry["letters"], 1):
             top3 = "  ".join(f"{c} {p:.0%}" for c, p in letter["top3"])
-            table.add_row(str(i), letter["letter"], top3, str(letter["box"]))
+            table.add_row(str(i), str(letter["line"] + 1), letter["letter"], top3,
+                          str(letter["ink_box"]))
         if len(entry["letters"]) == 1:
             # One letter: also show it the way the network saw it.
             gray = photo.read_image(path)
@@ -457,21 +471,10 @@ def predict(
             console.print(table)
     if annotate is not None:
         console.print(f"annotated picture written to [bold]{escape(str(annotate))}[/]")
-
-
-def _write_annotated(photo, picture, results, out):
-    """The annotated picture, drawn in memory (Pillow takes the format from the name), then
-    written atomically: a full disk or Ctrl-C never leaves a cut-off file at ``out``."""
-    from microconv.letters.checkpoint import write_atomically
-    from microconv.letters.pictures import SAVE_FORMATS
-
-    if Path(out).suffix.lower() not in SAVE_FORMATS:
-        raise DataError(f"cannot write {out}: name the picture .png, .jpg or another of "
-                        f"{', '.join(SAVE_FORMATS)}")
-    drawn = io.BytesIO()
-    drawn.name = str(out)
-    photo.annotate(picture, results, drawn)
-    write_atomically(out, lambda f: f.write(drawn.getvalue()), error=DataError)
+    if save_letters is not None:
+        saved = sum(len(entry["letters"]) for entry in found)
+        console.print(f"{saved} letter pictures saved in [bold]{escape(str(save_letters))}[/], "
+                      "one folder per letter read")
 
 
 # --- serve -------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class LetterReader:
         """A photo (an image file's bytes) -> its letters with boxes, and the text read.
 
         Boxes are in the pixels of the picture as read (``width`` x ``height``: upright, and
-        scaled down when larger than photo.MAX_SIDE)."""
+        scaled down when larger than pictures.MAX_SIDE)."""
         gray = photo.read_image(io.BytesIO(data))
         letters = photo.classify_letters(self, gray)
         return {"width": gray.shape[1], "height": gray.shape[0],
@@ -116,11 +116,7 @@ def drawn_letter(gray):
     if not letters:
         raise DataError("no letter found on the picture")
     if len(letters) > 1:
-        boxes = np.array([x.ink_box for x in letters])
-        ink_box = tuple(int(v) for v in (*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)))
-        side = max(ink_box[2] - ink_box[0], ink_box[3] - ink_box[1])
-        letters = [photo.Letter([blob for x in letters for blob in x.blobs], ink_box,
-                                photo.square_box(ink_box), float(side))]
+        letters = [photo.joined_letter(letters)]
     return photo.letter_images(gray, letters)[0]
 
 

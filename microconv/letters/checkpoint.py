@@ -63,14 +63,16 @@ def save_checkpoint(path, model, preprocessing, header=None, optimizer_state=Non
     write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
-def write_atomically(path, write, error=CheckpointError):
+def write_atomically(path, write, error=CheckpointError, replace=True):
     """Call write(file) on a temporary file beside ``path``, then rename it into place.
 
     Only an ordinary file (or nothing) is ever replaced: a folder, device, FIFO or socket at
     ``path`` is refused before anything is written. The temporary file is locked while it is
     written, so ``remove_abandoned_temporaries`` (run first, for that folder) removes only the
     ones whose writer is gone. A failure raises ``error`` (a MicroconvError class) naming the
-    file and leaves any earlier file intact."""
+    file and leaves any earlier file intact. With ``replace=False`` an existing file at
+    ``path`` is never replaced: the finished file is linked into place, and FileExistsError
+    tells the caller to choose another name."""
     path = os.fspath(path)
     refuse_special_file(path, "cannot write", error)
     folder = os.path.dirname(os.path.abspath(path))
@@ -86,10 +88,17 @@ def write_atomically(path, write, error=CheckpointError):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-            os.replace(tmp, path)                   # while still locked: never seen as abandoned
+            # while still locked: never seen as abandoned
+            if replace:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)             # fails when path exists, unlike a rename
+                _remove_quietly(tmp)
         _sync_folder(folder)
     except OSError as exc:
         _remove_quietly(tmp)
+        if isinstance(exc, FileExistsError) and not replace:
+            raise
         raise error(f"cannot write {path}: {exc.strerror or exc}; "
                     "any earlier file there is unchanged") from None
     except BaseException:

@@ -1,95 +1,89 @@
-"""Read handwritten letters from a photo: find each letter, prepare it like EMNIST, classify.
+"""Read handwritten letters from a photo: find the lines, the words and each letter, prepare
+each letter like EMNIST, classify. docs/photos.md shows the steps on a page.
 
 The steps, each a small function:
 
-1. ``read_image``: the photo as grey values (float32, 0 = black), scaled down when huge.
-2. ``ink_maps``: adaptive thresholding. The paper's brightness is estimated locally (a box
-   mean that ignores dark pixels), so shading and vignetting move the threshold with them.
-   A pixel is ink when it is clearly darker than its own background; "clearly" is relative
-   to the background and to the paper's noise.
-3. ``connected_components``: 8-connected ink blobs, labelled run by run in NumPy.
-4. ``find_letters``: keep blobs that contain strongly dark ink, drop specks and blobs cut
-   by the image border, attach dots and fragments to the letter below or above them, split
-   blobs where two letters touch by a thin stroke, and sort in reading order.
+1. ``read_photo``: the photo as grey values (float32, 0 = black) and in colour, upright,
+   scaled down when huge.
+2. ``ink_maps``: adaptive thresholding. ``paper`` estimates the paper's brightness under
+   each pixel (a grey closing a few pen widths wide), so shading, vignetting and shadows
+   move the threshold with them. A pixel is ink when it is clearly darker than its own
+   paper; "clearly" is relative to the paper and to the paper's noise. Salt-and-pepper
+   noise is taken out by a 3x3 median first.
+3. ``ink_blobs``: 8-connected blobs of ink that hold strongly dark ink (scipy.ndimage).
+4. ``find_letter_details``: drop specks and blobs cut by the image border, measure the
+   slant of the writing, group letters into lines, attach dots and broken-off bits in the
+   letter's ink, split blobs where two letters touch by a thin stroke, part words at wide
+   gaps; reading order is lines top to bottom, letters along each line.
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
    square keeping the aspect ratio, add a border of 2/24 of the side, bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
-6. ``read_letters`` and ``annotate``: classify each letter, draw boxes and answers.
+6. ``read_letters``, ``text_of`` and ``annotate``: classify each letter, give the text with
+   its lines and words, draw boxes and answers; ``read_letters`` can also save each letter
+   as a picture (``letter_crop``).
 """
 
 from __future__ import annotations
 
-import os
 import string
-import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
 from microconv.errors import DataError
+from microconv.letters.pictures import open_picture, picture_name, save_picture
 
 LETTERS = string.ascii_lowercase
 CROP_SIDE = 256               # pictures this small are crops: letters may touch their edges
-MAX_SIDE = 2048               # larger photos are scaled down while decoding (bounded memory)
-MAX_PIXELS = 150_000_000      # pixel values (pixels x channels, 1 byte each) decoded at
-                              # full size by formats that cannot decode smaller (PNG): a
-                              # 12000 x 12000 grey scan fits, a 12000 x 12000 RGB one does not
 WEAK_DARKNESS = 0.12          # ink: at least 12 % darker than the local paper ...
-STRONG_DARKNESS = 0.25        # ... and every letter holds some pixels 25 % darker
+STRONG_DARKNESS = 0.18        # ... and every letter holds some pixels 18 % darker
+IMPULSE = 0.3                 # a pixel this much (of the paper) off its 3x3 median is an
+IMPULSE_SHARE = 0.001         # impulse; this share of impulses means salt-and-pepper noise
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
+MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degrees of level
+WORD_GAP = 0.7                # a gap wider than this share of the letter height parts words
+WORD_GAP_RATIO = 2.5          # ... when it is also this many times the usual gap in the line
+PAPER_WINDOW = 2.0            # the paper is what is left after removing dark features this
+                              # many pen widths wide
+SPLIT_WIDTH = 1.5             # a blob this many letter heights wide may be letters touching
+LONE_SPLIT_WIDTH = 2.5        # ... and this many when it is alone on a small picture
+LONE_MARK = 0.5               # a line of one mark smaller than this share of a letter is noise
+SMEAR = 0.6                   # a blob whose pen width is this share of its size is a smear
+CROP_MARGIN = 0.25            # a saved letter picture shows this share of its frame around it
+DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
+SPECKLED = 0.02               # a page with more specks than this per letter-sized square
+SAME_INK = 0.97               # a dot joins a letter when their ink colours agree this well
+                              # (the cosine of their absorption in R, G, B)
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. Reading the photo
 
 
-def _open_bounded(source, mode):
-    """Open an image in ``mode``, upright (EXIF orientation) and at most MAX_SIDE.
-
-    ``source`` is a path or a binary file object (an upload held in memory)."""
-    path = _name(source)
-    if not hasattr(source, "read") and not os.path.isfile(path):
-        raise DataError(f"image {path} does not exist")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns about pictures over 89 M pixels; MAX_PIXELS below is our own limit.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
-        # JPEG can decode straight to a reduced size, so a huge photo never sits in memory
-        # at full resolution.
-        image.draft(mode, (MAX_SIDE, MAX_SIDE))
-        if image.width * image.height * len(image.getbands()) > MAX_PIXELS:
-            raise DataError(f"image {path} is too large to read ({image.width} x "
-                            f"{image.height} pixels, {image.mode}); scale it down first")
-        image.thumbnail((MAX_SIDE, MAX_SIDE))     # in place, before any copy at full size
-        image = ImageOps.exif_transpose(image)
-        return image.convert(mode)
-    except UnidentifiedImageError:
-        # Pillow's own message names the file object, which means nothing to a user
-        raise DataError(f"cannot read image {path}: not a picture format Pillow knows") from None
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: damaged or unsupported ({exc})") from None
-
-
 def read_image(source):
     """Grey values (H, W) float32 in 0..255 of an image (a path or a binary file object), at
     most MAX_SIDE on each side."""
-    gray = np.asarray(_open_bounded(source, "L"), dtype=np.float32)
+    return _checked(np.asarray(open_picture(source, "L"), dtype=np.float32), source)
+
+
+def read_photo(source):
+    """(grey (H, W), colour (H, W, 3)) float32 arrays of an image, like ``read_image``."""
+    image = open_picture(source, "RGB")
+    gray = _checked(np.asarray(image.convert("L"), dtype=np.float32), source)
+    return gray, np.asarray(image, dtype=np.float32)
+
+
+def _checked(gray, source):
     if gray.size == 0 or gray.max() - gray.min() < 1:
-        raise DataError(f"image {_name(source)} is uniform: there is nothing to read")
+        raise DataError(f"image {picture_name(source)} is uniform: there is nothing to read")
     return gray
-
-
-def _name(source):
-    """How messages name an image: its path, or "in memory" for a file object."""
-    return "in memory" if hasattr(source, "read") else os.fspath(source)
 
 
 def as_gray(image):
@@ -117,26 +111,28 @@ def _bright_ink(gray):
 # 2. Adaptive thresholding
 
 
-def box_mean(values, weights, radius):
-    """Weighted mean of ``values`` over a (2r+1)^2 window, and the weight in each window.
+def local_mean(values, weights, radius):
+    """Mean of ``values`` over a (2r+1)^2 window counting only pixels of weight 1, and the
+    share of each window those pixels fill.
 
-    Pixels with weight 0 (ink) do not count, and the window shrinks at the borders, so the
-    paper's brightness near an edge is estimated from the paper that is really there. Wide
-    windows are summed on blocks of pixels: the paper's brightness changes slowly, and a
-    photo's estimate then costs milliseconds.
+    The window shrinks at the image's borders (pixels outside count as weight 0), so the
+    paper's brightness near an edge comes from the paper that is really there. Wide windows
+    are averaged on blocks of pixels: the paper's brightness changes slowly, and a photo's
+    estimate then costs milliseconds.
     """
     block = max(1, radius // 8)
     h, w = values.shape
     weighted = _block_sum(values * weights, block)
     weight = _block_sum(weights, block)
-    r = max(1, round(radius / block))
-    total = _window_sum(_window_sum(weighted, r, 0), r, 1)
-    count = _window_sum(_window_sum(weight, r, 0), r, 1)
-    mean = total / np.maximum(count, 1e-9)
+    size = 2 * max(1, round(radius / block)) + 1
+    total = ndimage.uniform_filter(weighted, size, mode="constant")
+    count = ndimage.uniform_filter(weight, size, mode="constant")
+    mean = total / np.maximum(count, 1e-12)
+    share = count / block ** 2
     if block > 1:                 # back to full size: each block's value for its pixels
         mean = np.repeat(np.repeat(mean, block, axis=0), block, axis=1)[:h, :w]
-        count = np.repeat(np.repeat(count, block, axis=0), block, axis=1)[:h, :w]
-    return mean.astype(np.float32), count
+        share = np.repeat(np.repeat(share, block, axis=0), block, axis=1)[:h, :w]
+    return mean.astype(np.float32), share
 
 
 def _block_sum(a, block):
@@ -148,39 +144,64 @@ def _block_sum(a, block):
     return padded.reshape(padded.shape[0] // block, block, -1, block).sum(axis=(1, 3))
 
 
-def _window_sum(a, radius, axis):
-    """Sum over [i - r, i + r] along one axis (clipped at the ends), from a running sum."""
-    n = a.shape[axis]
-    running = np.cumsum(a, axis=axis, dtype=np.float64)
-    running = np.concatenate([np.zeros_like(running.take([0], axis=axis)), running], axis=axis)
-    hi = np.minimum(np.arange(n) + radius + 1, n)
-    lo = np.maximum(np.arange(n) - radius, 0)
-    return running.take(hi, axis=axis) - running.take(lo, axis=axis)
-
-
 def ink_maps(gray):
     """(weak, strong, darkness): boolean ink maps and the relative darkness 1 - gray/paper.
 
-    The paper's brightness is a local mean over a window of about a tenth of the shorter
-    side (much wider than a pen stroke, much narrower than the shading across a photo) that
-    leaves out the ink. Where ink fills most of that window, a window four times as wide
-    gives the estimate, so a big dark smear is seen as dark rather than as new paper.
+    A pixel is ink when it is clearly darker than the paper around it (``paper``); weak ink
+    is at least WEAK_DARKNESS darker and darker than NOISE_SIGMAS of the paper's own texture,
+    strong ink half as dark again (and at least STRONG_DARKNESS). On a photo peppered with
+    single dark and bright pixels (salt-and-pepper noise), the ink is looked for on a 3x3
+    median of it, which removes them and keeps every stroke two pixels wide or more.
     """
-    radius = max(8, min(gray.shape) // 20)
-    everything = np.ones_like(gray)
-    paper, _ = box_mean(gray, everything, 4 * radius)
-    for _ in range(2):        # re-estimate without the ink, which would pull the mean down
-        not_ink = (gray > paper * (1 - WEAK_DARKNESS)).astype(np.float32)
-        near, near_count = box_mean(gray, not_ink, radius)
-        wide, wide_count = box_mean(gray, not_ink, 4 * radius)
-        enough = near_count > 0.25 * (2 * radius + 1) ** 2
-        paper = np.where(enough, near, np.where(wide_count > 0, wide, paper))
-    darkness = 1.0 - gray / np.maximum(paper, 1.0)
+    smooth = ndimage.median_filter(gray, 3)
+    impulses = np.mean(np.abs(gray - smooth) > IMPULSE * np.median(gray))
+    if impulses > IMPULSE_SHARE:
+        gray = smooth
+    darkness = 1.0 - gray / np.maximum(paper(gray, smooth), 1.0)
     paper_noise = 1.4826 * np.median(np.abs(darkness - np.median(darkness)))   # robust sigma
     weak_limit = max(WEAK_DARKNESS, NOISE_SIGMAS * paper_noise)
     weak = darkness > weak_limit
-    strong = darkness > max(STRONG_DARKNESS, 2 * weak_limit)
+    strong = darkness > max(STRONG_DARKNESS, 1.5 * weak_limit)
     return weak, strong, darkness
+
+
+def paper(gray, smooth=None):
+    """The paper's brightness under every pixel, with the writing taken away.
+
+    First a rough estimate: a local mean over a window of about a tenth of the shorter side
+    that leaves out the ink (and where ink fills that window, a window four times wider, so
+    a big dark smear stays dark rather than becoming new paper). It finds the writing well
+    enough to measure its pen width. Then a grey closing (a maximum, then a minimum, over a
+    square a few pen widths wide) removes every stroke and keeps what is wider: the paper,
+    its shading and the hard edges of shadows, which a wide mean would smear into ink.
+    The closing works on ``smooth``, the 3x3 median of ``gray`` (computed when not given),
+    so single bright pixels (salt noise) cannot pass for paper.
+    """
+    rough = _rough_paper(gray)
+    rough_ink = 1.0 - gray / np.maximum(rough, 1.0) > WEAK_DARKNESS
+    labels, count = ndimage.label(rough_ink, structure=np.ones((3, 3), dtype=bool))
+    sizes = [max(r.stop - r.start, c.stop - c.start) for r, c in ndimage.find_objects(labels)]
+    floor = max(6, min(gray.shape) // 100)
+    big = np.isin(labels, 1 + np.nonzero(np.array(sizes) >= floor)[0]) if count else rough_ink
+    if not big.any():
+        return rough
+    side = 2 * int(np.ceil(PAPER_WINDOW * _stroke_width(big))) + 1
+    if smooth is None:
+        smooth = ndimage.median_filter(gray, 3)
+    closed = ndimage.grey_closing(smooth, size=(side, side))
+    return ndimage.uniform_filter(closed, side)
+
+
+def _rough_paper(gray):
+    radius = max(8, min(gray.shape) // 20)
+    everything = np.ones_like(gray)
+    estimate, _ = local_mean(gray, everything, 4 * radius)
+    for _ in range(2):        # re-estimate without the ink, which would pull the mean down
+        not_ink = (gray > estimate * (1 - WEAK_DARKNESS)).astype(np.float32)
+        near, near_share = local_mean(gray, not_ink, radius)
+        wide, wide_share = local_mean(gray, not_ink, 4 * radius)
+        estimate = np.where(near_share > 0.25, near, np.where(wide_share > 0, wide, estimate))
+    return estimate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,133 +209,76 @@ def ink_maps(gray):
 
 
 @dataclass
-class Blob:
-    """One 8-connected ink component: its horizontal runs and bounding box."""
-    rows: np.ndarray            # run row
-    starts: np.ndarray          # run first column
-    ends: np.ndarray            # run end column (exclusive)
-    strong: int                 # strongly dark pixels inside
+class Ink:
+    """Pixels of ink, (row, column) pairs: one blob, a letter, or a piece of one."""
+    ys: np.ndarray
+    xs: np.ndarray
 
     @property
     def box(self):
-        return (int(self.starts.min()), int(self.rows.min()),
-                int(self.ends.max()), int(self.rows.max()) + 1)
+        """(left, top, right, bottom), right and bottom exclusive."""
+        return (int(self.xs.min()), int(self.ys.min()),
+                int(self.xs.max()) + 1, int(self.ys.max()) + 1)
 
     @property
-    def area(self):
-        return int((self.ends - self.starts).sum())
+    def size(self):
+        left, top, right, bottom = self.box
+        return max(right - left, bottom - top)
+
+    def mask(self, box):
+        """Boolean mask, the shape of ``box``, of these pixels inside it."""
+        left, top, right, bottom = (int(v) for v in box)
+        mask = np.zeros((bottom - top, right - left), dtype=bool)
+        inside = (self.ys >= top) & (self.ys < bottom) & (self.xs >= left) & (self.xs < right)
+        mask[self.ys[inside] - top, self.xs[inside] - left] = True
+        return mask
+
+    def shifted(self, dx, dy):
+        return Ink(self.ys + dy, self.xs + dx)
 
 
-def connected_components(mask, strong=None):
-    """8-connected components of a boolean image as Blobs (horizontal runs + union-find).
+def _joined(parts):
+    return Ink(np.concatenate([p.ys for p in parts]), np.concatenate([p.xs for p in parts]))
 
-    Runs of ink in each row are found with one ``np.diff``; a run joins the runs of the next
-    row that touch it (diagonals included), found with ``searchsorted``. Only the runs go
-    through the Python union-find loop, never the pixels.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    h, w = mask.shape
-    run_rows, starts, ends = _runs(mask)
-    if len(starts) == 0:
+
+def ink_blobs(weak, strong, min_size=1):
+    """8-connected blobs of weak ink that hold some strong ink and are at least
+    ``min_size`` pixels wide or tall, as Ink."""
+    labels, count = ndimage.label(weak, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
         return []
-    wide = w + 2                                   # keys row * wide + col keep (row, col) order
-    end_keys = run_rows * wide + ends
-    start_keys = run_rows * wide + starts
-    first = np.searchsorted(end_keys, (run_rows + 1) * wide + starts, side="left")
-    last = np.searchsorted(start_keys, (run_rows + 1) * wide + ends, side="right")
-    parent = list(range(len(starts)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a in np.nonzero(last > first)[0]:
-        for b in range(first[a], last[a]):
-            ra, rb = root(a), root(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    ids = np.array([root(i) for i in range(len(starts))])
-    if strong is not None:
-        strong_sums = np.zeros((h, w + 1), dtype=np.int64)
-        strong_sums[:, 1:] = np.cumsum(strong, axis=1)
-        run_strong = strong_sums[run_rows, ends] - strong_sums[run_rows, starts]
-    else:
-        run_strong = ends - starts
+    has_strong = np.bincount(labels[strong], minlength=count + 1) > 0
     blobs = []
-    order = np.argsort(ids, kind="stable")
-    split_at = np.nonzero(np.diff(ids[order]))[0] + 1
-    for group in np.split(order, split_at):
-        blobs.append(Blob(run_rows[group], starts[group], ends[group],
-                          int(run_strong[group].sum())))
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), 1):
+        if not has_strong[index] or max(rows.stop - rows.start, cols.stop - cols.start) < min_size:
+            continue
+        ys, xs = np.nonzero(labels[rows, cols] == index)
+        blobs.append(Ink(ys + rows.start, xs + cols.start))
     return blobs
 
 
-def _runs(mask):
-    """(rows, starts, ends) of the runs of True in each row of a 2-D mask, in reading order;
-    ``ends`` are exclusive."""
-    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    return rows, starts, ends
-
-
-def blob_mask(blobs, box):
-    """Boolean mask of the given blobs' pixels inside box (left, top, right, bottom)."""
-    left, top, right, bottom = box
-    mask = np.zeros((bottom - top, right - left), dtype=bool)
-    for blob in blobs:
-        for row, start, end in zip(blob.rows, blob.starts, blob.ends):
-            r = row - top
-            if 0 <= r < mask.shape[0]:
-                mask[r, max(start - left, 0):max(min(end, right) - left, 0)] = True
-    return mask
-
-
 # ---------------------------------------------------------------------------------------------
-# 4. Finding letters
+# 4. Finding lines and letters
 
 
 @dataclass
 class Letter:
-    """A letter found on the photo: its blobs, tight ink box, EMNIST-style square box, and
-    the typical letter size of its line (which sets the pen width it is prepared with)."""
-    blobs: list
-    ink_box: tuple
-    box: tuple = ()
+    """A letter found on the photo: its ink, where it sits in the text, and the typical
+    letter size of its line (which sets the pen width it is prepared with)."""
+    ink: Ink
+    line: int = 0
+    word: int = 0
     line_size: float = 0.0
 
+    @property
+    def ink_box(self):
+        """The tight box around the letter's ink."""
+        return self.ink.box
 
-def _mask_box(mask):
-    """(left, top, right, bottom) of a mask's True pixels; None when it has none."""
-    rows = np.nonzero(mask.any(axis=1))[0]
-    if len(rows) == 0:
-        return None
-    cols = np.nonzero(mask.any(axis=0))[0]
-    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
-
-
-def _shift_box(box, dx, dy):
-    left, top, right, bottom = box
-    return (int(left) + dx, int(top) + dy, int(right) + dx, int(bottom) + dy)
-
-
-def _union_box(boxes):
-    boxes = np.array(boxes)
-    return (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
-            int(boxes[:, 2].max()), int(boxes[:, 3].max()))
-
-
-def _stroke_width(mask):
-    """Typical pen width in pixels: the median length of horizontal and vertical ink runs,
-    whichever is shorter (a run along a stroke is long, across it short)."""
-    widths = []
-    for m in (mask, mask.T):
-        _, starts, ends = _runs(m)
-        if len(starts):
-            widths.append(float(np.median(ends - starts)))
-    return min(widths) if widths else 1.0
+    @property
+    def box(self):
+        """The EMNIST frame: a square around the ink with a 2/24 border."""
+        return square_box(self.ink.box)
 
 
 def square_box(ink_box, border=EMNIST_BORDER):
@@ -329,49 +293,53 @@ def square_box(ink_box, border=EMNIST_BORDER):
     return (int(new_left), int(new_top), int(new_left + full), int(new_top + full))
 
 
-def find_letter_details(image):
-    """Letters (blobs and boxes) on an image, in reading order. See ``find_letters``."""
+def _mask_box(mask):
+    """(left, top, right, bottom) of a mask's True pixels; None when it has none."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if len(rows) == 0:
+        return None
+    cols = np.nonzero(mask.any(axis=0))[0]
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def _runs(mask):
+    """(rows, starts, ends) of the runs of True in each row of a 2-D mask; ends exclusive."""
+    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    return rows, starts, ends
+
+
+def _stroke_width(mask):
+    """Typical pen width in pixels: the median length of horizontal and vertical ink runs,
+    whichever is shorter (a run along a stroke is long, across it short)."""
+    widths = []
+    for m in (mask, mask.T):
+        _, starts, ends = _runs(m)
+        if len(starts):
+            widths.append(float(np.median(ends - starts)))
+    return min(widths) if widths else 1.0
+
+
+def find_letter_details(image, colour=None):
+    """Letters on an image, in reading order, each with its line and word. See
+    ``find_letters``. ``colour`` (H, W, 3), when given, is the same picture in colour: a
+    small mark near a letter joins it (the dot of an i) only when it has the letter's ink."""
     gray = as_gray(image)
+    if colour is None:
+        array = np.asarray(image, dtype=np.float32)
+        colour = array[..., :3] if array.ndim == 3 else gray[..., None]
     if max(gray.shape) <= CROP_SIDE:
         # A small picture is a crop of a letter or a word, which may touch its edges: give it
         # a margin of paper so nothing is mistaken for the cut-off edge of a photo.
         margin = max(gray.shape) // 4
         padded = np.pad(gray, margin, mode="constant", constant_values=np.median(gray))
-        return [_shifted(x, -margin) for x in _find_in(padded)]
-    return _find_in(gray)
-
-
-def _shifted(letter, offset):
-    blobs = [Blob(b.rows + offset, b.starts + offset, b.ends + offset, b.strong)
-             for b in letter.blobs]
-    return Letter(blobs, _shift_box(letter.ink_box, offset, offset),
-                  _shift_box(letter.box, offset, offset), letter.line_size)
-
-
-def _find_in(gray):
-    h, w = gray.shape
-    weak, strong, _ = ink_maps(gray)
-    blobs = [b for b in connected_components(weak, strong) if b.strong > 0]
-    # Blobs cut by the photo's border are shading or partial objects, never a readable letter.
-    blobs = [b for b in blobs if not _touches_border(b.box, w, h)]
-    if not blobs:
-        return []
-    sizes = np.array([max(b.box[2] - b.box[0], b.box[3] - b.box[1]) for b in blobs])
-    floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
-    big = sizes >= floor
-    if not big.any():
-        return []
-    typical = float(np.median(sizes[big]))            # the writing's letter size
-    letters = [Letter([b], b.box) for b, s in zip(blobs, sizes) if s >= 0.3 * typical]
-    pieces = [b for b, s in zip(blobs, sizes) if floor / 2 <= s < 0.3 * typical]
-    letters = _merge_overlapping(letters)
-    _attach_pieces(letters, pieces, typical)
-    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in letters]))
-    letters = [part for letter in letters for part in _split_touching(letter, height)]
-    letters = [x for x in letters if _looks_like_writing(x, typical)]
-    for letter in letters:
-        letter.box = square_box(letter.ink_box)
-    return _reading_order(letters)
+        colour = np.pad(colour, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
+        letters = _find_in(padded, colour, crop=True)
+        for letter in letters:
+            letter.ink = letter.ink.shifted(-margin, -margin)
+        return letters
+    return _find_in(gray, colour)
 
 
 def find_letters(image):
@@ -385,60 +353,211 @@ def find_letters(image):
     return [letter.box for letter in find_letter_details(image)]
 
 
+def _find_in(gray, colour, crop=False):
+    h, w = gray.shape
+    weak, strong, _ = ink_maps(gray)
+    floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
+    # Blobs cut by the photo's border are shading or partial objects, never a readable letter.
+    blobs = [b for b in ink_blobs(weak, strong, floor // 2) if not _touches_border(b.box, w, h)]
+    big = [b for b in blobs if b.size >= floor]
+    if not big:
+        return []
+    typical = _typical_size(big)
+    letters = _merge_stacked([Letter(b) for b in big if b.size >= 0.3 * typical])
+    pieces = [b for b in blobs if b.size < 0.3 * typical]
+    angle = _skew(letters, typical)
+    lines = _lines(letters, angle)
+    _attach_pieces(lines, pieces, colour, weak, typical)
+    found = []
+    for line in lines:
+        height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
+        # A crop holding one blob is most likely one letter (a picture of a data set, or
+        # one saved by read_letters): only a blob wider than any letter is cut.
+        wider_than = LONE_SPLIT_WIDTH if crop and len(lines) == len(line) == 1 else SPLIT_WIDTH
+        line = [part for x in line for part in _split_touching(x, height, wider_than)]
+        line = [x for x in line if _looks_like_writing(x, typical)]
+        if len(line) == 1 and line[0].ink.size < LONE_MARK * typical:
+            continue                  # a small mark alone on its line: specks clumped together
+        if line:
+            found += _words(line, angle, found[-1].line + 1 if found else 0)
+    return found
+
+
 def _touches_border(box, w, h):
     left, top, right, bottom = box
     return left <= 0 or top <= 0 or right >= w or bottom >= h
 
 
-def _merge_overlapping(letters):
+def _typical_size(blobs):
+    """The writing's letter size: the median size of the blobs, each counted by its ink, so
+    that many specks cannot outvote a few letters."""
+    sizes = np.array([b.size for b in blobs], dtype=float)
+    weights = np.array([len(b.ys) for b in blobs], dtype=float)
+    order = np.argsort(sizes)
+    cumulative = np.cumsum(weights[order])
+    return float(sizes[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def _merge_stacked(letters):
     """Blobs stacked above each other (broken strokes, an i's dot grown large) are one letter:
-    merge when their columns overlap by more than half of the narrower one."""
-    letters = sorted(letters, key=lambda x: x.ink_box[0])
+    merge when their columns overlap by more than half of the narrower one and the gap
+    between them is under a third of the taller one."""
     merged = []
-    for letter in letters:
+    for letter in sorted(letters, key=lambda x: x.ink_box[0]):
         for other in merged:
             a, b = letter.ink_box, other.ink_box
             overlap = min(a[2], b[2]) - max(a[0], b[0])
             narrower = min(a[2] - a[0], b[2] - b[0])
-            close = max(a[1], b[1]) - min(a[3], b[3]) < 0.5 * max(a[3] - a[1], b[3] - b[1])
-            if overlap > 0.5 * narrower and close:
-                other.blobs += letter.blobs
-                other.ink_box = _union_box([a, b])
+            gap = max(a[1], b[1]) - min(a[3], b[3])
+            if overlap > 0.5 * narrower and gap < max(a[3] - a[1], b[3] - b[1]) / 3:
+                other.ink = _joined([other.ink, letter.ink])
                 break
         else:
             merged.append(letter)
     return merged
 
 
-def _attach_pieces(letters, pieces, typical):
-    """Give each small piece (a dot, a cross stroke) to the nearest letter in its column
-    range; pieces far from every letter are specks and are dropped."""
-    for piece in pieces:
-        px = (piece.box[0] + piece.box[2]) / 2
-        py = (piece.box[1] + piece.box[3]) / 2
-        best, best_distance = None, 0.75 * typical
-        for letter in letters:
-            left, top, right, bottom = letter.ink_box
-            dx = max(left - px, 0, px - right)
-            dy = max(top - py, 0, py - bottom)
-            distance = max(dx * 3, dy)                # a dot sits above, not beside
-            if distance < best_distance:
-                best, best_distance = letter, distance
-        if best is not None:
-            best.blobs.append(piece)
-            best.ink_box = _union_box([best.ink_box, piece.box])
+def _centres(letters):
+    boxes = np.array([x.ink_box for x in letters], dtype=float).reshape(-1, 4)
+    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
 
 
-def _split_touching(letter, typical_height):
-    """Split a blob much wider than tall (than the writing's usual letter height, too) where
-    two letters touch: in the middle of the longest stretch of columns, in the blob's middle
-    half, that hold about one stroke of ink. Like the seed's finder, this can also cut a
-    very wide m or w."""
+def _skew(letters, typical):
+    """The angle (radians) of the lines of writing: the median direction from each letter to
+    its nearest neighbour on the right at about the same height."""
+    x, y = _centres(letters)
+    dx = x[None, :] - x[:, None]
+    dy = y[None, :] - y[:, None]
+    near = (dx > 0) & (dx < 4 * typical) & (np.abs(dy) < 0.5 * typical)
+    if not near.any():
+        return 0.0
+    dx = np.where(near, dx, np.inf)
+    has = near.any(axis=1)
+    nearest = np.argmin(dx, axis=1)[has]
+    rows = np.nonzero(has)[0]
+    angles = np.arctan2(dy[rows, nearest], dx[rows, nearest])
+    return float(np.clip(np.median(angles), -MAX_SKEW, MAX_SKEW))
+
+
+def _along_across(ink, angle):
+    """The ink's pixel coordinates along the line of writing and across it (downwards)."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    return ink.xs * cos + ink.ys * sin, ink.ys * cos - ink.xs * sin
+
+
+def _lines(letters, angle):
+    """Group letters into lines, top to bottom, each sorted along the writing.
+
+    Across the writing (the page turned by ``angle``), a letter joins a line when it
+    overlaps the line's band (the median top and bottom of its letters so far) by more
+    than half of the smaller of the two; a tall letter cannot stretch the band, so lines
+    close together stay apart.
+    """
+    spans = []
+    for letter in letters:
+        along, across = _along_across(letter.ink, angle)
+        spans.append((float(across.min()), float(across.max()) + 1, float(along.mean())))
+    lines = []                                   # [members, tops, bottoms]
+    for i in sorted(range(len(letters)), key=lambda k: spans[k][0] + spans[k][1]):
+        top, bottom, _ = spans[i]
+        for line in lines:
+            band_top, band_bottom = np.median(line[1]), np.median(line[2])
+            overlap = min(bottom, band_bottom) - max(top, band_top)
+            if overlap > 0.5 * min(bottom - top, band_bottom - band_top):
+                line[0].append(i)
+                line[1].append(top)
+                line[2].append(bottom)
+                break
+        else:
+            lines.append([[i], [top], [bottom]])
+    lines.sort(key=lambda line: np.median(line[1]))
+    return [[letters[i] for i in sorted(line[0], key=lambda k: spans[k][2])] for line in lines]
+
+
+def _ink_colour(colour, ink, weak):
+    """How the ink absorbs light in each channel: 1 - ink colour / paper colour, both
+    medians, the paper from the unlinked pixels of the ink's box and a margin around it."""
+    left, top, right, bottom = ink.box
+    pad = max(2, (right - left + bottom - top) // 8)
+    h, w = weak.shape
+    region = (slice(max(top - pad, 0), min(bottom + pad, h)),
+              slice(max(left - pad, 0), min(right + pad, w)))
+    paper_pixels = colour[region][~weak[region]]
+    if len(paper_pixels) == 0:
+        return None
+    paper = np.maximum(np.median(paper_pixels, axis=0), 1.0)
+    return 1.0 - np.median(colour[ink.ys, ink.xs], axis=0) / paper
+
+
+def _same_ink(colour, piece, letter, weak):
+    """True when a piece is written in the letter's colour: their inks absorb the channels in
+    the same proportions (the strength may differ: a faint bit of stroke is still ink)."""
+    a = _ink_colour(colour, piece, weak)
+    b = _ink_colour(colour, letter.ink, weak)
+    if a is None or b is None or len(a) == 1:
+        return True
+    cosine = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-9)
+    return cosine >= SAME_INK
+
+
+def _attach_pieces(lines, pieces, colour, weak, typical):
+    """Give small pieces (the dot of an i, a broken-off bit of stroke) to the letter they sit
+    on, or just above or below, when they have that letter's ink; the rest are specks.
+
+    On a speckled page (many pieces far from every letter) a mark above a letter is more
+    likely a speck than a dot, so there only pieces inside a letter's box join it.
+    """
+    letters = [letter for line in lines for letter in line]
+    if not letters or not pieces:
+        return
+    boxes = np.array([x.ink_box for x in letters], dtype=float)
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    centres = np.array([[(p.box[0] + p.box[2]) / 2, (p.box[1] + p.box[3]) / 2] for p in pieces])
+    px, py = centres[:, :1], centres[:, 1:]                      # (pieces, 1) against (letters,)
+    dx = np.maximum(np.maximum(boxes[:, 0] - px, px - boxes[:, 2]), 0)
+    dy = np.maximum(np.maximum(boxes[:, 1] - py, py - boxes[:, 3]), 0)
+    near = (dx <= 0.15 * widths + 1) & (dy <= DOT_REACH * heights)
+    specks = np.count_nonzero(~near.any(axis=1))
+    if specks * typical ** 2 / weak.size > SPECKLED:
+        near = (dx == 0) & (dy == 0)
+    distance = np.where(near, np.maximum(3 * dx, dy), np.inf)
+    for piece, row in zip(pieces, distance):
+        if np.isfinite(row).any():
+            best = letters[int(np.argmin(row))]
+            if _same_ink(colour, piece, best, weak):
+                best.ink = _joined([best.ink, piece])
+
+
+def _words(line, angle, number):
+    """Number the words of a line: a gap along the writing starts a new word when it is wider
+    than WORD_GAP of the line's letter height and WORD_GAP_RATIO times the line's usual gap
+    between letters (writing with wide letter spacing is still one word). Gives the letters
+    their line number and their line's letter size."""
+    size = float(np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
+                            for x in line]))
+    height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
+    extents = [_along_across(x.ink, angle)[0] for x in line]
+    ends = np.maximum.accumulate([float(e.max()) + 1 for e in extents])
+    gaps = np.array([float(e.min()) for e in extents[1:]]) - ends[:-1]
+    narrow = gaps[gaps <= WORD_GAP * height]
+    usual = float(np.median(narrow)) if len(narrow) else 0.0
+    limit = max(WORD_GAP * height, WORD_GAP_RATIO * usual)
+    words = np.concatenate([[0], np.cumsum(gaps > limit)])
+    for letter, word in zip(line, words):
+        letter.line, letter.word, letter.line_size = number, int(word), size   # one pen a line
+    return line
+
+
+def _split_touching(letter, typical_height, wider_than=SPLIT_WIDTH):
+    """Split a blob much wider than tall (``wider_than`` times its height and the writing's
+    usual letter height) where two letters touch: in the middle of the longest stretch of
+    columns, in the blob's middle half, that hold about one stroke of ink. Like the seed's
+    finder, this can also cut a very wide m or w."""
     left, top, right, bottom = letter.ink_box
     width, height = right - left, bottom - top
-    if width < 1.5 * max(height, typical_height):
+    if width < wider_than * max(height, typical_height):
         return [letter]
-    mask = blob_mask(letter.blobs, letter.ink_box)
+    mask = letter.ink.mask(letter.ink_box)
     column_ink = mask.sum(axis=0)
     stroke = _stroke_width(mask)
     lo, hi = int(width * 0.25), int(width * 0.75)
@@ -451,25 +570,10 @@ def _split_touching(letter, typical_height):
     if not 0 < cut < width:            # a blob a few pixels wide: no cut that makes it smaller
         return [letter]
     parts = []
-    for a, b in ((0, cut), (cut, width)):
-        part_box = _mask_box(mask[:, a:b])
-        if part_box is None:
-            continue
-        box = _shift_box(part_box, left + a, top)
-        parts.append(Letter(_clip_blobs(letter.blobs, left + a, left + b), box))
-    return [q for p in parts for q in _split_touching(p, typical_height)]
-
-
-def _clip_blobs(blobs, left, right):
-    """The blobs' runs restricted to columns [left, right)."""
-    clipped = []
-    for blob in blobs:
-        starts = np.maximum(blob.starts, left)
-        ends = np.minimum(blob.ends, right)
-        keep = ends > starts
+    for keep in (letter.ink.xs < left + cut, letter.ink.xs >= left + cut):
         if keep.any():
-            clipped.append(Blob(blob.rows[keep], starts[keep], ends[keep], blob.strong))
-    return clipped
+            parts.append(Letter(Ink(letter.ink.ys[keep], letter.ink.xs[keep])))
+    return [q for p in parts for q in _split_touching(p, typical_height, wider_than)]
 
 
 def _looks_like_writing(letter, typical):
@@ -479,32 +583,7 @@ def _looks_like_writing(letter, typical):
     size = max(right - left, bottom - top)
     if size < 0.3 * typical:
         return False
-    return _stroke_width(blob_mask(letter.blobs, letter.ink_box)) < 0.45 * size
-
-
-def _reading_order(letters):
-    """Group letters into lines by vertical overlap; lines top to bottom, letters left to right.
-    Every letter of a line gets the pen width of the line's typical letter size."""
-    lines = []
-    for letter in sorted(letters, key=lambda x: (x.ink_box[1] + x.ink_box[3]) / 2):
-        top, bottom = letter.ink_box[1], letter.ink_box[3]
-        for line in lines:
-            overlap = min(bottom, line["bottom"]) - max(top, line["top"])
-            if overlap > 0.5 * min(bottom - top, line["bottom"] - line["top"]):
-                line["letters"].append(letter)
-                line["top"], line["bottom"] = min(top, line["top"]), max(bottom, line["bottom"])
-                break
-        else:
-            lines.append({"top": top, "bottom": bottom, "letters": [letter]})
-    lines.sort(key=lambda line: line["top"])
-    ordered = []
-    for line in lines:
-        size = np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
-                          for x in line["letters"]])
-        for letter in sorted(line["letters"], key=lambda x: x.ink_box[0]):
-            letter.line_size = float(size)              # one pen per line of writing
-            ordered.append(letter)
-    return ordered
+    return _stroke_width(letter.ink.mask(letter.ink_box)) < SMEAR * size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,27 +668,14 @@ def _crop_padded(array, box, fill=None):
 
 
 def _grow(mask, radius):
-    return _grey_dilate(mask.astype(np.float32), radius) > 0
+    return ndimage.binary_dilation(mask, np.ones((2 * radius + 1,) * 2, dtype=bool))
 
 
 def _grey_dilate(a, radius):
-    """Maximum over a (2r+1)^2 square: separable shifts, no SciPy needed."""
+    """Maximum over a (2r+1)^2 square; outside the frame is paper (0)."""
     if radius <= 0:
         return a
-    for axis in (0, 1):
-        out = a.copy()
-        for shift in range(1, radius + 1):
-            forward = np.roll(a, shift, axis=axis)
-            backward = np.roll(a, -shift, axis=axis)
-            # np.roll wraps around; the wrapped edge is cleared (the frame's border is paper)
-            index = [slice(None)] * 2
-            index[axis] = slice(0, shift)
-            forward[tuple(index)] = 0
-            index[axis] = slice(a.shape[axis] - shift, None)
-            backward[tuple(index)] = 0
-            out = np.maximum(out, np.maximum(forward, backward))
-        a = out
-    return a
+    return ndimage.grey_dilation(a, size=2 * radius + 1, mode="constant", cval=0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,33 +685,61 @@ def _grey_dilate(a, radius):
 def letter_images(gray, letters, stroke=EMNIST_STROKE):
     """(N, 28, 28) uint8 EMNIST-like images of found letters."""
     gray = as_gray(gray)              # once for the photo, not once per letter
-    images = [_prepare_gray_letter(gray, x.box, blob_mask(x.blobs, x.box),
+    images = [_prepare_gray_letter(gray, x.box, x.ink.mask(x.box),
                                    pen_width(x.line_size, stroke)) for x in letters]
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
 
 
-def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE):
+def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
     """Find, prepare and classify the letters on a photo (a path or a binary file object).
 
-    Returns, in reading order, ``{"box": (l, t, r, b), "letter": "a", "top3": [(letter,
-    probability), ...]}`` per letter. ``classifier`` is a ``checkpoint.Classifier`` (its
-    recorded preprocessing is applied); ``stroke`` is the pen width of the 28x28 letters.
+    Returns, in reading order (lines top to bottom, letters left to right), per letter::
+
+        {"box": (l, t, r, b), "ink_box": (l, t, r, b), "line": 0, "word": 0,
+         "letter": "a", "top3": [(letter, probability), ...]}
+
+    ``box`` is the square EMNIST frame the letter was prepared from, ``ink_box`` the tight
+    box around its ink; ``line`` counts lines from the top and ``word`` the words within the
+    line. ``classifier`` is a ``checkpoint.Classifier`` (its recorded preprocessing is
+    applied); ``stroke`` is the pen width of the 28x28 letters.
+
+    With ``save_to`` (a folder), each letter is also written there as a picture (see
+    ``letter_crop``), in a sub-folder named by the letter read:
+    ``save_to/<letter>/<photo name>-<number>.png``, numbered from 1 in reading order; a name
+    already taken gets a suffix (``-2``, ``-3``, ...), so no file is ever replaced. Each
+    result then also holds the picture's path as "saved".
     """
-    return classify_letters(classifier, read_image(source), top, stroke)
+    gray, colour = read_photo(source)
+    results, letters = _classified(classifier, gray, colour, top, stroke)
+    if save_to is not None:
+        stem = "letter" if hasattr(source, "read") else Path(source).stem
+        for number, result in enumerate(results, 1):
+            crop = letter_crop(colour, letters, number - 1)
+            result["saved"] = _save_new_png(crop, Path(save_to) / result["letter"],
+                                            f"{stem}-{number}")
+    return results
 
 
-def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE):
-    """``read_letters`` on a grey image from ``read_image``; boxes are in its pixels."""
-    letters = find_letter_details(gray)
+def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE, colour=None):
+    """``read_letters`` on a grey image from ``read_image`` (``colour``, when given, is the
+    same picture in colour, as ``read_photo`` gives it); boxes are in its pixels."""
+    return _classified(classifier, gray, colour, top, stroke)[0]
+
+
+def _classified(classifier, gray, colour, top, stroke):
+    """(results, letters): the letters found and what the network reads in each."""
+    letters = find_letter_details(gray, colour)
     if not letters:
-        return []
+        return [], []
     log_probs = classifier.predict(letter_images(gray, letters, stroke))
     results = []
     for letter, scores in zip(letters, log_probs):
         ranked = top_letters(scores, top)
-        results.append({"box": tuple(int(v) for v in letter.box), "letter": ranked[0][0],
-                        "top3": ranked})
-    return results
+        results.append({"box": tuple(int(v) for v in letter.box),
+                        "ink_box": tuple(int(v) for v in letter.ink_box),
+                        "line": letter.line, "word": letter.word,
+                        "letter": ranked[0][0], "top3": ranked})
+    return results, letters
 
 
 def top_letters(log_probs, top=3):
@@ -657,6 +751,75 @@ def top_letters(log_probs, top=3):
     return [(LETTERS[int(i)], float(probs[i])) for i in best]
 
 
+def joined_letter(letters):
+    """The ink of several found letters as one letter (a picture known to hold one letter,
+    which the reader cut in two or found in pieces)."""
+    ink = _joined([x.ink for x in letters])
+    return Letter(ink, line_size=float(ink.size))
+
+
+def letter_crop(colour, letters, index):
+    """Letter ``index`` of ``letters`` as a colour picture (uint8, H x W x 3): its EMNIST
+    frame with a margin of CROP_MARGIN of its side, as the photo shows it, except that any
+    other letter reaching into the picture is painted over with the paper's colour. Read
+    back through ``find_letter_details`` (and so ``predict``), it gives this one letter."""
+    letter = letters[index]
+    left, top, right, bottom = letter.box
+    pad = int(round(CROP_MARGIN * (right - left)))
+    h, w = colour.shape[:2]
+    box = (max(left - pad, 0), max(top - pad, 0), min(right + pad, w), min(bottom + pad, h))
+    crop = np.array(colour[box[1]:box[3], box[0]:box[2]], dtype=np.float32)
+    if crop.ndim == 2:
+        crop = crop[..., None]
+    own = _grow(letter.ink.mask(box), 1)
+    others = np.zeros_like(own)
+    for other in letters:
+        if other is not letter:
+            others |= other.ink.mask(box)
+    others = _grow(others, 2) & ~own
+    paper_pixels = crop[~own & ~others]
+    if others.any() and len(paper_pixels):
+        crop[others] = np.median(paper_pixels, axis=0)
+    if crop.shape[2] == 1:                          # a grey photo
+        crop = np.repeat(crop, 3, axis=2)
+    return np.clip(np.round(crop), 0, 255).astype(np.uint8)
+
+
+def _save_new_png(pixels, folder, name):
+    """Write pixels as folder/name.png (or name-2.png, ... when taken), atomically; the path."""
+    from microconv.letters.checkpoint import write_atomically
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
+    picture = Image.fromarray(pixels)
+    for attempt in range(1, 10_000):
+        target = folder / (f"{name}.png" if attempt == 1 else f"{name}-{attempt}.png")
+        if target.exists():
+            continue
+        try:
+            write_atomically(target, lambda f: picture.save(f, format="PNG"), error=DataError,
+                             replace=False)
+            return str(target)
+        except FileExistsError:       # taken since we looked: try the next name
+            continue
+    raise DataError(f"cannot save letter {name}: every name in {folder} is taken")
+
+
+def text_of(results):
+    """The text read: letters of a word together, a space between words, a newline between
+    lines. ``results`` are ``read_letters``'s (any dicts with "letter", "line", "word")."""
+    text, previous = "", None
+    for result in results:
+        if previous is not None and result["line"] != previous["line"]:
+            text += "\n"
+        elif previous is not None and result["word"] != previous["word"]:
+            text += " "
+        text += result["letter"]
+        previous = result
+    return text
+
+
 def _font(size):
     try:
         return ImageFont.load_default(size=size)       # Pillow >= 10.1: scalable built-in font
@@ -665,8 +828,9 @@ def _font(size):
 
 
 def annotate(path, results, out_path):
-    """Draw each letter's box and the letter read below it; write the picture to out_path."""
-    image = _open_bounded(path, "RGB")
+    """Draw each letter's box and the letter read below it; write the picture to out_path
+    (atomically, in the format its extension names)."""
+    image = open_picture(path, "RGB")
     draw = ImageDraw.Draw(image)
     sides = [r["box"][2] - r["box"][0] for r in results]
     size = int(np.median(sides)) if sides else 0
@@ -677,8 +841,5 @@ def annotate(path, results, out_path):
                        width=max(2, size // 40))
         draw.text(((left + right) / 2, bottom + size * 0.1), result["letter"], fill=(200, 0, 0),
                   font=font, anchor="mt")
-    try:
-        image.save(out_path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot write {os.fspath(out_path)}: {exc}") from None
+    save_picture(image, out_path)
     return out_path
