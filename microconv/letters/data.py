@@ -352,11 +352,18 @@ def perturb(images, rng):
     # new(r, c) = old(r + row_shift, c + col_shift)
     rows = np.arange(h)[None, :, None] + pad + row_shift[:, None, None]
     cols = np.arange(w)[None, None, :] + pad + col_shift[:, None, None]
-    out = padded[np.arange(n)[:, None, None], rows, cols].reshape(n, h * w)
-    flips = rng.integers(0, h * w, size=(n, 5))
+    out = padded[np.arange(n)[:, None, None], rows, cols]
+    return flip_pixels(out, rng.integers(0, h * w, size=(n, 5)))
+
+
+def flip_pixels(images, positions):
+    """Flip (v -> 255 - v) the pixels of uint8 images (N, H, W) at flat positions (N, K), one
+    column after the other, so a pixel named twice flips back."""
+    n, h, w = images.shape
+    out = images.reshape(n, h * w).copy()
     every = np.arange(n)
-    for k in range(flips.shape[1]):
-        out[every, flips[:, k]] = 255 - out[every, flips[:, k]]
+    for k in range(positions.shape[1]):
+        out[every, positions[:, k]] = 255 - out[every, positions[:, k]]
     return out.reshape(n, h, w)
 
 

@@ -8,8 +8,8 @@ One run, step by step:
    against a one-hot label leaf. Every step only assigns new values to the two leaves, so the
    graph, its topological order and its buffers are reused (a short last batch per epoch is
    dropped so the batch size never changes).
-3. Per step: shuffle order comes from (seed, epoch), augmentation and dropout masks from
-   (seed, step). Nothing depends on earlier random draws, so resuming from a checkpoint gives
+3. Per step: shuffle order comes from (seed, epoch), each image's augmentation from (seed,
+   epoch, image index) and dropout masks from (seed, step). Nothing depends on earlier random draws, so resuming from a checkpoint gives
    exactly the steps an uninterrupted run would have taken (on the NumPy backend, bit for bit).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
@@ -34,6 +34,7 @@ from microconv.engine import ops
 from microconv.engine.optim import SGD, Adam
 from microconv.engine.tensor import Tensor
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
+from microconv.letters.augment import augment
 from microconv.letters.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
 from microconv.letters.data import (
     DATASETS,
@@ -46,7 +47,6 @@ from microconv.letters.data import (
     find_emnist_file,
     generated_letters,
     load_emnist,
-    perturb,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
 from microconv.letters.model import ConvoAlphabetModel
@@ -64,7 +64,6 @@ from microconv.letters.records import (
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
 GENERATED_TEST = 2_600
-AUGMENT_FRACTION = 0.5       # share of each batch that gets the seed's perturbation
 TARGET_ACCURACY = 0.85       # the seed's 24-hour result; the time to pass it is recorded
 
 
@@ -92,7 +91,7 @@ class TrainConfig:
     optimizer: str = "adam"            # "adam" or "sgd" (heavy-ball momentum)
     momentum: float = 0.9
     weight_decay: float = 0.0
-    augment: bool = True               # perturb half of every batch like the seed's --mut-on-learn
+    augment: bool = True               # vary every training letter as hands, pens and cameras do
     seed: int = 0
     limit: int | None = None           # use only the first N training (and test) images
     out: str = "microconv-letters.npz"
@@ -226,22 +225,12 @@ def learning_rate(config, step, total_batches):
 
 
 def step_rng(seed, step):
-    """The random numbers of one step (augmentation, dropout), independent of earlier steps."""
+    """The random numbers of one step (dropout masks), independent of earlier steps."""
     return np.random.default_rng([seed, 1, step])
 
 
 def epoch_rng(seed, epoch):
     return np.random.default_rng([seed, 2, epoch])
-
-
-def augment_batch(images, rng, fraction=AUGMENT_FRACTION):
-    """Perturb a random share of a batch of uint8 images (a copy; the data stays untouched)."""
-    chosen = rng.random(len(images)) < fraction
-    if not chosen.any():
-        return images
-    images = images.copy()
-    images[chosen] = perturb(images[chosen], rng)
-    return images
 
 
 def first_bad_gradient(model):
@@ -415,7 +404,7 @@ class _Run:
         rng = step_rng(config.seed, self.step + 1)
         images = self.data.train_images[indices]
         if config.augment:
-            images = augment_batch(images, rng)
+            images = augment(images, config.seed, self.epoch, indices)
         labels = self.data.train_labels[indices]
         self.x_leaf.assign(self.preprocessing.apply(images))
         self.y_leaf.assign(ops.one_hot(labels, ConvoAlphabetModel.classes, self.model.dtype))
