@@ -132,9 +132,10 @@ DeviceOption = Annotated[Optional[str], typer.Option(
     "--device", help="OpenCL device: 'P:D' (platform:device index) or a piece of its name. "
                      "See [bold]microconv backends[/].")]
 DataDirOption = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="Folder with the EMNIST files (emnist-letters-*-ubyte.gz). Default: "
-                       "$MICROCONV_DATA, then ~/.cache/microconv/emnist, else generated "
-                       "letters.")]
+    "--data-dir", help="Folder with the EMNIST files (emnist-letters-*-ubyte.gz), or a folder "
+                       "of pictures with one sub-folder per letter (a/, b/ ... or A/, B/ ...). "
+                       "Default: $MICROCONV_DATA, then ~/.cache/microconv/emnist, else "
+                       "generated letters.")]
 DatasetOption = Annotated[str, typer.Option(
     "--dataset", help="EMNIST split: letters (26 classes; the model has 26 outputs).")]
 JsonOption = Annotated[bool, typer.Option(
@@ -205,8 +206,9 @@ def train(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per training step.")
     ] = DEFAULT.batch_size,
     lr: Annotated[Optional[float], typer.Option(
-        help="Learning rate (default: 0.002 for adam, 0.05 for sgd), decayed to 0 on a "
-             "cosine over the run.")] = None,
+        help="Learning rate (default: 0.002 for adam, 0.05 for sgd; a tenth of that when "
+             "--resume fine-tunes on other data), decayed to 0 on a cosine over the run.")
+    ] = None,
     optimizer: Annotated[Optimizer, typer.Option(
         case_sensitive=False, help="adam, or sgd with heavy-ball momentum.")
     ] = DEFAULT_OPTIMIZER,
@@ -214,8 +216,12 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="L2 weight decay.")
     ] = DEFAULT.weight_decay,
     augment: Annotated[bool, typer.Option(
-        help="Shift and speckle half of every batch (the seed's robustness test).")
+        help="Vary every training letter as hands, pens and cameras do: rotation, slant, "
+             "size, elastic bends, stroke width, position, speckle.")
     ] = DEFAULT.augment,
+    generated_share: Annotated[float, typer.Option(
+        min=0.0, max=0.99, help="Share of the training set made of generated lower-case "
+                                "letters (0: the data alone).")] = DEFAULT.generated_share,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and augmentation.")
     ] = DEFAULT.seed,
     limit: LimitOption = None,
@@ -250,7 +256,8 @@ def train(
     settings = dict(backend=backend.value, device=device, data_dir=_str(data_dir),
                     dataset=dataset, epochs=epochs, max_minutes=max_minutes,
                     batch_size=batch_size, lr=lr, optimizer=optimizer.value, momentum=momentum,
-                    weight_decay=weight_decay, augment=augment, seed=seed, limit=limit,
+                    weight_decay=weight_decay, augment=augment,
+                    generated_share=generated_share, seed=seed, limit=limit,
                     out=str(out), resume=_str(resume), metrics=_str(metrics),
                     eval_every=eval_every, validation_size=validation_size, dropout=dropout)
     if resume is not None:
@@ -294,13 +301,13 @@ def _str(path):
 def _test_split(data_dir, dataset, limit, header):
     """The test images to evaluate on, and a sentence saying what they are."""
     from microconv.letters import training
-    from microconv.letters.data import class_names, find_data_dir, load_emnist
+    from microconv.letters.data import class_names, describe_source, find_data_dir, load_split
 
     class_names(dataset)                     # an unknown dataset is named as such
     folder = find_data_dir(_str(data_dir), dataset)
     if folder is not None:
-        images, labels = load_emnist(folder, "test", dataset)
-        what = f"EMNIST {dataset} test split from {folder}"
+        images, labels = load_split(folder, "test", dataset)
+        what = f"test split of the {describe_source(folder, dataset)} in {folder}"
     else:
         if dataset != "letters":
             raise DataError(f"no EMNIST {dataset} files found; pass --data-dir")

@@ -19,12 +19,15 @@ same letters on every machine. ``write_emnist_files`` stores a set in EMNIST's o
 
 from __future__ import annotations
 
+import io
 import math
 import string
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from microconv.errors import DataError
 
 SIZE = 28
 SUPER = 4                       # draw at 4x and shrink: smooth, anti-aliased strokes
@@ -97,6 +100,88 @@ LETTERS = string.ascii_uppercase
 assert "".join(sorted(SKELETONS)) == LETTERS
 
 
+def _dot(x, y):
+    """The dot of an i or j: a stroke so short that the round pen tips make it a dot."""
+    return [(x, y), (x + 0.01, y - 0.01)]
+
+
+# Lower-case and cursive forms, which the handwritten data holds few of. The x-height band is
+# y in [0.45, 1]; ascenders reach y = 0 and descenders y = 1.45, so after framing a b is
+# taller and narrower than an o, as on paper. Forms shared with SKELETONS come from there.
+X_HEIGHT, BASE, DESCENT = 0.45, 1.0, 1.45
+
+
+def _bowl(cx=0.3, rx=0.3, start=-20, end=-380):
+    """An x-height bowl written anticlockwise from its top right, as a or d begin."""
+    return arc(cx, 0.725, rx, 0.275, start, end, 20)
+
+
+LOWERCASE = {
+    "A": [SKELETONS["A"][1],
+          [_bowl() + [(0.6, X_HEIGHT), (0.6, 0.95), (0.72, 0.92)]],
+          [[(0.05, 0.52)] + arc(0.32, 0.62, 0.27, 0.17, -160, 0) + [(0.59, BASE)],
+           arc(0.32, 0.84, 0.27, 0.16, -10, -330)]],
+    "B": [SKELETONS["B"][1],
+          [[(0.0, 0.6), (0.3, 0.25)] + arc(0.22, 0.15, 0.1, 0.15, -20, -200)
+           + [(0.08, BASE)] + arc(0.33, 0.72, 0.27, 0.27, 150, -150) + [(0.6, 0.5)]]],
+    "C": [[arc(0.35, 0.725, 0.35, 0.275, -40, -320)],
+          [[(0.5, 0.5)] + arc(0.38, 0.6, 0.12, 0.1, -30, -200)
+           + arc(0.38, 0.73, 0.36, 0.27, 190, 40)]],
+    "D": [SKELETONS["D"][1],
+          [_bowl() + [(0.6, BASE), (0.62, 0.3)] + arc(0.42, 0.18, 0.2, 0.17, 30, -160)]],
+    "E": [SKELETONS["E"][1],
+          [[(0.0, 0.9), (0.3, 0.75), (0.55, 0.6)] + arc(0.38, 0.6, 0.17, 0.15, 0, -200)
+           + arc(0.42, 0.74, 0.24, 0.26, 180, 60) + [(0.75, 0.88)]]],
+    "F": [SKELETONS["F"][1],
+          [[(0.3, 0.95), (0.45, 0.35)] + arc(0.35, 0.2, 0.12, 0.17, 0, -180)
+           + [(0.25, 1.4)] + arc(0.32, 1.2, 0.1, 0.2, 100, -60) + [(0.4, BASE)],
+           [(0.0, 0.55), (0.65, 0.52)]]],
+    "G": [SKELETONS["G"][1],
+          [_bowl() + [(0.6, X_HEIGHT), (0.6, 1.3)] + arc(0.42, 1.28, 0.18, 0.16, 10, 190)
+           + [(0.3, 1.1), (0.75, 0.95)]]],
+    "H": [SKELETONS["H"][1],
+          [[(0.0, 0.6), (0.25, 0.2)] + arc(0.15, 0.15, 0.1, 0.15, -10, -200) + [(0.0, BASE)],
+           [(0.02, 0.75)] + arc(0.3, 0.72, 0.27, 0.25, -180, 0) + [(0.57, 0.95), (0.7, 0.92)]]],
+    "I": [[[(0.5, X_HEIGHT), (0.5, BASE)], _dot(0.5, 0.2)],
+          [[(0.3, 0.6), (0.5, X_HEIGHT), (0.5, 0.95), (0.7, 0.88)]],
+          [[(0.5, X_HEIGHT), (0.5, BASE)]]],
+    "J": [[[(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160), _dot(0.6, 0.2)],
+          [[(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160)]],
+    "K": [[[(0.0, 0.0), (0.0, BASE)], [(0.55, X_HEIGHT), (0.05, 0.75), (0.6, BASE)]],
+          [[(0.0, 0.6), (0.25, 0.2)] + arc(0.15, 0.15, 0.1, 0.15, -10, -200) + [(0.0, BASE)],
+           [(0.02, 0.8)] + arc(0.35, 0.6, 0.15, 0.12, 180, -90) + [(0.1, 0.75), (0.6, BASE)]]],
+    "L": [SKELETONS["L"][1],
+          [[(0.1, 0.8), (0.45, 0.35)] + arc(0.35, 0.15, 0.12, 0.17, 20, -180)
+           + [(0.25, 0.9)] + arc(0.4, 0.88, 0.15, 0.12, 180, 30)],
+          [[(0.4, 0.0), (0.4, 0.9), (0.6, BASE)]]],
+    "M": [SKELETONS["M"][1]],
+    "N": [SKELETONS["N"][1]],
+    "O": [[arc(0.4, 0.725, 0.4, 0.275, -90, 270, 24)],
+          [arc(0.4, 0.725, 0.4, 0.275, -60, -400, 24) + [(0.75, 0.5), (0.95, 0.48)]]],
+    "P": [[[(0.0, X_HEIGHT), (0.0, DESCENT)],
+           [(0.0, 0.55)] + arc(0.3, 0.72, 0.3, 0.27, -150, 150) + [(0.0, 0.9)]]],
+    "Q": [SKELETONS["Q"][1],
+          [_bowl() + [(0.6, X_HEIGHT), (0.6, DESCENT), (0.8, 1.3)]]],
+    "R": [SKELETONS["R"][1]],
+    "S": [[arc(0.3, 0.59, 0.27, 0.14, -30, -270) + arc(0.3, 0.86, 0.27, 0.14, -90, 150)]],
+    "T": [SKELETONS["T"][1]],
+    "U": [SKELETONS["U"][1],
+          [[(0.0, X_HEIGHT), (0.0, 0.8)] + arc(0.3, 0.8, 0.3, 0.2, 180, 0) + [(0.6, X_HEIGHT)]]],
+    "V": [[[(0.0, X_HEIGHT), (0.35, BASE), (0.7, X_HEIGHT)]],
+          [[(0.0, X_HEIGHT), (0.2, 0.9)] + arc(0.35, 0.9, 0.15, 0.1, 150, 30)
+           + [(0.6, X_HEIGHT), (0.8, 0.5)]]],
+    "W": [[[(0.0, X_HEIGHT), (0.2, BASE), (0.45, 0.55), (0.7, BASE), (0.9, X_HEIGHT)]]],
+    "X": [[[(0.0, X_HEIGHT), (0.6, BASE)], [(0.6, X_HEIGHT), (0.0, BASE)]],
+          [arc(0.15, 0.725, 0.17, 0.275, -90, 90), arc(0.5, 0.725, 0.17, 0.275, -90, -270)]],
+    "Y": [SKELETONS["Y"][1],
+          [[(0.0, X_HEIGHT), (0.0, 0.8)] + arc(0.3, 0.8, 0.3, 0.2, 180, 0),
+           [(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160)]],
+    "Z": [[[(0.0, X_HEIGHT), (0.6, X_HEIGHT), (0.0, BASE), (0.6, BASE)]]],
+}
+assert "".join(sorted(LOWERCASE)) == LETTERS
+FORMS = {"mixed": SKELETONS, "lower": LOWERCASE}
+
+
 def _densify(stroke, step=0.04):
     """Insert points so every segment is at most ``step`` long (the elastic field needs them)."""
     out = [stroke[0]]
@@ -136,9 +221,10 @@ def _distort(strokes, rng):
     return out
 
 
-def draw_letter(letter_index, rng):
-    """One upright uint8 28x28 image of the letter with the given index (0 = A)."""
-    variants = SKELETONS[LETTERS[letter_index]]
+def draw_letter(letter_index, rng, forms="mixed"):
+    """One upright uint8 28x28 image of the letter with the given index (0 = A), in one of
+    the FORMS: "mixed" (capitals and a few lower-case forms) or "lower"."""
+    variants = FORMS[forms][LETTERS[letter_index]]
     strokes = _distort(variants[rng.integers(len(variants))], rng)
     pen = rng.uniform(1.8, 4.0) * SUPER                  # pen width in supersampled pixels
     points = np.concatenate(strokes)
@@ -162,14 +248,16 @@ def draw_letter(letter_index, rng):
     return np.clip(pixels * ink, 0, 255).round().astype(np.uint8)
 
 
-def generate(n, seed=0):
+def generate(n, seed=0, forms="mixed"):
     """n letters, classes as balanced as n allows, in shuffled order: (uint8 (n, 28, 28) upright
-    images, int64 labels 0..25)."""
+    images, int64 labels 0..25). ``forms`` chooses the skeletons (see ``draw_letter``)."""
+    if forms not in FORMS:
+        raise DataError(f"unknown letter forms '{forms}'; known: {', '.join(FORMS)}")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(LETTERS)).astype(np.int64)
     images = np.zeros((n, SIZE, SIZE), dtype=np.uint8)
     for i, label in enumerate(labels):
-        images[i] = draw_letter(int(label), rng)
+        images[i] = draw_letter(int(label), rng, forms)
     return images, labels
 
 
@@ -186,3 +274,52 @@ def write_emnist_files(folder, train_size, test_size, seed=0, gzipped=True):
         write_idx(folder / (emnist_filename("letters", split, "labels") + suffix),
                   (labels + 1).astype(np.uint8))
     return folder
+
+
+def photograph(letters, rng, side=None):
+    """A phone photo of 28x28 letters (upright, ink bright on black) written in one row on
+    paper: an RGB uint8 array (H, W, 3).
+
+    Drawn the way cameras and pens differ: letters ``side`` pixels tall (random when None),
+    a thinner or thicker pen, ink and paper of random colours (pencil included), light falling
+    off across the page, a slight rotation, blur, sensor noise and JPEG compression.
+    """
+    from scipy import ndimage
+
+    side = int(side or rng.uniform(24, 160))
+    gap = int(side * rng.uniform(0.3, 0.6))
+    height, width = side + 2 * gap, len(letters) * (side + gap) + gap
+    alpha = np.zeros((height, width), dtype=np.float32)
+    pen = rng.uniform(-0.7, 0.4)           # stroke width change, as a share of the stroke
+    for i, letter in enumerate(letters):
+        big = Image.fromarray(np.asarray(letter, dtype=np.uint8)).resize((side, side),
+                                                                         Image.BICUBIC)
+        ink = np.clip((np.asarray(big, dtype=np.float32) / 255.0 - 0.25) / 0.35, 0.0, 1.0)
+        core = ink > 0.5
+        half_stroke = (np.percentile(ndimage.distance_transform_edt(core)[core], 90)
+                       if core.any() else 0.0)
+        radius = int(round(abs(pen) * half_stroke))
+        if pen < 0:
+            radius = min(radius, int(half_stroke) - 1)     # a thin pen still leaves a line
+        if radius:
+            morphology = ndimage.grey_erosion if pen < 0 else ndimage.grey_dilation
+            ink = morphology(ink, size=(2 * radius + 1, 2 * radius + 1))
+        top = gap + int(rng.integers(-gap // 4, gap // 4 + 1))
+        left = gap + i * (side + gap)
+        alpha[top:top + side, left:left + side] = np.maximum(
+            alpha[top:top + side, left:left + side], ink)
+    angle = rng.uniform(-4.0, 4.0)
+    alpha = np.asarray(Image.fromarray(alpha).rotate(angle, Image.BILINEAR), dtype=np.float32)
+    pencil = rng.random() < 0.2
+    paper = rng.uniform(170, 245) + rng.normal(0, 8, 3)
+    ink = rng.uniform(60, 100, 3) if pencil else rng.uniform(0, 80, 3) * rng.uniform(0.2, 1, 3)
+    picture = paper + (ink - paper) * alpha[..., None]
+    ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
+    direction = rng.uniform(0, 2 * math.pi)
+    light = 1.0 - rng.uniform(0.0, 0.35) * (np.cos(direction) * xs + np.sin(direction) * ys)
+    picture = picture * light[..., None] + rng.normal(0, rng.uniform(1, 6), picture.shape)
+    image = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, max(side / 50, 0.6))))
+    encoded = io.BytesIO()
+    image.save(encoded, format="JPEG", quality=int(rng.integers(35, 91)))
+    return np.asarray(Image.open(encoded).convert("RGB"))

@@ -9,8 +9,9 @@ One run, step by step:
    graph, its topological order and its buffers are reused (a short last batch per epoch is
    dropped so the batch size never changes).
 3. Per step: shuffle order comes from (seed, epoch), each image's augmentation from (seed,
-   epoch, image index) and dropout masks from (seed, step). Nothing depends on earlier random draws, so resuming from a checkpoint gives
-   exactly the steps an uninterrupted run would have taken (on the NumPy backend, bit for bit).
+   epoch, image index) and dropout masks from (seed, step). Nothing depends on earlier random
+   draws, so resuming from a checkpoint gives exactly the steps an uninterrupted run would
+   have taken (on the NumPy backend, bit for bit).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
    checkpoint with those metrics in its header.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +39,13 @@ from microconv.letters.augment import augment
 from microconv.letters.checkpoint import Classifier, build_model, read_checkpoint, save_checkpoint
 from microconv.letters.data import (
     DATASETS,
-    KNOWN_SHA256,
     batch_order,
     class_names,
     default_cache_dir,
-    file_digest,
+    describe_source,
     find_data_dir,
-    find_emnist_file,
     generated_letters,
-    load_emnist,
+    load_split,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
 from microconv.letters.model import ConvoAlphabetModel
@@ -62,8 +61,12 @@ from microconv.letters.records import (
 )
 
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+# Resuming onto other data (a folder of someone's own letters) fine-tunes: a tenth of the
+# usual rate adapts the weights without wiping out what the first data taught them.
+FINE_TUNE_LR = {"adam": 2e-4, "sgd": 0.005}
 GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
 GENERATED_TEST = 2_600
+GENERATED_SHARE_SEED = 2_000_003    # the mixed-in lower-case letters draw from seed + this
 TARGET_ACCURACY = 0.85       # the seed's 24-hour result; the time to pass it is recorded
 
 
@@ -101,6 +104,9 @@ class TrainConfig:
     dropout: float = 0.0
     validation_size: int = 1000        # fixed subset of the test split used for validation
     schedule: str = "cosine"           # "cosine": decay to 0 over the run; or "constant"
+    # Share of the training set made of generated lower-case letters (synth.LOWERCASE), mixed
+    # in because the handwritten data holds mostly capitals; 0 trains on the data alone.
+    generated_share: float = 0.15
 
     def checked(self):
         """Self, after checking every field; a TrainingError names the first bad one."""
@@ -125,6 +131,8 @@ class TrainConfig:
             problems.append("lr must be positive")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must lie in [0, 1)")
+        if not 0.0 <= self.generated_share < 1.0:
+            problems.append("generated_share must lie in [0, 1)")
         if self.limit is not None and self.limit < 1:
             problems.append("limit must be at least 1")
         if problems:
@@ -142,6 +150,7 @@ class Dataset:
     test_labels: np.ndarray
     description: str
     class_names: str
+    source: str          # the data folder's absolute path, or "generated"
 
 
 def generated_split(split, seed, limit=None):
@@ -157,13 +166,10 @@ def load_data(config):
     names = class_names(config.dataset)
     folder = find_data_dir(config.data_dir, config.dataset)
     if folder is not None:
-        train = load_emnist(folder, "train", config.dataset)
-        test = load_emnist(folder, "test", config.dataset)
-        known = KNOWN_SHA256.get(file_digest(find_emnist_file(folder, config.dataset, "test",
-                                                              "images")), "")
-        kind = ("handwritten-letters stand-in (EMNIST format)" if "stand-in" in known
-                else f"EMNIST {config.dataset}")
-        description = f"{kind} from {folder}"
+        train = load_split(folder, "train", config.dataset)
+        test = load_split(folder, "test", config.dataset)
+        description = f"{describe_source(folder, config.dataset)} from {folder}"
+        source = str(Path(folder).resolve())
     else:
         if config.dataset != "letters":
             raise TrainingError(f"no EMNIST {config.dataset} files found (looked in "
@@ -173,14 +179,29 @@ def load_data(config):
         test = generated_split("test", config.seed, config.limit)
         description = ("generated letters (no EMNIST files found in MICROCONV_DATA or "
                        f"{default_cache_dir()}; run 'microconv data download' or pass --data-dir)")
+        source = "generated"
     if config.limit is not None:
         train = (train[0][:config.limit], train[1][:config.limit])
         test = (test[0][:config.limit], test[1][:config.limit])
+    if config.generated_share > 0 and config.dataset == "letters":
+        train, added = with_generated_share(train, config.generated_share, config.seed)
+        description += f" + {added} generated lower-case letters"
     if len(train[0]) < config.batch_size:
         raise TrainingError(f"the training set has {len(train[0])} images, fewer than one batch "
                             f"of {config.batch_size}")
     return Dataset(train[0], train[1], test[0], test[1],
-                   f"{description}: {len(train[0])} training, {len(test[0])} test images", names)
+                   f"{description}: {len(train[0])} training, {len(test[0])} test images", names,
+                   source)
+
+
+def with_generated_share(train, share, seed):
+    """The training split with generated lower-case letters appended, so that they make up
+    ``share`` of it; returns (images, labels) and how many were added."""
+    count = round(len(train[0]) * share / (1.0 - share))
+    if count == 0:
+        return train, 0
+    images, labels = generated_letters(count, seed + GENERATED_SHARE_SEED, forms="lower")
+    return (np.concatenate([train[0], images]), np.concatenate([train[1], labels])), count
 
 
 def validation_indices(test_size, validation_size, seed):
@@ -266,6 +287,7 @@ class _Run:
         self.epoch = 1
         self.batch_in_epoch = 0          # batches of self.epoch already done
         self.warnings = []               # found during setup, reported after on_start
+        self.fine_tuning = False         # resuming a checkpoint trained on other data
 
     def elapsed(self):
         return self.elapsed_before + time.perf_counter() - self.started
@@ -293,6 +315,9 @@ class _Run:
         if config.resume:
             header, params, optim_arrays = read_checkpoint(config.resume)
             self.model = build_model(header, params, self.backend)
+            self.fine_tuning = self._other_data(header)
+            if self.fine_tuning and config.lr is None:
+                self.config = config = replace(config, lr=FINE_TUNE_LR[config.optimizer])
         else:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
@@ -307,8 +332,21 @@ class _Run:
         self.total_batches = (config.epochs * self.batches_per_epoch
                               if config.epochs is not None else None)
 
+    def _other_data(self, header):
+        """Whether a checkpoint was trained on other data than this run's (then the run
+        fine-tunes it). Checkpoints that do not record their data count as the same."""
+        trained_on = (header.get("dataset") or {}).get("source")
+        return trained_on is not None and trained_on != self.data.source
+
     def _restore(self, header, optim_arrays):
         saved = header.get("optimizer") or {}
+        self.preprocessing = Preprocessing.from_json(header.get("preprocessing") or {})
+        if self.fine_tuning:
+            before = (header.get("dataset") or {}).get("description")
+            self.warnings.append(f"{self.config.resume} was trained on {before}; fine-tuning it "
+                                 f"on {self.data.description} from step 0 with a fresh "
+                                 f"optimiser at learning rate {optimizer_base_lr(self.config)}")
+            return
         if not saved:
             # Weights from elsewhere (e.g. the seed's imported state file): fine-tune them
             # with a fresh optimiser from step 0.
@@ -321,7 +359,6 @@ class _Run:
                                   f"'{self.config.optimizer}'")
         self.optimizer.load_state_dict({"steps": header.get("optimizer_steps", 0),
                                         "arrays": optim_arrays})
-        self.preprocessing = Preprocessing.from_json(header.get("preprocessing") or {})
         before = (header.get("dataset") or {}).get("description")
         if before and before != self.data.description:
             self.warnings.append(f"resuming a run trained on {before}; now training on "
@@ -348,7 +385,8 @@ class _Run:
         config = self.config
         return {
             "config": asdict(config),
-            "dataset": {"name": config.dataset, "description": self.data.description},
+            "dataset": {"name": config.dataset, "description": self.data.description,
+                        "source": self.data.source},
             "class_names": self.data.class_names,
             "optimizer": optimizer_settings(config, self.optimizer),
             "progress": {"step": self.step, "epoch": self.epoch,
