@@ -34,13 +34,13 @@ STREAM = 3                    # keeps these draws apart from other uses of the s
 @dataclass(frozen=True)
 class Augmentation:
     """How strong each change may be; every image draws each one uniformly in its range."""
-    rotation: float = 12.0            # degrees either way
-    shear: float = 0.3                # horizontal shift per pixel of height (a slant)
-    scale: tuple = (0.85, 1.05)       # size of the letter in its frame
-    aspect: float = 0.2               # width changes by up to this fraction (height the other way)
+    rotation: float = 10.0            # degrees either way
+    shear: float = 0.25               # horizontal shift per pixel of height (a slant)
+    scale: tuple = (0.88, 1.05)       # size of the letter in its frame
+    aspect: float = 0.15              # width changes by up to this fraction (height the other way)
     shift: float = 2.0                # pixels in each direction
-    elastic: float = 1.5              # largest displacement of the smooth field, in pixels
-    thickness: tuple = (-0.6, 1.0)    # -1 = one erosion step, +1 = one dilation step
+    elastic: float = 1.2              # largest displacement of the smooth field, in pixels
+    thickness: tuple = (-0.5, 0.8)    # -1 = one erosion step, +1 = one dilation step
     speckle_share: float = 0.5        # share of images that get the seed's flipped pixels
     speckle_pixels: int = 5
 

@@ -119,11 +119,12 @@ def _bowl(cx=0.3, rx=0.3, start=-20, end=-380):
 LOWERCASE = {
     "A": [SKELETONS["A"][1],
           [_bowl() + [(0.6, X_HEIGHT), (0.6, 0.95), (0.72, 0.92)]],
+          [_bowl(start=-10, end=-370) + [(0.75, 0.42)]],
           [[(0.05, 0.52)] + arc(0.32, 0.62, 0.27, 0.17, -160, 0) + [(0.59, BASE)],
            arc(0.32, 0.84, 0.27, 0.16, -10, -330)]],
     "B": [SKELETONS["B"][1],
-          [[(0.0, 0.6), (0.3, 0.25)] + arc(0.22, 0.15, 0.1, 0.15, -20, -200)
-           + [(0.08, BASE)] + arc(0.33, 0.72, 0.27, 0.27, 150, -150) + [(0.6, 0.5)]]],
+          [[(0.0, 0.7), (0.3, 0.35), (0.5, 0.1), (0.45, 0.0), (0.33, 0.02), (0.2, 0.25),
+            (0.1, 0.6), (0.1, BASE)] + arc(0.38, 0.8, 0.28, 0.2, 180, 480)]],
     "C": [[arc(0.35, 0.725, 0.35, 0.275, -40, -320)],
           [[(0.5, 0.5)] + arc(0.38, 0.6, 0.12, 0.1, -30, -200)
            + arc(0.38, 0.73, 0.36, 0.27, 190, 40)]],
@@ -133,12 +134,12 @@ LOWERCASE = {
           [[(0.0, 0.9), (0.3, 0.75), (0.55, 0.6)] + arc(0.38, 0.6, 0.17, 0.15, 0, -200)
            + arc(0.42, 0.74, 0.24, 0.26, 180, 60) + [(0.75, 0.88)]]],
     "F": [SKELETONS["F"][1],
-          [[(0.3, 0.95), (0.45, 0.35)] + arc(0.35, 0.2, 0.12, 0.17, 0, -180)
-           + [(0.25, 1.4)] + arc(0.32, 1.2, 0.1, 0.2, 100, -60) + [(0.4, BASE)],
-           [(0.0, 0.55), (0.65, 0.52)]]],
+          [[(0.0, 0.75), (0.25, 0.4), (0.4, 0.1), (0.35, 0.0), (0.25, 0.05), (0.22, 0.4),
+            (0.2, BASE), (0.17, 1.4), (0.1, 1.42), (0.1, 1.3), (0.2, BASE), (0.45, 0.8)],
+           [(0.0, 0.55), (0.5, 0.55)]]],
     "G": [SKELETONS["G"][1],
-          [_bowl() + [(0.6, X_HEIGHT), (0.6, 1.3)] + arc(0.42, 1.28, 0.18, 0.16, 10, 190)
-           + [(0.3, 1.1), (0.75, 0.95)]]],
+          [_bowl() + [(0.6, X_HEIGHT), (0.6, 1.4)] + arc(0.48, 1.4, 0.12, 0.08, 0, 180)
+           + [(0.45, 1.2), (0.85, 0.95)]]],
     "H": [SKELETONS["H"][1],
           [[(0.0, 0.6), (0.25, 0.2)] + arc(0.15, 0.15, 0.1, 0.15, -10, -200) + [(0.0, BASE)],
            [(0.02, 0.75)] + arc(0.3, 0.72, 0.27, 0.25, -180, 0) + [(0.57, 0.95), (0.7, 0.92)]]],
@@ -180,6 +181,7 @@ LOWERCASE = {
 }
 assert "".join(sorted(LOWERCASE)) == LETTERS
 FORMS = {"mixed": SKELETONS, "lower": LOWERCASE}
+PEN = {"mixed": (1.8, 4.0), "lower": (1.2, 3.0)}     # pen widths, in pixels of the 28x28 result
 
 
 def _densify(stroke, step=0.04):
@@ -226,7 +228,8 @@ def draw_letter(letter_index, rng, forms="mixed"):
     the FORMS: "mixed" (capitals and a few lower-case forms) or "lower"."""
     variants = FORMS[forms][LETTERS[letter_index]]
     strokes = _distort(variants[rng.integers(len(variants))], rng)
-    pen = rng.uniform(1.8, 4.0) * SUPER                  # pen width in supersampled pixels
+    # Pen width in supersampled pixels; lower-case forms, with their loops, get finer pens.
+    pen = rng.uniform(*PEN[forms]) * SUPER
     points = np.concatenate(strokes)
     low, high = points.min(axis=0), points.max(axis=0)
     extent = max(float((high - low).max()), 1e-6)
@@ -276,6 +279,23 @@ def write_emnist_files(folder, train_size, test_size, seed=0, gzipped=True):
     return folder
 
 
+def _redraw_with_pen(letter, side, pen):
+    """A 28x28 letter at ``side`` pixels, its strokes redrawn ``pen`` times as wide: the
+    centre line of every stroke (the ridge of the distance to the paper) is widened to the new
+    width, so a thin pen leaves a thin but unbroken line. Ink coverage 0..1 (float32)."""
+    from scipy import ndimage
+
+    big = Image.fromarray(np.asarray(letter, dtype=np.uint8)).resize((side, side), Image.BICUBIC)
+    core = np.asarray(big, dtype=np.float32) > 0.45 * 255
+    if not core.any():
+        return np.zeros((side, side), dtype=np.float32)
+    distance = ndimage.distance_transform_edt(core)
+    ridge = core & (distance > ndimage.maximum_filter(distance, size=3) - 0.75)
+    radius = max(1.0, pen * np.percentile(distance[ridge], 50))
+    reach = ndimage.distance_transform_edt(~ridge)
+    return np.clip(radius + 0.5 - reach, 0.0, 1.0).astype(np.float32)   # anti-aliased edge
+
+
 def photograph(letters, rng, side=None):
     """A phone photo of 28x28 letters (upright, ink bright on black) written in one row on
     paper: an RGB uint8 array (H, W, 3).
@@ -290,20 +310,9 @@ def photograph(letters, rng, side=None):
     gap = int(side * rng.uniform(0.3, 0.6))
     height, width = side + 2 * gap, len(letters) * (side + gap) + gap
     alpha = np.zeros((height, width), dtype=np.float32)
-    pen = rng.uniform(-0.7, 0.4)           # stroke width change, as a share of the stroke
+    pen = rng.uniform(0.3, 1.3)            # pen width over the data's own stroke width
     for i, letter in enumerate(letters):
-        big = Image.fromarray(np.asarray(letter, dtype=np.uint8)).resize((side, side),
-                                                                         Image.BICUBIC)
-        ink = np.clip((np.asarray(big, dtype=np.float32) / 255.0 - 0.25) / 0.35, 0.0, 1.0)
-        core = ink > 0.5
-        half_stroke = (np.percentile(ndimage.distance_transform_edt(core)[core], 90)
-                       if core.any() else 0.0)
-        radius = int(round(abs(pen) * half_stroke))
-        if pen < 0:
-            radius = min(radius, int(half_stroke) - 1)     # a thin pen still leaves a line
-        if radius:
-            morphology = ndimage.grey_erosion if pen < 0 else ndimage.grey_dilation
-            ink = morphology(ink, size=(2 * radius + 1, 2 * radius + 1))
+        ink = _redraw_with_pen(letter, side, pen)
         top = gap + int(rng.integers(-gap // 4, gap // 4 + 1))
         left = gap + i * (side + gap)
         alpha[top:top + side, left:left + side] = np.maximum(
