@@ -10,7 +10,7 @@ from microconv.letters.data import generated_letters
 LETTERS, _ = generated_letters(24, seed=11)
 INDICES = np.arange(100, 124)
 NOTHING = aug.Augmentation(rotation=0.0, shear=0.0, scale=(1.0, 1.0), aspect=0.0, shift=0.0,
-                           elastic=0.0, thickness=(0.0, 0.0), speckle_share=0.0)
+                           elastic=0.0, thickness=(0.0, 0.0), speckle_share=0.0, share=1.0)
 
 
 def only(**change):
@@ -97,6 +97,12 @@ def test_rotation_and_slant_tilt_an_upright_bar():
     assert max(tilts) < np.tan(np.radians(12.5)) and max(tilts) > np.tan(np.radians(6))
     slants = [tilt(only(shear=0.3), i) for i in range(20)]
     assert max(slants) < 0.32 and max(slants) > 0.15
+
+
+def test_a_share_of_the_letters_keeps_its_shape():
+    out = aug.augment(LETTERS, 0, 1, INDICES, aug.Augmentation(speckle_share=0.0, share=0.5))
+    kept = (out == LETTERS).all(axis=(1, 2))
+    assert 0 < kept.sum() < len(LETTERS)
 
 
 def test_speckle_flips_a_few_pixels_of_the_chosen_share():

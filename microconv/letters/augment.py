@@ -9,6 +9,9 @@ learns the letter and not the pixels. Each change imitates something that happen
 * the framing: the letter off-centre by a pixel or two (position);
 * the scan: a few pixels flipped, as in the seed's robustness test, on a share of the letters.
 
+A share of the letters keeps its shape (only the speckle may touch them), so the network also
+sees the letters as they are.
+
 The random numbers of one image are a pure function of (seed, epoch, image index): the same
 image in the same epoch gets the same changes whichever batch, process or machine it lands in,
 so splitting batches across workers or resuming a run changes nothing. They come from a
@@ -43,6 +46,8 @@ class Augmentation:
     thickness: tuple = (-0.5, 0.8)    # -1 = one erosion step, +1 = one dilation step
     speckle_share: float = 0.5        # share of images that get the seed's flipped pixels
     speckle_pixels: int = 5
+    share: float = 0.8                # share of images that get the other changes; the rest
+                                      # keep their shape, so the network sees plain letters too
 
 
 DEFAULT = Augmentation()
@@ -91,8 +96,8 @@ class _Draws:
 
 def _draw_count(settings):
     """Uniforms one image uses: six for the affine map, the elastic grid, the pen, whether to
-    speckle and where."""
-    return 6 + 2 * ELASTIC_GRID ** 2 + 1 + 1 + settings.speckle_pixels
+    speckle and where, whether to change the shape at all."""
+    return 6 + 2 * ELASTIC_GRID ** 2 + 1 + 1 + settings.speckle_pixels + 1
 
 
 def _source_coordinates(draws, n, settings):
@@ -162,14 +167,20 @@ def augment(images, seed, epoch, indices, settings=DEFAULT):
         return images.copy()
     draws = _Draws(uniforms(seed, epoch, indices, _draw_count(settings)))
     coordinates = _source_coordinates(draws, n, settings)
-    which = np.broadcast_to(np.arange(n, dtype=np.float64)[:, None, None], (n, SIDE, SIDE))
-    moved = ndimage.map_coordinates(images.astype(np.float32),
-                                    np.concatenate([which[None], coordinates]),
-                                    order=1, mode="constant", cval=0.0)
-    moved = _pen(moved, draws.take(*settings.thickness))
-    out = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
+    pen = draws.take(*settings.thickness)
     speckled = draws.take(0.0, 1.0) < settings.speckle_share
     positions = draws.take(0.0, SIDE * SIDE, settings.speckle_pixels).astype(np.int64)
+    reshaped = draws.take(0.0, 1.0) < settings.share
+    out = images.copy()
+    if reshaped.any():
+        count = int(reshaped.sum())
+        which = np.broadcast_to(np.arange(count, dtype=np.float64)[:, None, None],
+                                (count, SIDE, SIDE))
+        moved = ndimage.map_coordinates(images[reshaped].astype(np.float32),
+                                        np.concatenate([which[None], coordinates[:, reshaped]]),
+                                        order=1, mode="constant", cval=0.0)
+        moved = _pen(moved, pen[reshaped])
+        out[reshaped] = np.clip(np.rint(moved), 0, 255).astype(np.uint8)
     if speckled.any():
         out[speckled] = flip_pixels(out[speckled], positions[speckled])
     return out

@@ -208,11 +208,18 @@ def has_emnist_files(path, dataset="letters"):
                for split in SPLITS for kind in ("images", "labels"))
 
 
+def is_picture_folder(data_dir, dataset="letters"):
+    """True when a data folder holds pictures in one sub-folder per letter (folders.py)
+    rather than EMNIST files."""
+    from microconv.letters import folders
+    return not has_emnist_files(data_dir, dataset) and folders.is_image_folder(data_dir)
+
+
 def load_split(data_dir, split="train", dataset="letters"):
     """(images, labels) of one split of a data folder, whichever way it is laid out: EMNIST
     files (``load_emnist``), or pictures in one sub-folder per letter (folders.py)."""
     from microconv.letters import folders
-    if not has_emnist_files(data_dir, dataset) and folders.is_image_folder(data_dir):
+    if is_picture_folder(data_dir, dataset):
         if dataset != "letters":
             raise DataError(f"{data_dir} is a folder of letter pictures; it can only be used "
                             f"with --dataset letters, not {dataset}")
@@ -226,8 +233,7 @@ def load_split(data_dir, split="train", dataset="letters"):
 
 def describe_source(data_dir, dataset="letters"):
     """What kind of data a folder holds, in a few words, for run descriptions."""
-    from microconv.letters import folders
-    if not has_emnist_files(data_dir, dataset) and folders.is_image_folder(data_dir):
+    if is_picture_folder(data_dir, dataset):
         return "letter pictures (one folder per letter)"
     test_images = find_emnist_file(data_dir, dataset, "test", "images")
     known = KNOWN_SHA256.get(file_digest(test_images), "") if test_images else ""
@@ -358,7 +364,7 @@ def verify_data_dir(path, dataset=None):
 
 def generated_letters(n, seed=0, forms="mixed"):
     """n handwriting-like letters drawn by the letter generator (synth.py): (upright uint8
-    images, labels); ``forms`` is "mixed" (mostly capitals) or "lower"."""
+    images, labels); ``forms`` is "mixed" (mostly capitals), "upper" or "lower"."""
     from microconv.letters import synth
     return synth.generate(n, seed, forms)
 

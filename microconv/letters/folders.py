@@ -26,6 +26,7 @@ import string
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from microconv.errors import DataError
 from microconv.letters import photo
@@ -59,14 +60,24 @@ def _class_folders(root):
                             f"A-Z, not '{name}'")
         files = _visible(folder)
         for item in files:
-            if not item.is_file():
-                raise DataError(f"{item} is not a picture file; a letter's folder holds "
-                                "pictures only")
+            _check_picture(item)
         if not files:
             raise DataError(f"{folder} is empty: put pictures of the letter '{name}' in it, or "
                             "remove it")
         pictures.setdefault(CLASSES.index(name.upper()), []).extend(files)
     return pictures
+
+
+def _check_picture(path):
+    """A DataError unless ``path`` is a file Pillow recognises as a picture (only its header
+    is read, so every picture of a folder is checked even when one split is used)."""
+    if not path.is_file():
+        raise DataError(f"{path} is not a picture file; a letter's folder holds pictures only")
+    try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path} is not a picture Pillow can read ({exc})") from None
 
 
 def split_layout(path):

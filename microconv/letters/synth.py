@@ -180,8 +180,10 @@ LOWERCASE = {
     "Z": [[[(0.0, X_HEIGHT), (0.6, X_HEIGHT), (0.0, BASE), (0.6, BASE)]]],
 }
 assert "".join(sorted(LOWERCASE)) == LETTERS
-FORMS = {"mixed": SKELETONS, "lower": LOWERCASE}
-PEN = {"mixed": (1.8, 4.0), "lower": (1.2, 3.0)}     # pen widths, in pixels of the 28x28 result
+CAPITALS = {letter: variants[:1] for letter, variants in SKELETONS.items()}
+FORMS = {"mixed": SKELETONS, "upper": CAPITALS, "lower": LOWERCASE}
+# Pen widths in pixels of the 28x28 result; lower-case forms, with their loops, get finer pens.
+PEN = {"mixed": (1.8, 4.0), "upper": (1.8, 4.0), "lower": (1.2, 3.0)}
 
 
 def _densify(stroke, step=0.04):
@@ -223,13 +225,34 @@ def _distort(strokes, rng):
     return out
 
 
-def draw_letter(letter_index, rng, forms="mixed"):
+def _joined(strokes, rng, share=0.4):
+    """Joined-up writing: the pen often arrives from the baseline at the left (a lead-in) and
+    leaves rising to the right (an exit stroke), and a cut-out letter keeps these strokes.
+    Each is added with probability ``share``."""
+    strokes = [list(s) for s in strokes]
+    lead_in, exit_stroke = rng.random(2) < share
+    if lead_in:
+        x, y = strokes[0][0]
+        start = (x - rng.uniform(0.2, 0.4), max(y, BASE) - rng.uniform(0.0, 0.1))
+        strokes[0] = [start] + strokes[0]
+    if exit_stroke:
+        x, y = strokes[-1][-1]
+        strokes[-1] = strokes[-1] + [(x + rng.uniform(0.2, 0.45), y - rng.uniform(0.05, 0.3))]
+    return strokes
+
+
+def draw_letter(letter_index, rng, forms="mixed", variant=None):
     """One upright uint8 28x28 image of the letter with the given index (0 = A), in one of
-    the FORMS: "mixed" (capitals and a few lower-case forms) or "lower"."""
+    the FORMS: "mixed" (capitals and a few lower-case forms), "upper" or "lower". With
+    ``variant`` (an index into the letter's forms, -1 the last) every letter takes that one
+    form, as one writer always writes a letter the same way; by default each draws one."""
     variants = FORMS[forms][LETTERS[letter_index]]
-    strokes = _distort(variants[rng.integers(len(variants))], rng)
-    # Pen width in supersampled pixels; lower-case forms, with their loops, get finer pens.
-    pen = rng.uniform(*PEN[forms]) * SUPER
+    chosen = rng.integers(len(variants))
+    strokes = variants[chosen if variant is None else variant]
+    if forms == "lower":
+        strokes = _joined(strokes, rng)
+    strokes = _distort(strokes, rng)
+    pen = rng.uniform(*PEN[forms]) * SUPER             # in supersampled pixels
     points = np.concatenate(strokes)
     low, high = points.min(axis=0), points.max(axis=0)
     extent = max(float((high - low).max()), 1e-6)
@@ -251,27 +274,28 @@ def draw_letter(letter_index, rng, forms="mixed"):
     return np.clip(pixels * ink, 0, 255).round().astype(np.uint8)
 
 
-def generate(n, seed=0, forms="mixed"):
+def generate(n, seed=0, forms="mixed", variant=None):
     """n letters, classes as balanced as n allows, in shuffled order: (uint8 (n, 28, 28) upright
-    images, int64 labels 0..25). ``forms`` chooses the skeletons (see ``draw_letter``)."""
+    images, int64 labels 0..25). ``forms`` and ``variant`` choose the skeletons (see
+    ``draw_letter``)."""
     if forms not in FORMS:
         raise DataError(f"unknown letter forms '{forms}'; known: {', '.join(FORMS)}")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(LETTERS)).astype(np.int64)
     images = np.zeros((n, SIZE, SIZE), dtype=np.uint8)
     for i, label in enumerate(labels):
-        images[i] = draw_letter(int(label), rng, forms)
+        images[i] = draw_letter(int(label), rng, forms, variant)
     return images, labels
 
 
-def write_emnist_files(folder, train_size, test_size, seed=0, gzipped=True):
+def write_emnist_files(folder, train_size, test_size, seed=0, gzipped=True, forms="mixed"):
     """Write a generated set as the four emnist-letters IDX files (transposed, labels 1..26)."""
     from microconv.letters.data import emnist_filename, write_idx
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if gzipped else ""
     for split, n, split_seed in (("train", train_size, seed), ("test", test_size, seed + 1)):
-        images, labels = generate(n, split_seed)
+        images, labels = generate(n, split_seed, forms)
         write_idx(folder / (emnist_filename("letters", split, "images") + suffix),
                   images.transpose(0, 2, 1))
         write_idx(folder / (emnist_filename("letters", split, "labels") + suffix),
@@ -304,16 +328,17 @@ def photograph(letters, rng, side=None):
     a thinner or thicker pen, ink and paper of random colours (pencil included), light falling
     off across the page, a slight rotation, blur, sensor noise and JPEG compression.
     """
-    from scipy import ndimage
 
     side = int(side or rng.uniform(24, 160))
     gap = int(side * rng.uniform(0.3, 0.6))
-    height, width = side + 2 * gap, len(letters) * (side + gap) + gap
+    width = len(letters) * (side + gap) + gap
+    margin = gap + int(width * 0.04)       # rotating a long row lifts its ends: keep them in
+    height = side + 2 * margin
     alpha = np.zeros((height, width), dtype=np.float32)
     pen = rng.uniform(0.3, 1.3)            # pen width over the data's own stroke width
     for i, letter in enumerate(letters):
         ink = _redraw_with_pen(letter, side, pen)
-        top = gap + int(rng.integers(-gap // 4, gap // 4 + 1))
+        top = margin + int(rng.integers(-gap // 4, gap // 4 + 1))
         left = gap + i * (side + gap)
         alpha[top:top + side, left:left + side] = np.maximum(
             alpha[top:top + side, left:left + side], ink)

@@ -45,6 +45,7 @@ from microconv.letters.data import (
     describe_source,
     find_data_dir,
     generated_letters,
+    is_picture_folder,
     load_split,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
@@ -62,11 +63,16 @@ from microconv.letters.records import (
 
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 # Resuming onto other data (a folder of someone's own letters) fine-tunes: a tenth of the
-# usual rate adapts the weights without wiping out what the first data taught them.
+# usual rate adapts the weights without wiping out what the first data taught them (see
+# docs/training.md: at twice this rate a few steps already cost points on the first data).
 FINE_TUNE_LR = {"adam": 2e-4, "sgd": 0.005}
 GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
 GENERATED_TEST = 2_600
 GENERATED_SHARE_SEED = 2_000_003    # the mixed-in lower-case letters draw from seed + this
+# A folder of someone's own letters is small (ten pictures a letter make 260): an epoch shows
+# each picture often enough to hold this many letters, every copy augmented differently, so
+# that "--epochs 3" means a few hundred steps of learning, not a handful.
+PICTURE_EPOCH = 2_000
 TARGET_ACCURACY = 0.85       # the seed's 24-hour result; the time to pass it is recorded
 
 
@@ -170,6 +176,10 @@ def load_data(config):
         test = load_split(folder, "test", config.dataset)
         description = f"{describe_source(folder, config.dataset)} from {folder}"
         source = str(Path(folder).resolve())
+        if is_picture_folder(folder, config.dataset):
+            repeats = math.ceil(PICTURE_EPOCH / len(train[0]))
+            train = (np.tile(train[0], (repeats, 1, 1)), np.tile(train[1], repeats))
+            description += f" ({len(train[0]) // repeats} pictures, {repeats} times each)"
     else:
         if config.dataset != "letters":
             raise TrainingError(f"no EMNIST {config.dataset} files found (looked in "
@@ -334,9 +344,13 @@ class _Run:
 
     def _other_data(self, header):
         """Whether a checkpoint was trained on other data than this run's (then the run
-        fine-tunes it). Checkpoints that do not record their data count as the same."""
-        trained_on = (header.get("dataset") or {}).get("source")
-        return trained_on is not None and trained_on != self.data.source
+        fine-tunes it): another folder, or, for checkpoints that do not record their folder,
+        another description. Checkpoints that say nothing about their data count as the same."""
+        trained_on = header.get("dataset") or {}
+        if "source" in trained_on:
+            return trained_on["source"] != self.data.source
+        before = trained_on.get("description")
+        return before is not None and before != self.data.description
 
     def _restore(self, header, optim_arrays):
         saved = header.get("optimizer") or {}
