@@ -11,8 +11,9 @@ from PIL import Image, ImageDraw
 
 from microconv.errors import DataError
 from microconv.letters import folders, photo, synth
+from microconv.letters.checkpoint import read_checkpoint
 from microconv.letters.data import load_split
-from microconv.letters.training import TrainConfig, train
+from microconv.letters.training import FINE_TUNE_LR, TrainConfig, train
 
 
 def save_pictures(folder, images, labels, seed, names=string.ascii_lowercase):
@@ -170,6 +171,9 @@ def test_fine_tuning_on_ten_pictures_per_letter_reads_that_hand_better(capitals_
     tuned = tmp_path / "tuned.npz"
     result = fine_tune(capitals_model, mine, tuned)
     assert "fine-tuning it on letter pictures" in result.output
+    header = read_checkpoint(tuned)[0]               # a new run from the trained weights
+    assert header["config"]["lr"] == FINE_TUNE_LR["adam"]
+    assert header["progress"]["epoch"] == 4 and header["dataset"]["source"] == str(mine)
     after = accuracy_on(tuned, others)
     assert before < 0.5 and after > before + 0.15, (before, after)
 
