@@ -124,7 +124,7 @@ def test_a_bad_folder_is_one_clear_line(tmp_path, problem, fragments, command):
 
 def test_a_folder_without_letters_or_emnist_files_says_so(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here")
-    with pytest.raises(DataError, match="neither EMNIST letters files .* nor one folder"):
+    with pytest.raises(DataError, match="lacks EMNIST letters files .* no folder of pictures"):
         load_split(tmp_path, "train")
 
 

@@ -43,7 +43,7 @@ class Augmentation:
     aspect: float = 0.15              # width changes by up to this fraction (height the other way)
     shift: float = 2.0                # pixels in each direction
     elastic: float = 1.2              # largest displacement of the smooth field, in pixels
-    thickness: tuple = (-0.5, 0.8)    # -1 = one erosion step, +1 = one dilation step
+    thickness: tuple = (-1.0, 0.6)    # -1 = one erosion step, +1 = one dilation step
     speckle_share: float = 0.5        # share of images that get the seed's flipped pixels
     speckle_pixels: int = 5
     share: float = 0.8                # share of images that get the other changes; the rest

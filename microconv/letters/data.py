@@ -225,9 +225,9 @@ def load_split(data_dir, split="train", dataset="letters"):
                             f"with --dataset letters, not {dataset}")
         return folders.load_image_folder(data_dir, split)
     if Path(data_dir).is_dir() and not has_emnist_files(data_dir, dataset):
-        raise DataError(f"{data_dir} holds neither EMNIST {dataset} files "
-                        f"({emnist_filename(dataset, split, 'images')}[.gz] ...) nor one folder "
-                        "of pictures per letter")
+        raise DataError(f"{data_dir} lacks EMNIST {dataset} files "
+                        f"({emnist_filename(dataset, split, 'images')}[.gz] ...) and holds no "
+                        "folder of pictures per letter")
     return load_emnist(data_dir, split, dataset)
 
 

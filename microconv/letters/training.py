@@ -112,7 +112,7 @@ class TrainConfig:
     schedule: str = "cosine"           # "cosine": decay to 0 over the run; or "constant"
     # Share of the training set made of generated lower-case letters (synth.LOWERCASE), mixed
     # in because the handwritten data holds mostly capitals; 0 trains on the data alone.
-    generated_share: float = 0.15
+    generated_share: float = 0.25
 
     def checked(self):
         """Self, after checking every field; a TrainingError names the first bad one."""
@@ -193,12 +193,12 @@ def load_data(config):
     if config.limit is not None:
         train = (train[0][:config.limit], train[1][:config.limit])
         test = (test[0][:config.limit], test[1][:config.limit])
-    if config.generated_share > 0 and config.dataset == "letters":
-        train, added = with_generated_share(train, config.generated_share, config.seed)
-        description += f" + {added} generated lower-case letters"
     if len(train[0]) < config.batch_size:
         raise TrainingError(f"the training set has {len(train[0])} images, fewer than one batch "
                             f"of {config.batch_size}")
+    if config.generated_share > 0 and config.dataset == "letters":
+        train, added = with_generated_share(train, config.generated_share, config.seed)
+        description += f" + {added} generated lower-case letters"
     return Dataset(train[0], train[1], test[0], test[1],
                    f"{description}: {len(train[0])} training, {len(test[0])} test images", names,
                    source)
