@@ -39,11 +39,12 @@ def with_peak_memory(call):
 
 
 def small_train_config(folder, **settings):
-    """A TrainConfig for a run of a few seconds: one epoch over 64 letters in batches of 16,
-    validation on 16 images, seed 3, the checkpoint at folder/run.npz; settings override any
-    of these. Test modules fix their own further defaults with functools.partial."""
+    """A TrainConfig for a run of a few seconds: one epoch over 64 letters in batches of 16
+    (no generated letters mixed in), validation on 16 images, seed 3, the checkpoint at
+    folder/run.npz; settings override any of these. Test modules fix their own further
+    defaults with functools.partial."""
     config = dict(epochs=1, limit=64, batch_size=16, validation_size=16, seed=3,
-                  out=str(folder / "run.npz"))
+                  generated_share=0.0, out=str(folder / "run.npz"))
     config.update(settings)
     return TrainConfig(**config)
 

@@ -1,8 +1,11 @@
 """Generated letters: the right format, deterministic, upright, and readable by the IDX reader."""
 
 import numpy as np
+import pytest
 
-from microconv.letters import data, synth
+from microconv.errors import DataError, TrainingError
+from microconv.letters import data, photo, synth
+from microconv.letters.training import TrainConfig, load_data
 
 
 def test_generated_letters_look_like_emnist():
@@ -45,3 +48,55 @@ def test_written_files_use_emnist_storage(tmp_path):
     np.testing.assert_array_equal(labels, expected_labels)      # stored as 1..26
     raw = data.read_idx(tmp_path / "emnist-letters-train-labels-idx1-ubyte.gz")
     assert raw.min() == 1 and raw.max() == 26
+
+
+def test_lower_case_forms_are_generated_for_every_letter():
+    images, labels = data.generated_letters(52, seed=6, forms="lower")
+    assert images.shape == (52, 28, 28) and np.bincount(labels).tolist() == [2] * 26
+    assert images.max(axis=(1, 2)).min() > 150
+    assert sorted(synth.LOWERCASE) == list(synth.LETTERS)
+    with pytest.raises(DataError, match="unknown letter forms 'cursive'"):
+        synth.generate(4, forms="cursive")
+
+
+def test_lower_case_letters_are_not_capitals():
+    # A capital A and the a of most hands share little ink.
+    upper = synth.generate(26 * 6, 7, forms="upper")
+    lower = synth.generate(26 * 6, 7, forms="lower")
+    for letter in "ABDEGHNQR":
+        index = synth.LETTERS.index(letter)
+        a = upper[0][upper[1] == index].mean(axis=0).ravel()
+        b = lower[0][lower[1] == index].mean(axis=0).ravel()
+        assert np.corrcoef(a, b)[0, 1] < 0.8, letter
+
+
+def test_one_writer_writes_a_letter_the_same_way_every_time():
+    def spread(variant):
+        images, labels = synth.generate(26 * 8, 8, forms="lower", variant=variant)
+        b = images[labels == 1].reshape(8, -1).astype(np.float64)
+        return np.mean([np.corrcoef(x, y)[0, 1] for i, x in enumerate(b) for y in b[i + 1:]])
+
+    assert spread(-1) > spread(None)
+
+
+def test_a_photograph_shows_dark_letters_on_paper_that_the_reader_finds():
+    letters, _ = synth.generate(5, seed=9, forms="upper")
+    picture = synth.photograph(letters, np.random.default_rng(1), side=60)
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[2] == 3
+    assert picture.shape[0] >= 60 and picture.shape[1] > 5 * 60
+    gray = picture.mean(axis=2)
+    assert np.percentile(gray, 1) < np.median(gray) - 40          # ink clearly darker
+    assert len(photo.find_letters(picture)) == 5
+
+
+def test_the_generated_share_mixes_lower_case_letters_into_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "none"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    plain = load_data(TrainConfig(limit=60, batch_size=8, generated_share=0.0))
+    mixed = load_data(TrainConfig(limit=60, batch_size=8, generated_share=0.25))
+    assert len(plain.train_images) == 60 and len(mixed.train_images) == 80
+    np.testing.assert_array_equal(mixed.train_images[:60], plain.train_images)
+    assert "20 generated lower-case letters" in mixed.description
+    assert len(mixed.test_images) == len(plain.test_images)        # the test split is the data's
+    with pytest.raises(TrainingError, match="generated_share must lie in"):
+        TrainConfig(generated_share=1.0).checked()

@@ -134,7 +134,8 @@ def _setting(name):
     if choices is not None:
         kind = _choices(name, choices() if callable(choices) else choices)
     option = typer.Option(flag, *([meta["short"]] if "short" in meta else []), help=meta["help"],
-                          min=meta.get("min"), envvar=meta.get("envvar"), case_sensitive=False,
+                          min=meta.get("min"), max=meta.get("max"), envvar=meta.get("envvar"),
+                          case_sensitive=False,
                           callback=_plain_choice)
     return Annotated[kind, option]
 
@@ -278,13 +279,13 @@ def _str(path):
 def _test_split(data_dir, dataset, limit, header):
     """The test images to evaluate on, and a sentence saying what they are."""
     from microconv.letters import training
-    from microconv.letters.data import class_names, find_data_dir, load_emnist
+    from microconv.letters.data import class_names, describe_source, find_data_dir, load_split
 
     class_names(dataset)                     # an unknown dataset is named as such
     folder = find_data_dir(_str(data_dir), dataset)
     if folder is not None:
-        images, labels = load_emnist(folder, "test", dataset)
-        what = f"EMNIST {dataset} test split from {folder}"
+        images, labels = load_split(folder, "test", dataset)
+        what = f"test split of the {describe_source(folder, dataset)} in {folder}"
     else:
         if dataset != "letters":
             raise DataError(f"no EMNIST {dataset} files found; pass --data-dir")

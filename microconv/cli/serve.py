@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from microconv.errors import DataError, MicroconvError
+from microconv.errors import MicroconvError
 from microconv.letters import photo
 from microconv.letters.checkpoint import load_checkpoint
 from microconv.letters.model import LetterGraph
@@ -108,16 +108,9 @@ class LetterReader:
 
 
 def drawn_letter(gray):
-    """The 28x28 letter that ``microconv predict`` reads on a picture of one letter.
-
-    The pad holds one letter by definition, so ink the photo reader takes for several letters
-    (a k drawn with a gap, an m wide enough to be split) is joined into one."""
-    letters = photo.find_letter_details(gray)
-    if not letters:
-        raise DataError("no letter found on the picture")
-    if len(letters) > 1:
-        letters = [photo.joined_letter(letters)]
-    return photo.letter_images(gray, letters)[0]
+    """The 28x28 letter that ``microconv predict`` reads on a picture of one letter: the pad
+    holds one letter by definition, so split ink is joined into one."""
+    return photo.one_letter(gray, "the picture")
 
 
 def _rounded(array):

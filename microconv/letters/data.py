@@ -206,6 +206,45 @@ def load_emnist(data_dir, split="train", dataset="letters"):
     return images, labels
 
 
+def has_emnist_files(path, dataset="letters"):
+    """True when path holds at least one file of an EMNIST split (complete or not)."""
+    return any(find_emnist_file(path, dataset, split, kind) is not None
+               for split in SPLITS for kind in ("images", "labels"))
+
+
+def is_picture_folder(data_dir, dataset="letters"):
+    """True when a data folder holds pictures in one sub-folder per letter (folders.py)
+    rather than EMNIST files."""
+    from microconv.letters import folders
+    return not has_emnist_files(data_dir, dataset) and folders.is_image_folder(data_dir)
+
+
+def load_split(data_dir, split="train", dataset="letters"):
+    """(images, labels) of one split of a data folder, whichever way it is laid out: EMNIST
+    files (``load_emnist``), or pictures in one sub-folder per letter (folders.py)."""
+    from microconv.letters import folders
+    if is_picture_folder(data_dir, dataset):
+        if dataset != "letters":
+            raise DataError(f"{data_dir} is a folder of letter pictures; it can only be used "
+                            f"with --dataset letters, not {dataset}")
+        return folders.load_image_folder(data_dir, split)
+    if Path(data_dir).is_dir() and not has_emnist_files(data_dir, dataset):
+        raise DataError(f"{data_dir} lacks EMNIST {dataset} files "
+                        f"({emnist_filename(dataset, split, 'images')}[.gz] ...) and holds no "
+                        "folder of pictures per letter")
+    return load_emnist(data_dir, split, dataset)
+
+
+def describe_source(data_dir, dataset="letters"):
+    """What kind of data a folder holds, in a few words, for run descriptions."""
+    if is_picture_folder(data_dir, dataset):
+        return "letter pictures (one folder per letter)"
+    test_images = find_emnist_file(data_dir, dataset, "test", "images")
+    known = KNOWN_SHA256.get(file_digest(test_images), "") if test_images else ""
+    return ("handwritten-letters stand-in (EMNIST format)" if "stand-in" in known
+            else f"EMNIST {dataset}")
+
+
 def default_cache_dir():
     """The user cache where downloads go: $XDG_CACHE_HOME/microconv/emnist or ~/.cache/..."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -238,8 +277,7 @@ def _datasets_in(path, dataset=None):
     if not path.is_dir():
         raise DataError(f"data directory {path} does not exist")
     datasets = [_check_dataset(dataset)] if dataset else [
-        name for name in DATASETS if any(find_emnist_file(path, name, split, kind) is not None
-                                         for split in SPLITS for kind in ("images", "labels"))]
+        name for name in DATASETS if has_emnist_files(path, name)]
     if not datasets:
         raise DataError(f"{path} holds no EMNIST files (emnist-<dataset>-<split>-...-ubyte[.gz])")
     return datasets
@@ -328,15 +366,15 @@ def verify_data_dir(path, dataset=None):
 
 # --- generated letters and augmentation ----------------------------------------------------
 
-def generated_letters(n, seed=0):
+def generated_letters(n, seed=0, forms="mixed"):
     """n handwriting-like letters drawn by the letter generator (synth.py): (upright uint8
-    images, labels)."""
+    images, labels); ``forms`` is "mixed" (mostly capitals), "upper" or "lower"."""
     from microconv.letters import synth
     if type(n) is not int or n < 0 or type(seed) is not int or seed < 0:
         raise DataError(f"generated_letters: the count and the seed must be integers >= 0, "
                         f"not {n!r} and {seed!r}")
     require_memory(2 * n * ROWS * COLS, f"{n:,} generated letters", error=DataError)
-    return synth.generate(n, seed)
+    return synth.generate(n, seed, forms)
 
 
 def perturb(images, rng):
@@ -363,11 +401,18 @@ def perturb(images, rng):
     # new(r, c) = old(r + row_shift, c + col_shift)
     rows = np.arange(h)[None, :, None] + pad + row_shift[:, None, None]
     cols = np.arange(w)[None, None, :] + pad + col_shift[:, None, None]
-    out = padded[np.arange(n)[:, None, None], rows, cols].reshape(n, h * w)
-    flips = rng.integers(0, h * w, size=(n, 5))
+    out = padded[np.arange(n)[:, None, None], rows, cols]
+    return flip_pixels(out, rng.integers(0, h * w, size=(n, 5)))
+
+
+def flip_pixels(images, positions):
+    """Flip (v -> 255 - v) the pixels of uint8 images (N, H, W) at flat positions (N, K), one
+    column after the other, so a pixel named twice flips back."""
+    n, h, w = images.shape
+    out = images.reshape(n, h * w).copy()
     every = np.arange(n)
-    for k in range(flips.shape[1]):
-        out[every, flips[:, k]] = 255 - out[every, flips[:, k]]
+    for k in range(positions.shape[1]):
+        out[every, positions[:, k]] = 255 - out[every, positions[:, k]]
     return out.reshape(n, h, w)
 
 

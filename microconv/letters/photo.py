@@ -333,13 +333,27 @@ def find_letter_details(image, colour=None):
         # A small picture is a crop of a letter or a word, which may touch its edges: give it
         # a margin of paper so nothing is mistaken for the cut-off edge of a photo.
         margin = max(gray.shape) // 4
-        padded = np.pad(gray, margin, mode="constant", constant_values=np.median(gray))
+        padded = np.pad(gray, margin, mode="constant", constant_values=_edge_paper(gray))
         colour = np.pad(colour, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
         letters = _find_in(padded, colour, crop=True)
         for letter in letters:
             letter.ink = letter.ink.shifted(-margin, -margin)
         return letters
     return _find_in(gray, colour)
+
+
+def _edge_paper(gray):
+    """The paper value to put beside each edge of a crop, ((top, bottom), (left, right)): the
+    edge's own median, so paper that darkens towards an edge (a shadow, vignetting) makes no
+    step that would read as ink; the picture's median where the edge's median lies nearer the
+    ink than the paper (a letter running along that edge)."""
+    ink, bright = np.percentile(gray, 1), np.percentile(gray, 90)
+    whole = np.median(gray)
+
+    def paper_of(edge):
+        value = np.median(edge)
+        return value if value - ink > 0.5 * (bright - ink) else whole
+    return ((paper_of(gray[0]), paper_of(gray[-1])), (paper_of(gray[:, 0]), paper_of(gray[:, -1])))
 
 
 def find_letters(image):
@@ -756,6 +770,20 @@ def joined_letter(letters):
     which the reader cut in two or found in pieces)."""
     ink = _joined([x.ink for x in letters])
     return Letter(ink, line_size=float(ink.size))
+
+
+def one_letter(gray, name):
+    """The 28x28 letter of a picture known to hold one letter (the drawing pad, a picture in a
+    letter folder), prepared as ``predict`` prepares letters; ink the reader takes for several
+    letters (a k drawn with a gap) is joined into one. A DataError naming ``name`` when the
+    picture holds no letter."""
+    letters = find_letter_details(gray)
+    if not letters:
+        raise DataError(f"{name}: no letter found (no ink clearly darker than the paper, or "
+                        "only ink cut by the picture's edge)")
+    if len(letters) > 1:
+        letters = [joined_letter(letters)]
+    return letter_images(gray, letters)[0]
 
 
 def letter_crop(colour, letters, index):

@@ -8,11 +8,12 @@ One run, step by step:
    against a one-hot label leaf. Every step only assigns new values to the two leaves, so the
    graph, its topological order and its buffers are reused (a short last batch per epoch is
    dropped so the batch size never changes).
-3. Per step: shuffle order comes from (seed, epoch), augmentation and dropout masks from
-   (seed, step). Nothing depends on earlier random draws, so resuming from a checkpoint gives
-   exactly the steps an uninterrupted run would have taken (on the NumPy backend, bit for bit).
-   Under ``mpirun -n N`` each process computes its rows of every batch and the gradients are
-   averaged between backward and update (distributed.py).
+3. Per step: shuffle order comes from (seed, epoch), each image's augmentation from (seed,
+   epoch, image index) and dropout masks from (seed, step). Nothing depends on earlier random
+   draws, so resuming from a checkpoint gives exactly the steps an uninterrupted run would
+   have taken (on the NumPy backend, bit for bit). Under ``mpirun -n N`` each process
+   computes its rows of every batch and the gradients are averaged between backward and
+   update (distributed.py).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
    checkpoint with those metrics in its header.
@@ -30,7 +31,7 @@ import signal
 import threading
 import time
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from microconv import backends
 from microconv.engine.optim import SGD, Adam
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
 from microconv.letters import distributed
+from microconv.letters.augment import augment
 from microconv.letters.checkpoint import (
     Classifier,
     build_model,
@@ -48,16 +50,15 @@ from microconv.letters.checkpoint import (
 )
 from microconv.letters.data import (
     DATASETS,
-    KNOWN_SHA256,
     batch_order,
     class_names,
     default_cache_dir,
-    file_digest,
+    describe_source,
     find_data_dir,
     find_emnist_file,
     generated_letters,
-    load_emnist,
-    perturb,
+    is_picture_folder,
+    load_split,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
 from microconv.letters.model import ConvoAlphabetModel, LetterGraph, require_graph_memory
@@ -73,9 +74,17 @@ from microconv.letters.records import (
 )
 
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+# Resuming onto other data (a folder of someone's own letters) fine-tunes: a tenth of the
+# usual rate adapts the weights without wiping out what the first data taught them (see
+# docs/training.md: at twice this rate a few steps already cost points on the first data).
+FINE_TUNE_LR = {"adam": 2e-4, "sgd": 0.005}
 GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
 GENERATED_TEST = 2_600
-AUGMENT_FRACTION = 0.5       # share of each batch that gets the seed's perturbation
+GENERATED_SHARE_SEED = 2_000_003    # the mixed-in lower-case letters draw from seed + this
+# A folder of someone's own letters is small (ten pictures a letter make 260): an epoch shows
+# each picture often enough to hold this many letters, every copy augmented differently, so
+# that "--epochs 3" means a few hundred steps of learning, not a handful.
+PICTURE_EPOCH = 2_000
 TARGET_ACCURACY = 0.85       # the seed's 24-hour result; the time to pass it is recorded
 
 
@@ -112,7 +121,8 @@ class TrainConfig:
         None, "OpenCL device: 'P:D' (platform:device index) or a piece of its name. "
         "See 'microconv backends'.")
     data_dir: str | None = setting(
-        None, "Folder with the EMNIST files (emnist-letters-*-ubyte.gz). Default: "
+        None, "Folder with the EMNIST files (emnist-letters-*-ubyte.gz), or a folder of "
+        "pictures with one sub-folder per letter (a/, b/ ... or A/, B/ ...). Default: "
         "$MICROCONV_DATA, then ~/.cache/microconv/emnist, else generated letters.")
     dataset: str = setting(
         "letters", "EMNIST split: letters (26 classes; the model has 26 outputs).")
@@ -122,14 +132,19 @@ class TrainConfig:
         None, "Stop after this many minutes, then evaluate and save.")
     batch_size: int = setting(64, "Images per training step.", min=1)
     lr: float | None = setting(
-        None, "Learning rate (default: 0.002 for adam, 0.05 for sgd), decayed to 0 on a "
-        "cosine over the run.")
+        None, "Learning rate (default: 0.002 for adam, 0.05 for sgd; a tenth of that when "
+        "--resume fine-tunes on other data), decayed to 0 on a cosine over the run.")
     optimizer: str = setting("adam", "adam, or sgd with heavy-ball momentum.",
                              choices=tuple(DEFAULT_LR))
     momentum: float = setting(0.9, "SGD momentum.")
     weight_decay: float = setting(0.0, "L2 weight decay.")
     augment: bool = setting(
-        True, "Shift and speckle half of every batch (the seed's robustness test).")
+        True, "Vary every training letter as hands, pens and cameras do: rotation, slant, "
+        "size, elastic bends, stroke width, position, speckle.")
+    # The handwritten data holds mostly capitals: generated lower-case letters fill the gap.
+    generated_share: float = setting(
+        0.25, "Share of the training set made of generated lower-case letters (synth.LOWERCASE; "
+        "0: the data alone).", min=0.0, max=0.99)
     seed: int = setting(0, "Seed for weights, shuffling and augmentation.", min=0)
     limit: int | None = setting(
         None, "Use only the first N training (and test) images (quick trials).", min=1)
@@ -172,6 +187,8 @@ class TrainConfig:
             problems.append("lr must be positive")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must lie in [0, 1)")
+        if not 0.0 <= self.generated_share < 1.0:
+            problems.append("generated_share must lie in [0, 1)")
         if self.limit is not None and self.limit < 1:
             problems.append("limit must be at least 1")
         if self.seed < 0:
@@ -216,6 +233,7 @@ class Dataset:
     test_labels: np.ndarray
     description: str
     class_names: str
+    source: str          # the data folder's absolute path, or "generated"
 
 
 def generated_split(split, seed, limit=None):
@@ -231,13 +249,14 @@ def load_data(config):
     names = class_names(config.dataset)
     folder = find_data_dir(config.data_dir, config.dataset)
     if folder is not None:
-        train = load_emnist(folder, "train", config.dataset)
-        test = load_emnist(folder, "test", config.dataset)
-        known = KNOWN_SHA256.get(file_digest(find_emnist_file(folder, config.dataset, "test",
-                                                              "images")), "")
-        kind = ("handwritten-letters stand-in (EMNIST format)" if "stand-in" in known
-                else f"EMNIST {config.dataset}")
-        description = f"{kind} from {folder}"
+        train = load_split(folder, "train", config.dataset)
+        test = load_split(folder, "test", config.dataset)
+        description = f"{describe_source(folder, config.dataset)} from {folder}"
+        source = str(Path(folder).resolve())
+        if is_picture_folder(folder, config.dataset):
+            repeats = math.ceil(PICTURE_EPOCH / len(train[0]))
+            train = (np.tile(train[0], (repeats, 1, 1)), np.tile(train[1], repeats))
+            description += f" ({len(train[0]) // repeats} pictures, {repeats} times each)"
     else:
         if config.dataset != "letters":
             raise TrainingError(f"no EMNIST {config.dataset} files found (looked in "
@@ -247,14 +266,29 @@ def load_data(config):
         test = generated_split("test", config.seed, config.limit)
         description = ("generated letters (no EMNIST files found in MICROCONV_DATA or "
                        f"{default_cache_dir()}; run 'microconv data download' or pass --data-dir)")
+        source = "generated"
     if config.limit is not None:
         train = (train[0][:config.limit], train[1][:config.limit])
         test = (test[0][:config.limit], test[1][:config.limit])
     if len(train[0]) < config.batch_size:
         raise TrainingError(f"the training set has {len(train[0])} images, fewer than one batch "
                             f"of {config.batch_size}")
+    if config.generated_share > 0 and config.dataset == "letters":
+        train, added = with_generated_share(train, config.generated_share, config.seed)
+        description += f" + {added} generated lower-case letters"
     return Dataset(train[0], train[1], test[0], test[1],
-                   f"{description}: {len(train[0])} training, {len(test[0])} test images", names)
+                   f"{description}: {len(train[0])} training, {len(test[0])} test images", names,
+                   source)
+
+
+def with_generated_share(train, share, seed):
+    """The training split with generated lower-case letters appended, so that they make up
+    ``share`` of it; returns (images, labels) and how many were added."""
+    count = round(len(train[0]) * share / (1.0 - share))
+    if count == 0:
+        return train, 0
+    images, labels = generated_letters(count, seed + GENERATED_SHARE_SEED, forms="lower")
+    return (np.concatenate([train[0], images]), np.concatenate([train[1], labels])), count
 
 
 def validation_indices(test_size, validation_size, seed):
@@ -299,22 +333,12 @@ def learning_rate(config, step, total_batches):
 
 
 def step_rng(seed, step):
-    """The random numbers of one step (augmentation, dropout), independent of earlier steps."""
+    """The random numbers of one step (dropout masks), independent of earlier steps."""
     return np.random.default_rng([seed, 1, step])
 
 
 def epoch_rng(seed, epoch):
     return np.random.default_rng([seed, 2, epoch])
-
-
-def augment_batch(images, rng, fraction=AUGMENT_FRACTION):
-    """Perturb a random share of a batch of uint8 images (a copy; the data stays untouched)."""
-    chosen = rng.random(len(images)) < fraction
-    if not chosen.any():
-        return images
-    images = images.copy()
-    images[chosen] = perturb(images[chosen], rng)
-    return images
 
 
 def first_bad_gradient(model):
@@ -353,6 +377,7 @@ class _Run:
         self.epoch = 1
         self.batch_in_epoch = 0          # batches of self.epoch already done
         self.warnings = []               # found during setup, reported after on_start
+        self.fine_tuning = False         # resuming a checkpoint trained on other data
 
     def elapsed(self):
         return self.elapsed_before + time.perf_counter() - self.started
@@ -377,6 +402,9 @@ class _Run:
         if config.resume:
             header, params, optim_arrays = read_checkpoint(config.resume)
             self.model = build_model(header, params, self.backend)
+            self.fine_tuning = self._other_data(header)
+            if self.fine_tuning and config.lr is None:
+                self.config = config = replace(config, lr=FINE_TUNE_LR[config.optimizer])
         else:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
@@ -393,8 +421,25 @@ class _Run:
         self.total_batches = (config.epochs * self.batches_per_epoch
                               if config.epochs is not None else None)
 
+    def _other_data(self, header):
+        """Whether a checkpoint was trained on other data than this run's (then the run
+        fine-tunes it): another folder, or, for checkpoints that do not record their folder,
+        another description. Checkpoints that say nothing about their data count as the same."""
+        trained_on = header.get("dataset") or {}
+        if "source" in trained_on:
+            return trained_on["source"] != self.data.source
+        before = trained_on.get("description")
+        return before is not None and before != self.data.description
+
     def _restore(self, header, optim_arrays):
         saved = header.get("optimizer") or {}
+        self.preprocessing = Preprocessing.from_json(header.get("preprocessing") or {})
+        if self.fine_tuning:
+            before = (header.get("dataset") or {}).get("description")
+            self.warnings.append(f"{self.config.resume} was trained on {before}; fine-tuning it "
+                                 f"on {self.data.description} from step 0 with a fresh "
+                                 f"optimiser at learning rate {optimizer_base_lr(self.config)}")
+            return
         if not saved:
             # Weights from elsewhere (e.g. the seed's imported state file): fine-tune them
             # with a fresh optimiser from step 0.
@@ -407,7 +452,6 @@ class _Run:
                                   f"'{self.config.optimizer}'")
         self.optimizer.load_state_dict({"steps": header.get("optimizer_steps", 0),
                                         "arrays": optim_arrays})
-        self.preprocessing = Preprocessing.from_json(header.get("preprocessing") or {})
         before = (header.get("dataset") or {}).get("description")
         if before and before != self.data.description:
             self.warnings.append(f"resuming a run trained on {before}; now training on "
@@ -428,7 +472,8 @@ class _Run:
         config = self.config
         return {
             "config": asdict(config),
-            "dataset": {"name": config.dataset, "description": self.data.description},
+            "dataset": {"name": config.dataset, "description": self.data.description,
+                        "source": self.data.source},
             "class_names": self.data.class_names,
             "optimizer": optimizer_settings(config, self.optimizer),
             "progress": {"step": self.step, "epoch": self.epoch,
@@ -482,11 +527,11 @@ class _Run:
         config = self.config
         tick = time.perf_counter()
         rng = step_rng(config.seed, self.step + 1)
-        images = self.data.train_images[indices]
+        mine = indices[self.rows]               # this rank's rows of the batch (all: one process)
+        images, labels = self.data.train_images[mine], self.data.train_labels[mine]
         if config.augment:
-            images = augment_batch(images, rng)
-        # The random draws cover the whole batch; this rank keeps its rows of it.
-        images, labels = images[self.rows], self.data.train_labels[indices[self.rows]]
+            # each image's variation depends on (seed, epoch, its index) alone, not on the rank
+            images = augment(images, config.seed, self.epoch, mine)
         self.graph.feed(self.preprocessing.apply(images), labels)
         self.model.drop.resample(rng, self.rows, len(indices))
         lr = learning_rate(config, self.step + 1, self.total_batches)
