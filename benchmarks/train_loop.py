@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from microconv.cli.bench import (
     Contender,
     TrainingStep,
@@ -37,15 +39,14 @@ from microconv.cli.bench import (
     time_interleaved,
 )
 from microconv.engine.optim import Adam
+from microconv.letters.augment import augment
 from microconv.letters.preprocess import Preprocessing
 from microconv.letters.records import Reporter
 from microconv.letters.training import (
     DEFAULT_LR,
     TrainConfig,
-    augment_batch,
     first_bad_gradient,
     load_data,
-    step_rng,
     train,
 )
 
@@ -144,7 +145,8 @@ def per_step_extras(config):
     trained = TrainingStep(config.backend, n)
     trained(*random_batches(1, n)[0])
     return {
-        "augmentation": median_ms(lambda i: augment_batch(batches[i % 8], step_rng(0, i))),
+        "augmentation": median_ms(lambda i: augment(batches[i % 8], 0, 1,
+                                                    np.arange(i * n, (i + 1) * n))),
         "preprocessing": median_ms(lambda i: prep.apply(batches[i % 8])),
         "gradient check": median_ms(lambda i: first_bad_gradient(trained.model)),
     }

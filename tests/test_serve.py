@@ -97,7 +97,7 @@ def test_an_empty_pad_is_a_clear_error(pad_server):
     specks = np.full((256, 256), 255, np.uint8)
     specks[100:102, 100:102] = 0                     # a speck is not a letter
     status, answer = request(url + "api/letter", "POST", png(specks), "image/png")
-    assert status == 422 and answer["error"] == "no letter found on the picture"
+    assert status == 422 and answer["error"].startswith("the picture: no letter found")
 
 
 # ---------------------------------------------------------------------------- reading a photo

@@ -37,18 +37,17 @@ from microconv.cli.bench import (
     torch_threads,
 )
 from microconv.errors import MicroconvError
+from microconv.letters.augment import augment
 from microconv.letters.model import ConvoAlphabetModel
 from microconv.letters.preprocess import Preprocessing
 from microconv.letters.records import Reporter
 from microconv.letters.training import (
     TrainConfig,
-    augment_batch,
     batch_order,
     epoch_rng,
     learning_rate,
     load_data,
     optimizer_base_lr,
-    step_rng,
     train,
     validation_indices,
 )
@@ -119,7 +118,7 @@ def _torch_run(config, thresholds):
                                        epoch_rng(config.seed, epoch)):
                 images = data.train_images[indices]
                 if config.augment:
-                    images = augment_batch(images, step_rng(config.seed, step + 1))
+                    images = augment(images, config.seed, epoch, indices)
                 step += 1
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(config, step, total)
