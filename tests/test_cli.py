@@ -45,7 +45,7 @@ def trained(home):
     root, _ = home
     checkpoint, database = root / "letters.npz", root / "metrics.db"
     result = run(home, "train", "--data-dir", root / "letters", "--limit", 128, "--epochs", 1,
-                 "--batch-size", 32, "--eval-every", 2, "--out", checkpoint,
+                 "--batch-size", 32, "--eval-every", 2, "--generated-share", 0, "--out", checkpoint,
                  "--metrics", database, "--seed", 1)
     assert result.exit_code == 0, result.output
     return result, checkpoint, database

@@ -37,7 +37,8 @@ EXPLODED = r"at step (\d+) \(first non-finite gradient: (c[123]|fc[123])\.(weigh
 pytestmark = pytest.mark.usefixtures("no_emnist")
 
 
-SMALL = ("--limit", 64, "--batch-size", 16, "--validation-size", 16, "--no-dashboard")
+SMALL = ("--limit", 64, "--batch-size", 16, "--validation-size", 16, "--generated-share", 0,
+         "--no-dashboard")
 
 
 small = functools.partial(small_train_config, eval_every=1)
