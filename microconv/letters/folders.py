@@ -81,7 +81,7 @@ def _check_picture(path):
 
 
 def split_layout(path):
-    """"splits" when ``path`` holds train/ and test/ folders of letters, else "pool"."""
+    """"splits" when ``path`` holds a train/ or test/ folder of letters, else "pool"."""
     path = Path(path)
     present = [name for name in SPLIT_FOLDERS if (path / name).is_dir()]
     return "splits" if present else "pool"

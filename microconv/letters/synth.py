@@ -1,8 +1,10 @@
 """Handwriting-like letters drawn from stroke skeletons, so training works with no files at all.
 
-Every letter A-Z has one or more skeletons: polylines and arcs in a unit box (x to the right,
-y downwards), written here for microconv; several letters also have a lowercase form, because
-EMNIST letters merges the two cases into one class. One sample is drawn like this:
+Every letter A-Z has skeletons: polylines and arcs in a unit box (x to the right, y downwards),
+written here for microconv, in three sets (FORMS): "mixed" (capitals, several letters also with
+a lower-case form, because EMNIST letters merges the two cases into one class), "upper" (the
+capitals alone) and "lower" (lower-case and joined-up forms of every letter, which training
+mixes in because the handwritten data holds few). One sample is drawn like this:
 
 1. pick a skeleton of the letter, move each control point a little (jitter);
 2. squeeze or stretch it horizontally (scale), slant it like italic writing, rotate it slightly;
@@ -15,6 +17,8 @@ The result is an upright uint8 image (row = y, col = x), ink bright on black, li
 the transpose fix. Everything comes from one ``numpy.random.Generator``, so a seed gives the
 same letters on every machine. ``write_emnist_files`` stores a set in EMNIST's own format
 (transposed images, labels 1..26), so the IDX reader can be exercised on it too.
+``photograph`` draws letters in a row on paper as a phone photographs them, for tests and
+benchmarks of reading pictures.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 
 from microconv.errors import DataError
 
@@ -307,8 +312,6 @@ def _redraw_with_pen(letter, side, pen):
     """A 28x28 letter at ``side`` pixels, its strokes redrawn ``pen`` times as wide: the
     centre line of every stroke (the ridge of the distance to the paper) is widened to the new
     width, so a thin pen leaves a thin but unbroken line. Ink coverage 0..1 (float32)."""
-    from scipy import ndimage
-
     big = Image.fromarray(np.asarray(letter, dtype=np.uint8)).resize((side, side), Image.BICUBIC)
     core = np.asarray(big, dtype=np.float32) > 0.45 * 255
     if not core.any():
@@ -328,7 +331,6 @@ def photograph(letters, rng, side=None):
     a thinner or thicker pen, ink and paper of random colours (pencil included), light falling
     off across the page, a slight rotation, blur, sensor noise and JPEG compression.
     """
-
     side = int(side or rng.uniform(24, 160))
     gap = int(side * rng.uniform(0.3, 0.6))
     width = len(letters) * (side + gap) + gap
