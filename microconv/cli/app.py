@@ -121,13 +121,16 @@ def _plain_choice(value):
     return value.value if isinstance(value, Enum) else value
 
 
+_SETTING_TYPES = typing.get_type_hints(TrainConfig)     # resolved once, not per option
+
+
 def _setting(name):
     """``Annotated[type, option]`` for a TrainConfig field: flag, help, limits and choices come
     from the field itself, so ``train``, the other commands and the Python API cannot drift."""
     field = TrainConfig.__dataclass_fields__[name]
     meta = field.metadata
     flag = "--" + name.replace("_", "-")
-    kind = typing.get_type_hints(TrainConfig)[name]
+    kind = _SETTING_TYPES[name]
     if kind is bool:
         flag += f"/--no-{name.replace('_', '-')}"
     choices = meta.get("choices")

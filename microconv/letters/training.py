@@ -369,6 +369,7 @@ class _Run:
         self.signals = signals
         self.world = world               # the ranks of an MPI run; one process by default
         self.rows = world.rows(config.batch_size)    # this rank's share of every batch
+        self.rows_per_step = self.rows.stop - self.rows.start
         self.started = time.perf_counter()
         self.elapsed_before = 0.0        # wall time of earlier sessions of a resumed run
         self.best_accuracy = 0.0
@@ -409,7 +410,7 @@ class _Run:
         else:
             self.model = ConvoAlphabetModel(self.backend, seed=config.seed,
                                             dropout=config.dropout)
-        require_graph_memory(self.model, self.rows.stop - self.rows.start, train=True)
+        require_graph_memory(self.model, self.rows_per_step, train=True)
         self.world.broadcast_parameters(self.model)
         self.optimizer = make_optimizer(config, self.model)
         if header is not None:
@@ -467,7 +468,7 @@ class _Run:
 
     def build_graph(self):
         """The training graph, built once: every step assigns new inputs to its two leaves."""
-        self.graph = LetterGraph(self.model, self.rows.stop - self.rows.start, train=True)
+        self.graph = LetterGraph(self.model, self.rows_per_step, train=True)
 
     def header(self, metrics=None):
         config = self.config
