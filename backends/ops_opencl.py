@@ -59,6 +59,7 @@ KERNELS = {
     },
     "pool_softmax.cl": {
         "max_pool2d": "iiiibb", "max_pool2d_backward": "iiiibbb",
+        "max_pool2x2": "iiibb", "max_pool2x2_backward": "iiibbb",
         "log_softmax": "iibb", "log_softmax_backward": "iibbb",
     },
 }
@@ -532,15 +533,23 @@ class OpenCLBackend(Backend):
     def max_pool2d(self, x, k):
         n, c, h, w = x.shape
         out = self._empty((n, c, -(-h // k), -(-w // k)), x.dtype)
-        self._run("max_pool2d", x.dtype, out.shape[::-1][:2] + (n * c,), n * c, h, w, k, x, out)
+        self._run_pool("max_pool2d", k, out.shape[::-1][:2] + (n * c,), n * c, h, w, x, out)
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
         n, c, h, w = x.shape
         dx = self._empty(x.shape, x.dtype)
-        self._run("max_pool2d_backward", x.dtype, y.shape[::-1][:2] + (n * c,), n * c, h, w, k,
-                  x, g, dx)
+        self._run_pool("max_pool2d_backward", k, y.shape[::-1][:2] + (n * c,), n * c, h, w,
+                       x, g, dx)
         return dx
+
+    def _run_pool(self, name, k, global_size, planes, h, w, *buffers):
+        """The 2x2 kernel when k is 2 (its window loops unroll), else the one for any k."""
+        if k == 2 and not self.simple:
+            self._run(name.replace("2d", "2x2"), buffers[0].dtype, global_size, planes, h, w,
+                      *buffers)
+        else:
+            self._run(name, buffers[0].dtype, global_size, planes, h, w, k, *buffers)
 
     # --- activations ------------------------------------------------------------------
     def gelu(self, x):
