@@ -315,10 +315,12 @@ class OpenCLBackend(Backend):
         except self.cl.Error as exc:
             raise self._device_error(exc, f"kernel {name}") from None
 
-    def _elementwise(self, name, *inputs, extra=()):
+    def _elementwise(self, name, *inputs, extra=(), per_item=1):
+        """One work-item per ``per_item`` numbers (kernels that work on vectors say so)."""
         first = inputs[0]
         out = self._empty(first.shape, first.dtype)
-        self._run(name, first.dtype, first.size, first.size, *extra, *inputs, out)
+        self._run(name, first.dtype, -(-first.size // per_item), first.size, *extra, *inputs,
+                  out)
         return out
 
     def _per_row(self, name, *inputs):
@@ -553,10 +555,10 @@ class OpenCLBackend(Backend):
 
     # --- activations ------------------------------------------------------------------
     def gelu(self, x):
-        return self._elementwise("gelu", x)
+        return self._elementwise("gelu", x, per_item=8)
 
     def gelu_backward(self, x, g):
-        return self._elementwise("gelu_backward", x, g)
+        return self._elementwise("gelu_backward", x, g, per_item=8)
 
     def relu(self, x):
         return self._elementwise("relu", x)
