@@ -49,13 +49,13 @@ KERNELS = {
         "sgd_update": "irrrbbb", "adam_update": "irrrrrrrrrbbbb",
     },
     "matmul.cl": {
-        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiiiibbbb",
+        "matmul_simple": "iiiiibbbb", "matmul_tiled": "iiiiiiiiibbbb",
     },
     "conv.cl": {
         "conv2d_direct": "iiiiiibbbb", "conv2d_dx_direct": "iiiiiibbb",
         "conv2d_dw_direct": "iiiiiibbb", "conv2d_db_direct": "iiibb",
         "im2col_rows": "iiiiibb", "im2col_cols": "iiiiibb", "col2im_rows": "iiiiibb",
-        "maps_to_rows": "iiibb", "maps_to_columns": "iiibb",
+        "maps_to_rows": "iiibb",
     },
     "pool_softmax.cl": {
         "max_pool2d": "iiiibb", "max_pool2d_backward": "iiiibbb",
@@ -413,10 +413,11 @@ class OpenCLBackend(Backend):
         return CLBuffer(room.data, (rows, cols), dtype)
 
     def _product(self, a_t, b, bias=None, bias_mode=0, group=None, out_shape=None,
-                 b_in_panels=False):
+                 b_in_panels=False, a_group=1):
         """A @ b (+ bias) from a_t = A transposed (K, M) and b (K, N), row-major or (fast
         kernels only) in panels from _panels; see matmul.cl for the layouts, the bias modes
-        and the column groups that let a convolution store NCHW directly."""
+        and the column groups that let a convolution store NCHW directly. a_group > 1 (fast
+        kernels only) reads A through column groups instead, as matmul.cl says."""
         (k, m), (_, n) = a_t.shape, b.shape
         group = n if group is None else group
         out = self._empty(out_shape or (m, n), b.dtype)
@@ -432,15 +433,12 @@ class OpenCLBackend(Backend):
             lx, ly = self._tile_group_for(tiles_x, tiles_y, b.dtype)
             grid = (_round_up(tiles_x, lx), _round_up(tiles_y, ly))
             slices = -(-k // K_CHUNK) if k > 4 * K_CHUNK and bias_mode == 0 and group == n else 1
-            if slices == 1:
-                self._run("matmul_tiled", b.dtype, grid + (1,), m, n, k, group, bias_mode, k,
-                          b_row, b_panel, a_t, b, bias, out, local_size=(lx, ly, 1))
-            else:
-                partial = self._empty((slices, m, n), b.dtype)
-                self._run("matmul_tiled", b.dtype, grid + (slices,), m, n, k, group, bias_mode,
-                          K_CHUNK, b_row, b_panel, a_t, b, bias, partial,
-                          local_size=(lx, ly, 1))
-                self._run("sum_slices", b.dtype, m * n, m * n, slices, partial, out)
+            target = out if slices == 1 else self._empty((slices, m, n), b.dtype)
+            self._run("matmul_tiled", b.dtype, grid + (slices,), m, n, k, group, bias_mode,
+                      k if slices == 1 else K_CHUNK, b_row, b_panel, a_group, a_t, b, bias,
+                      target, local_size=(lx, ly, 1))
+            if slices > 1:
+                self._run("sum_slices", b.dtype, m * n, m * n, slices, target, out)
         return out
 
     def _tile_group_for(self, tiles_x, tiles_y, dtype):
@@ -503,12 +501,11 @@ class OpenCLBackend(Backend):
             dx = self._empty(x.shape, x.dtype)
             self._run("col2im_rows", x.dtype, (wd, h, n * c), n, c, h, wd, k, d_cols, dx)
         if needs[1]:
-            # dw = g (O, N*P) @ cols (N*P, C*k*k), with g^T (N*P, O) as the first operand.
-            g_cols = self._empty((n * oh * ow, o), g.dtype)
-            self._run("maps_to_columns", g.dtype, (o, oh * ow, n), n, o, oh * ow, g, g_cols)
+            # dw = g (O, N*P) @ cols (N*P, C*k*k), g read in place through column groups
             cols = self._panels(n * oh * ow, c * k * k, x.dtype)
             self._run("im2col_cols", x.dtype, (ow, oh, c * k * k * n), n, c, h, wd, k, x, cols)
-            dw = self.reshape(self._product(g_cols, cols, b_in_panels=True), w.shape)
+            dw = self.reshape(self._product(self.reshape(g, (n * oh * ow, o)), cols,
+                                            b_in_panels=True, a_group=oh * ow), w.shape)
         if needs[2]:
             # Each (image, channel) map's sum, then the sum over the images.
             maps = self._empty((n, o), g.dtype)

@@ -116,8 +116,8 @@ __kernel void im2col_rows(const int N, const int C, const int H, const int W, co
 
 /* im2col_cols: the transpose of im2col_rows' matrix, (N*P, C*KK), in panels:
  *   cols[PANEL(m, q, N*P)] = x[n, c, r+i, s+j] with m = n*P + r*OW + s and q = c*KK + i*K + j
- *   as above. The weight gradient is then g viewed as (O, N*P) @ cols = (O, C*KK), its
- *   transposed first operand made by maps_to_columns. Range (OW, OH, C*KK*N): s, r, and
+ *   as above. The weight gradient is then g viewed as (O, N*P) @ cols = (O, C*KK), g read
+ *   in place through matmul_tiled's column groups. Range (OW, OH, C*KK*N): s, r, and
  *   plane = q*N + n (here faster than im2col_rows' order). */
 __kernel void im2col_cols(const int N, const int C, const int H, const int W, const int K,
                           __global const real *x, __global real *cols)
@@ -163,15 +163,4 @@ __kernel void maps_to_rows(const int N, const int C, const int P, __global const
 {
     int p = get_global_id(0), n = get_global_id(1), c = get_global_id(2);
     out[PANEL(c, n * P + p, C)] = a[(n * C + c) * P + p];
-}
-
-/* maps_to_columns: (N, C, P) -> (N*P, C) row-major, out[(n*P + p)*C + c] = a[(n*C + c)*P + p].
- *   The same gradient as a (batch*pixels, channels) matrix: the transposed first operand
- *   of the weight-gradient product. Range (C, P, N): neighbouring work-items write
- *   neighbouring numbers (gathering reads are cheaper on a CPU than scattering writes). */
-__kernel void maps_to_columns(const int N, const int C, const int P, __global const real *a,
-                              __global real *out)
-{
-    int c = get_global_id(0), p = get_global_id(1), n = get_global_id(2);
-    out[(n * P + p) * C + c] = a[(n * C + c) * P + p];
 }

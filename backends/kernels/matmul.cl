@@ -49,11 +49,20 @@ __kernel void matmul_simple(const int M, const int N, const int K, const int P,
 
 /* matmul_tiled (the fast one): each work-item computes an 8 x 8 tile of C in registers.
  *   Work-item (x, y) = (get_global_id(0), get_global_id(1)) owns rows i0 = 8y .. 8y+7 and
- *   columns j0 = 8x .. 8x+7. For every k it loads the 8-wide vectors b = B[k, j0 .. j0+7]
- *   and a = At[k*M + i0 .. i0+7] and adds a[r] * b to row r of the tile: 64 multiply-adds
- *   per 2 vector loads, where the simple kernel does 1 per 2 scalar loads. The vectors map
- *   onto SIMD lanes on a CPU (PoCL) and the tile stays in registers on a GPU.
- *   Tiles that stick out past row M or column N take a plain scalar path with bounds checks.
+ *   columns j0 = 8x .. 8x+7. For every k it loads the 8-wide vector b = B[k, j0 .. j0+7]
+ *   and the 8 numbers a = A[i0 .. i0+7, k] and adds a[r] * b to row r of the tile: 64
+ *   multiply-adds per 2 vector loads, where the simple kernel does 1 per 2 scalar loads. The
+ *   vectors map onto SIMD lanes on a CPU (PoCL) and the tile stays in registers on a GPU.
+ *
+ *   A's layout: A[i, k] at (k / a_group) * M * a_group + i * a_group + k % a_group, the
+ *   column groups of the store below applied to A. a_group = 1 is At (K, M) row-major, whose
+ *   8 numbers are one vector load. a_group = OH*OW reads an NCHW gradient (N, M, OH*OW) as
+ *   the (M, N*OH*OW) matrix the weight gradient needs, with no permuting pass over it first:
+ *   its 8 numbers are then 8 loads a_group apart, each row a stream through memory.
+ *
+ *   A tile that sticks out past row M or column N keeps the tile's vector arithmetic: it
+ *   reads only the columns of B that exist (the rest of its vector is 0), computes only the
+ *   rows that exist, and stores only what lies inside C.
  *
  *   Split K: a third range dimension cuts the sum over k into slices of k_chunk terms, slice
  *   z = get_global_id(2) summing k = z*k_chunk .. min(K, (z+1)*k_chunk)-1 into its own block
@@ -65,9 +74,18 @@ __kernel void matmul_simple(const int M, const int N, const int K, const int P,
 #error "matmul_tiled is written for 8 x 8 tiles (real8 vectors)"
 #endif
 
+/* B[k, j0 .. j0+7] where only the first `cols` columns exist; the others read as 0 */
+inline real8 b_columns(__global const real *b_row_start, int cols)
+{
+    if (cols == TILE) return vload8(0, b_row_start);
+    real part[TILE];
+    for (int c = 0; c < TILE; c++) part[c] = c < cols ? b_row_start[c] : (real)0;
+    return vload8(0, part);
+}
+
 __kernel void matmul_tiled(const int M, const int N, const int K, const int P,
                            const int bias_mode, const int k_chunk, const int b_row,
-                           const int b_panel, __global const real *At,
+                           const int b_panel, const int a_group, __global const real *A,
                            __global const real *B, __global const real *bias,
                            __global real *C)
 {
@@ -78,21 +96,44 @@ __kernel void matmul_tiled(const int M, const int N, const int K, const int P,
     C += get_global_id(2) * M * N;
     if (i0 >= M || j0 >= N) return;
     B += j0 * b_panel;                        /* B[k, j0 + c] = B[k * b_row + c] from here */
+    int rows = min(TILE, M - i0), cols = min(TILE, N - j0);
 
-    if (i0 + TILE <= M && j0 + TILE <= N) {
+    if (rows == TILE && cols == TILE) {
         real8 acc[TILE];
         for (int r = 0; r < TILE; r++) acc[r] = (real8)(0);
-        for (int k = k_begin; k < k_end; k++) {
-            real8 b = vload8(0, B + k * b_row);
-            real8 a = vload8(0, At + k * M + i0);
-            acc[0] = fma((real8)(a.s0), b, acc[0]);
-            acc[1] = fma((real8)(a.s1), b, acc[1]);
-            acc[2] = fma((real8)(a.s2), b, acc[2]);
-            acc[3] = fma((real8)(a.s3), b, acc[3]);
-            acc[4] = fma((real8)(a.s4), b, acc[4]);
-            acc[5] = fma((real8)(a.s5), b, acc[5]);
-            acc[6] = fma((real8)(a.s6), b, acc[6]);
-            acc[7] = fma((real8)(a.s7), b, acc[7]);
+        if (a_group == 1) {
+            for (int k = k_begin; k < k_end; k++) {
+                real8 b = vload8(0, B + k * b_row);
+                real8 a = vload8(0, A + k * M + i0);
+                acc[0] = fma((real8)(a.s0), b, acc[0]);
+                acc[1] = fma((real8)(a.s1), b, acc[1]);
+                acc[2] = fma((real8)(a.s2), b, acc[2]);
+                acc[3] = fma((real8)(a.s3), b, acc[3]);
+                acc[4] = fma((real8)(a.s4), b, acc[4]);
+                acc[5] = fma((real8)(a.s5), b, acc[5]);
+                acc[6] = fma((real8)(a.s6), b, acc[6]);
+                acc[7] = fma((real8)(a.s7), b, acc[7]);
+            }
+        } else {
+            /* column groups: walk k as (group, offset) instead of dividing for every k */
+            int offset = k_begin % a_group;
+            __global const real *group = A + (k_begin / a_group) * M * a_group + i0 * a_group;
+            for (int k = k_begin; k < k_end; k++) {
+                real8 b = vload8(0, B + k * b_row);
+                __global const real *a = group + offset;
+                acc[0] = fma((real8)(a[0]), b, acc[0]);
+                acc[1] = fma((real8)(a[a_group]), b, acc[1]);
+                acc[2] = fma((real8)(a[2 * a_group]), b, acc[2]);
+                acc[3] = fma((real8)(a[3 * a_group]), b, acc[3]);
+                acc[4] = fma((real8)(a[4 * a_group]), b, acc[4]);
+                acc[5] = fma((real8)(a[5 * a_group]), b, acc[5]);
+                acc[6] = fma((real8)(a[6 * a_group]), b, acc[6]);
+                acc[7] = fma((real8)(a[7 * a_group]), b, acc[7]);
+                if (++offset == a_group) {
+                    offset = 0;
+                    group += M * a_group;
+                }
+            }
         }
         bool one_group = (j0 % P) + TILE <= P;   /* the 8 columns are contiguous in C */
         for (int r = 0; r < TILE; r++) {
@@ -110,11 +151,28 @@ __kernel void matmul_tiled(const int M, const int N, const int K, const int P,
         return;
     }
 
-    for (int r = 0; r < TILE && i0 + r < M; r++) {
-        for (int c = 0; c < TILE && j0 + c < N; c++) {
-            real acc = 0;
-            for (int k = k_begin; k < k_end; k++) acc = fma(At[k * M + i0 + r], B[k * b_row + c], acc);
-            C[store_index(i0 + r, j0 + c, M, P)] = acc + bias_for(bias_mode, bias, i0 + r, j0 + c);
+    /* an edge tile: rows and columns past M and N are neither read nor stored (the loops
+     * over rows run to the constant TILE, so that acc can stay in registers) */
+    real8 acc[TILE];
+    for (int r = 0; r < TILE; r++) acc[r] = (real8)(0);
+    int offset = k_begin % a_group;
+    __global const real *group = A + (k_begin / a_group) * M * a_group + i0 * a_group;
+    for (int k = k_begin; k < k_end; k++) {
+        real8 b = b_columns(B + k * b_row, cols);
+        for (int r = 0; r < TILE; r++)
+            if (r < rows) acc[r] = fma((real8)(group[offset + r * a_group]), b, acc[r]);
+        if (++offset == a_group) {
+            offset = 0;
+            group += M * a_group;
         }
+    }
+    for (int r = 0; r < TILE; r++) {
+        if (r >= rows) break;
+        real8 row = acc[r];
+        if (bias_mode == 1) row += (real8)(bias[i0 + r]);
+        if (bias_mode == 2) row += b_columns(bias + j0, cols);
+        real values[TILE];
+        vstore8(row, 0, values);
+        for (int c = 0; c < cols; c++) C[store_index(i0 + r, j0 + c, M, P)] = values[c];
     }
 }
