@@ -64,8 +64,8 @@ KERNELS = {
     },
 }
 
-TILE = 8              # matmul_tiled computes TILE x TILE outputs per work-item; B panels
-#                       are TILE columns wide (the kernels get it as -DTILE)
+TILE = 16             # matmul_tiled computes TILE_ROWS x TILE outputs per work-item; B
+TILE_ROWS = 8         # panels are TILE columns wide (the kernels get TILE as -DTILE)
 SUM_CHUNK = 1024      # elements summed by one work-item in the first pass of sum()
 K_CHUNK = 512         # products summing more than 4 * K_CHUNK terms are split into slices
 
@@ -139,7 +139,7 @@ def _build_kernels(cl, context, device, dtype):
         return _programs[key]
     real = _DTYPES[dtype]
     options = [*language_options(device), f"-Dreal={real}", f"-Dreal8={real}8",
-               f"-DTILE={TILE}"]
+               f"-DTILE={TILE}", f"-Dreal16={real}16"]
     if dtype == "float64":
         options.append("-DREAL_IS_DOUBLE")
     scalar = np.dtype(dtype).type
@@ -212,7 +212,7 @@ class OpenCLBackend(Backend):
         self.is_cpu = bool(device.type & cl.device_type.CPU)
         # Preferred work-group sizes, within the limits (each launch also stays within its
         # kernel's own maximum): 1-D kernels use a multiple of the SIMD width, the tiled
-        # product a 2-D group of 8x8 tiles (16 x 4 was fastest on PoCL; a GPU wants more
+        # product a 2-D group of 8x16 tiles (16 x 4 was fastest on PoCL; a GPU wants more
         # work-items per group).
         self.local_1d = min(64 if self.is_cpu else 128, self.limits.max_work_group_size,
                             self.limits.max_work_item_sizes[0])
@@ -429,7 +429,7 @@ class OpenCLBackend(Backend):
                       out)
         else:
             b_row, b_panel = (TILE, k) if b_in_panels else (n, 1)
-            tiles_x, tiles_y = -(-n // TILE), -(-m // TILE)
+            tiles_x, tiles_y = -(-n // TILE), -(-m // TILE_ROWS)
             lx, ly = self._tile_group_for(tiles_x, tiles_y, b.dtype)
             grid = (_round_up(tiles_x, lx), _round_up(tiles_y, ly))
             slices = -(-k // K_CHUNK) if k > 4 * K_CHUNK and bias_mode == 0 and group == n else 1

@@ -5,7 +5,7 @@ races between work-items rarely show. Oclgrind interprets each kernel work-item 
 and reports out-of-bounds accesses (always on), data races (OCLGRIND_DATA_RACES), reads of
 uninitialised memory (OCLGRIND_UNINITIALIZED) and API misuse (OCLGRIND_CHECK_API). Every
 kernel runs here, on the simple and the fast path, at small ragged sizes (not multiples of the
-8x8 tile, pooling windows that do not divide the image), its results checked against NumPy;
+8x16 tile, pooling windows that do not divide the image), its results checked against NumPy;
 any report fails the test.
 
 Oclgrind has to be the only OpenCL platform from the moment the process starts, so each check
@@ -170,7 +170,7 @@ def sweep(backend, ref, rng):
         check("linear", [uniform(batch, n_in), uniform(n_out, n_in), uniform(n_out)],
               terms=n_in + 1)
     # Convolution: 10 output channels (a whole and a partial tile of rows), 7x5 = 35 pixels
-    # per map so that 8-column groups straddle two images in the NCHW store.
+    # per map so that 16-column groups straddle two images in the NCHW store.
     x, w, bias = uniform(3, 2, 9, 7), uniform(10, 2, 3, 3), uniform(10)
     check("conv2d", [x, w, bias], terms=19)
     g = uniform(3, 10, 7, 5)

@@ -138,7 +138,7 @@ def test_sum_rows_and_reshape(cl_backend, ref, rows, cols, seed):
 
 @st.composite
 def product_case(draw):
-    """Sizes up to 20 so that whole 8x8 tiles, partial tiles and tiny products all occur."""
+    """Sizes up to 20 so that whole 8x16 tiles, partial tiles and tiny products all occur."""
     m, k, n = (draw(st.integers(1, 20)) for _ in range(3))
     ta, tb = draw(st.booleans()), draw(st.booleans())
     rng = np.random.default_rng(draw(seeds))
@@ -199,8 +199,8 @@ def test_conv2d_forward_and_backward(cl_backend, cl_simple, ref, case, seed):
 
 
 def test_fast_kernels_match_the_simple_ones_on_whole_and_partial_tiles(cl_backend, cl_simple):
-    """Sizes chosen so the tiled product runs whole 8x8 tiles, edge tiles, a sum long enough to
-    be split into slices, and (in the convolution) 8-column groups that straddle two images in
+    """Sizes chosen so the tiled product runs whole 8x16 tiles, edge tiles, a sum long enough to
+    be split into slices, and (in the convolution) 16-column groups that straddle two images in
     the NCHW store."""
     rng = np.random.default_rng(11)
 
@@ -224,7 +224,7 @@ def test_fast_kernels_match_the_simple_ones_on_whole_and_partial_tiles(cl_backen
     for (fast, simple), name in zip(both("conv2d_backward", [x, w, g], (True, True, True)),
                                     ("dx", "dw", "db")):
         assert_close(fast, simple, terms=3 * 35 + 16 * 9, what=f"conv2d_backward {name}")
-    # One input channel (C*k*k = 4 < 8: B is a single partial panel) and 3 * 27 * 27 = 2187
+    # One input channel (C*k*k = 4 < 16: B is a single partial panel) and 3 * 27 * 27 = 2187
     # pixels: the weight gradient's sum is long enough to be split into slices.
     x, w = rng.uniform(-1, 1, (3, 1, 28, 28)), rng.uniform(-1, 1, (3, 1, 2, 2))
     g = rng.uniform(-1, 1, (3, 3, 27, 27))

@@ -94,7 +94,7 @@ __kernel void conv2d_db_direct(const int N, const int O, const int P, __global c
  * plane index, shared by a whole row of work-items, is split into its parts.
  *
  * The matrices that matmul_tiled reads as its second operand B (K, Ncols) are written in
- * panels of TILE = 8 columns (see matmul.cl): element (k, j) at PANEL(k, j, K). Columns past
+ * panels of TILE = 16 columns (see matmul.cl): element (k, j) at PANEL(k, j, K). Columns past
  * the last whole panel are padding that nothing reads. */
 #define PANEL(k, j, K) (((j) / TILE) * (K) * TILE + (k) * TILE + (j) % TILE)
 
