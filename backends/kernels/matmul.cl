@@ -1,7 +1,7 @@
 /* Matrix products C = A @ B (+ bias), with A given TRANSPOSED, as At (K, M) row-major:
- * At[k*M + i] = A[i, k]. Then the tiled kernel reads 8 consecutive rows of A with one vector
- * load (measured 2-3x faster on PoCL than 8 strided loads), and in the convolution's gradients
- * the operand is already stored that way.
+ * At[k*M + i] = A[i, k]. Then the 8 numbers of A that the tiled kernel needs for one k lie
+ * side by side in one cache line (measured 2-3x faster on PoCL than 8 strided loads), and in
+ * the convolution's gradients the operand is already stored that way.
  *
  * B (K, N) is row-major for matmul_simple. matmul_tiled also reads it in PANELS of TILE
  * columns (TILE = 16, from the build options): panel p holds columns 16p .. 16p+15 for every
@@ -53,12 +53,14 @@ __kernel void matmul_simple(const int M, const int N, const int K, const int P,
  *   the 8 numbers a = A[i0 .. i0+7, k] and adds a[r] * b to row r of the tile: 128
  *   multiply-adds per 2 vector loads, where the simple kernel does 1 per 2 scalar loads. The
  *   vectors map onto SIMD lanes on a CPU (PoCL) and the tile stays in registers on a GPU.
- *   16 columns rather than 8 halve the broadcasts of a[r] per multiply-add, which share the
- *   CPU's vector ports with them: the convolution products ran 1.2x faster on PoCL.
+ *   Each a[r] is loaded as a scalar and spread over the vector, which a CPU does in its load
+ *   unit; taking it out of a vector of all 8 costs a shuffle on the ports that also do the
+ *   multiply-adds. That, and 16 columns rather than 8 (half the spreads per multiply-add),
+ *   made the convolution products 1.6x faster on PoCL.
  *
  *   A's layout: A[i, k] at (k / a_group) * M * a_group + i * a_group + k % a_group, the
  *   column groups of the store below applied to A. a_group = 1 is At (K, M) row-major, whose
- *   8 numbers are one vector load. a_group = OH*OW reads an NCHW gradient (N, M, OH*OW) as
+ *   8 numbers are neighbours. a_group = OH*OW reads an NCHW gradient (N, M, OH*OW) as
  *   the (M, N*OH*OW) matrix the weight gradient needs, with no permuting pass over it first:
  *   its 8 numbers are then 8 loads a_group apart, each row a stream through memory.
  *
@@ -107,15 +109,15 @@ __kernel void matmul_tiled(const int M, const int N, const int K, const int P,
         if (a_group == 1) {
             for (int k = k_begin; k < k_end; k++) {
                 real16 b = vload16(0, B + k * b_row);
-                real8 a = vload8(0, A + k * M + i0);
-                acc[0] = fma((real16)(a.s0), b, acc[0]);
-                acc[1] = fma((real16)(a.s1), b, acc[1]);
-                acc[2] = fma((real16)(a.s2), b, acc[2]);
-                acc[3] = fma((real16)(a.s3), b, acc[3]);
-                acc[4] = fma((real16)(a.s4), b, acc[4]);
-                acc[5] = fma((real16)(a.s5), b, acc[5]);
-                acc[6] = fma((real16)(a.s6), b, acc[6]);
-                acc[7] = fma((real16)(a.s7), b, acc[7]);
+                __global const real *a = A + k * M + i0;
+                acc[0] = fma((real16)(a[0]), b, acc[0]);
+                acc[1] = fma((real16)(a[1]), b, acc[1]);
+                acc[2] = fma((real16)(a[2]), b, acc[2]);
+                acc[3] = fma((real16)(a[3]), b, acc[3]);
+                acc[4] = fma((real16)(a[4]), b, acc[4]);
+                acc[5] = fma((real16)(a[5]), b, acc[5]);
+                acc[6] = fma((real16)(a[6]), b, acc[6]);
+                acc[7] = fma((real16)(a[7]), b, acc[7]);
             }
         } else {
             /* column groups: walk k as (group, offset) instead of dividing for every k */
