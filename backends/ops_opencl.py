@@ -460,14 +460,24 @@ class OpenCLBackend(Backend):
                 ly //= 2
         return lx, ly
 
+    def _product_of_rows(self, a, b, **options):
+        """_product with the first operand A (M, K) given as it is, row-major: the fast kernel
+        reads it in place through column groups of K (matmul.cl); the simple one needs it
+        transposed."""
+        m, k = a.shape
+        if self.simple:
+            return self._product(self._transpose(a), b, **options)
+        return self._product(self.reshape(a, (k, m)), b, a_group=k, **options)
+
     def matmul(self, a, b, trans_a=False, trans_b=False):
-        # The product kernels take their first operand transposed, so trans_a costs nothing;
-        # other transposes are materialised (memory-bound, small next to the product).
-        return self._product(a if trans_a else self._transpose(a),
-                             self._transpose(b) if trans_b else b)
+        # A transposed is what the product kernels take, and A itself the fast one reads in
+        # place; a transposed second operand is materialised (memory-bound, small next to
+        # the product).
+        b = self._transpose(b) if trans_b else b
+        return self._product(a, b) if trans_a else self._product_of_rows(a, b)
 
     def linear(self, x, w, b):
-        return self._product(self._transpose(x), self._transpose(w), bias=b, bias_mode=2)
+        return self._product_of_rows(x, self._transpose(w), bias=b, bias_mode=2)
 
     # --- convolution ------------------------------------------------------------------
     def conv2d(self, x, w, b):
