@@ -46,8 +46,8 @@ __kernel void max_pool2d_backward(const int NC, const int H, const int W, const 
 }
 
 /* max_pool2x2 and max_pool2x2_backward: the same for k = 2 (the model's pooling), written
- *   out without loops. PoCL runs neighbouring work-items in SIMD lanes only when the kernel
- *   body has no loop of varying length; these run 2x faster on it than the kernels above.
+ *   out without loops: on a 2x2 window the loops' bounds and branches cost more than the
+ *   work itself (these run 2x faster on PoCL than the kernels above).
  *   A truncated edge window repeats its last row or column through clamped indices
  *   (h1 = min(h0 + 1, H - 1)): a repeat changes neither the maximum nor which position holds
  *   the first maximum (it never compares strictly greater); the backward writes the
