@@ -542,23 +542,25 @@ class OpenCLBackend(Backend):
     def max_pool2d(self, x, k):
         n, c, h, w = x.shape
         out = self._empty((n, c, -(-h // k), -(-w // k)), x.dtype)
-        self._run_pool("max_pool2d", k, out.shape[::-1][:2] + (n * c,), n * c, h, w, x, out)
+        self._run_pool(("max_pool2d", "max_pool2x2"), k, out.shape[::-1][:2] + (n * c,),
+                       n * c, h, w, x, out)
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
         n, c, h, w = x.shape
         dx = self._empty(x.shape, x.dtype)
-        self._run_pool("max_pool2d_backward", k, y.shape[::-1][:2] + (n * c,), n * c, h, w,
-                       x, g, dx)
+        self._run_pool(("max_pool2d_backward", "max_pool2x2_backward"), k,
+                       y.shape[::-1][:2] + (n * c,), n * c, h, w, x, g, dx)
         return dx
 
-    def _run_pool(self, name, k, global_size, planes, h, w, *buffers):
-        """The 2x2 kernel when k is 2 (its window loops unroll), else the one for any k."""
+    def _run_pool(self, names, k, global_size, planes, h, w, *buffers):
+        """names = (the kernel for any k, the one written out for 2x2 windows): the second
+        when k is 2 on the fast path (see pool_softmax.cl)."""
+        any_k, two = names
         if k == 2 and not self.simple:
-            self._run(name.replace("2d", "2x2"), buffers[0].dtype, global_size, planes, h, w,
-                      *buffers)
+            self._run(two, buffers[0].dtype, global_size, planes, h, w, *buffers)
         else:
-            self._run(name, buffers[0].dtype, global_size, planes, h, w, k, *buffers)
+            self._run(any_k, buffers[0].dtype, global_size, planes, h, w, k, *buffers)
 
     # --- activations ------------------------------------------------------------------
     def gelu(self, x):

@@ -84,7 +84,7 @@ inline real8 two_cdf(real8 x)
 #else
     real8 z = fabs(x) * (real)0.70710678118654752440;
     real8 t = (real)1 / ((real)1 + (real)0.5 * z);
-    real8 poly = (real8)(0.17087277f);
+    real8 poly = (real8)((real)0.17087277);
     poly = (real)-0.82215223 + t * poly;
     poly = (real)1.48851587 + t * poly;
     poly = (real)-1.13520398 + t * poly;
