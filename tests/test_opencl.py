@@ -258,6 +258,9 @@ def test_max_pool2d_forward_and_backward(cl_backend, ref, case, seed):
 def test_max_pool_ties_go_to_the_first_maximum_in_row_major_order(cl_backend, ref):
     x = np.zeros((1, 1, 5, 5), np.float32)
     x[0, 0, 1, 0] = x[0, 0, 0, 1] = 3.0          # a tie inside the first 2x2 window
+    # maxima after the first position of truncated edge windows (one column, one row wide),
+    # which the 2x2 kernel reads through repeated (clamped) positions
+    x[0, 0, 1, 4] = x[0, 0, 4, 3] = 2.0
     y = cl_backend.max_pool2d(*on(cl_backend, x), 2)
     assert cl_backend.to_numpy(y).shape == (1, 1, 3, 3)
     g = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
@@ -266,6 +269,8 @@ def test_max_pool_ties_go_to_the_first_maximum_in_row_major_order(cl_backend, re
     expected = ref.max_pool2d_backward(x, ref.max_pool2d(x, 2), g, 2)
     np.testing.assert_array_equal(dx, expected)
     assert dx[0, 0, 0, 1] == 1.0 and dx[0, 0, 1, 0] == 0.0
+    assert dx[0, 0, 1, 4] == 3.0 and dx[0, 0, 0, 4] == 0.0
+    assert dx[0, 0, 4, 3] == 8.0 and dx[0, 0, 4, 2] == 0.0
 
 
 @few
