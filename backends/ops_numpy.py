@@ -23,10 +23,10 @@ import contextlib
 import functools
 import math
 import os
+import queue
 import sys
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from microconv.backends.base import Backend
@@ -302,7 +302,7 @@ class _Threads:
         self.lock = threading.Lock()
         self.running = 0            # slice runs in progress: one backend may serve many threads
         self.saved = None           # BLAS thread counts to restore when the last run ends
-        self.pool = self.pool_pid = None
+        self.tasks = self.workers = self.workers_pid = None
         self.blas = ThreadpoolController().select(user_api="blas").lib_controllers
 
     def count(self):
@@ -329,12 +329,21 @@ class _Threads:
                 return fn(*part)
 
         with self.blas_held():
-            others = [self._pool().submit(in_caller_errstate, *part) for part in slices[1:]]
+            tasks = self._workers(threads - 1)
+            answers = queue.SimpleQueue()               # this call's own: callers may overlap
+            for index, part in enumerate(slices[1:], start=1):
+                tasks.put((in_caller_errstate, part, answers, index))
+            others = {}                                 # slice index -> (error, result)
             try:
                 first = fn(*slices[0])
             finally:
-                wait(others)          # no slice may outlive the call, even after an error
-            return [first] + [f.result() for f in others]
+                for _ in slices[1:]:    # no slice may outlive the call, even after an error
+                    index, error, result = answers.get()
+                    others[index] = (error, result)
+            for index in sorted(others):
+                if others[index][0] is not None:
+                    raise others[index][0]
+            return [first] + [others[index][1] for index in sorted(others)]
 
     @contextlib.contextmanager
     def blas_held(self):
@@ -363,12 +372,31 @@ class _Threads:
                         blas.set_num_threads(threads)
                     self.saved = None
 
-    def _pool(self):
+    def _workers(self, count):
+        """The task queue, with at least ``count`` worker threads serving it.
+
+        Plain threads on a SimpleQueue: handing a slice over costs a third of what a
+        ThreadPoolExecutor's futures cost (13 against 34 us), and a step hands over ~18.
+        """
         with self.lock:
-            if self.pool is None or self.pool_pid != os.getpid():   # threads do not survive fork
-                self.pool = ThreadPoolExecutor(thread_name_prefix="microconv-numpy")
-                self.pool_pid = os.getpid()
-            return self.pool
+            if self.workers_pid != os.getpid():               # threads do not survive fork
+                self.tasks, self.workers, self.workers_pid = queue.SimpleQueue(), [], os.getpid()
+            while len(self.workers) < count:
+                worker = threading.Thread(target=_serve_slices, args=(self.tasks,), daemon=True,
+                                          name=f"microconv-numpy-{len(self.workers) + 1}")
+                worker.start()
+                self.workers.append(worker)
+            return self.tasks
+
+
+def _serve_slices(tasks):
+    """A worker thread: run each slice it is handed, answer (index, error or None, result)."""
+    while True:
+        fn, part, answers, index = tasks.get()
+        try:
+            answers.put((index, None, fn(*part)))
+        except BaseException as exc:      # noqa: BLE001 -- raised again on the calling thread
+            answers.put((index, exc, None))
 
 
 _SHARED_THREADS = []
