@@ -375,8 +375,8 @@ class _Threads:
     def _workers(self, count):
         """The task queue, with at least ``count`` worker threads serving it.
 
-        Plain threads on a SimpleQueue: handing a slice over costs a third of what a
-        ThreadPoolExecutor's futures cost (13 against 34 us), and a step hands over ~18.
+        Plain threads on a SimpleQueue rather than a ThreadPoolExecutor's futures: a parallel
+        call costs 33 instead of 49 us (63 instead of 97 us of CPU), and a step makes ~18.
         """
         with self.lock:
             if self.workers_pid != os.getpid():               # threads do not survive fork
