@@ -29,7 +29,7 @@ FORBIDDEN = {
 # Code lines (not blank, not only a comment) the engine and each backend may hold. The engine
 # is what a reader studies first: it grows only when a lesson needs it, never by accident.
 ENGINE_BUDGET = 750
-BACKEND_BUDGETS = {"__init__.py": 80, "base.py": 130, "ops_python.py": 220, "ops_numpy.py": 450,
+BACKEND_BUDGETS = {"__init__.py": 80, "base.py": 130, "ops_python.py": 220, "ops_numpy.py": 470,
                    "ops_opencl.py": 800, "opencl_devices.py": 200}
 
 

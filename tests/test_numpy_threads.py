@@ -9,6 +9,8 @@ differ from the serial path, so every comparison is float32-tight.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import warnings
 
@@ -170,3 +172,26 @@ def test_slices_follow_the_callers_floating_point_error_handling():
                 assert np.isinf(be.to_numpy(be.gelu(be.from_numpy(huge)))).all()
         with np.errstate(over="raise"), pytest.raises(FloatingPointError):
             be.gelu(be.from_numpy(huge))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="this platform has no fork")
+def test_slices_still_run_in_a_forked_child():
+    threads = ops_numpy.create()._threads
+    halves = lambda: threads.map(lambda part: part.sum(), np.ones((100, 1000)))   # noqa: E731
+    with blas_threads(2):
+        assert halves() == [50_000.0, 50_000.0]        # the parent's workers are running
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:                     # the child: the parent's worker threads did not follow
+            try:
+                os.write(write, b"ok" if halves() == [50_000.0, 50_000.0] else b"wrong")
+            finally:
+                os._exit(0)
+        os.close(write)
+        answered = select.select([read], [], [], 60)[0]
+        answer = os.read(read, 16) if answered else b"no answer in 60 s"
+        if not answered:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(read)
+    assert answer == b"ok"

@@ -587,8 +587,7 @@ def bench(
         "--time-to-accuracy",
         help="Instead: train as 'microconv train' does and time until validation passes 85% "
              "and 90% (needs --data-dir or $MICROCONV_DATA).")] = False,
-    data_dir: Annotated[Optional[Path], typer.Option(
-        help="EMNIST letters folder for --time-to-accuracy.")] = None,
+    data_dir: DataDirOption = None,
     max_minutes: Annotated[float, typer.Option(
         min=0.1, help="--time-to-accuracy: stop a run after this many minutes.")] = 10.0,
     as_json: JsonOption = False,
