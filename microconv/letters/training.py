@@ -79,7 +79,7 @@ DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
 # the new hand and keeps most of what the first data taught (measured in docs/training.md: at
 # 2.5 and 5 times this rate the first data's accuracy fell 3 and 7 points further).
 FINE_TUNE_LR = {"adam": 2e-4, "sgd": 0.005}
-GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
+GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~0.5 ms each)
 GENERATED_TEST = 2_600
 GENERATED_SHARE_SEED = 2_000_003    # the mixed-in lower-case letters draw from seed + this
 # A folder of someone's own letters is small (ten pictures a letter make 260): an epoch shows
