@@ -61,6 +61,16 @@ def test_no_change_leaves_the_letters_as_they_are():
     np.testing.assert_array_equal(LETTERS, before)                   # the data is untouched
 
 
+def test_strength_scales_every_change_from_none_to_the_full_ranges():
+    np.testing.assert_array_equal(
+        aug.augment(LETTERS, 0, 1, INDICES, aug.DEFAULT.at_strength(0.0)), LETTERS)
+    assert aug.DEFAULT.at_strength(1.0) == aug.DEFAULT
+    half, full = (aug.augment(LETTERS, 0, 1, INDICES, aug.DEFAULT.at_strength(s))
+                  for s in (0.5, 1.0))
+    changed = [np.abs(out.astype(int) - LETTERS).sum() for out in (half, full)]
+    assert 0 < changed[0] < changed[1]
+
+
 def test_the_default_changes_keep_the_letter_in_its_frame():
     out = aug.augment(LETTERS, 0, 1, INDICES)
     ring = np.ones((28, 28), bool)

@@ -94,9 +94,11 @@ def test_the_generated_share_mixes_lower_case_letters_into_training(tmp_path, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     plain = load_data(TrainConfig(limit=60, batch_size=8, generated_share=0.0))
     mixed = load_data(TrainConfig(limit=60, batch_size=8, generated_share=0.25))
-    assert len(plain.train_images) == 60 and len(mixed.train_images) == 80
+    # as many as an epoch shows: a quarter of the data's size (training.epoch_batches)
+    assert len(plain.train_images) == 60 and len(mixed.train_images) == 75
+    assert plain.generated == 0 and mixed.generated == 15
     np.testing.assert_array_equal(mixed.train_images[:60], plain.train_images)
-    assert "20 generated lower-case letters" in mixed.description
+    assert "15 generated lower-case letters" in mixed.description
     assert len(mixed.test_images) == len(plain.test_images)        # the test split is the data's
     with pytest.raises(TrainingError, match="generated_share must lie in"):
         TrainConfig(generated_share=1.0).checked()

@@ -85,9 +85,12 @@ def test_same_seed_same_run(tmp_path):
         np.testing.assert_array_equal(pa[name], pb[name])
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer):
-    settings = dict(optimizer=optimizer, dropout=0.25, epochs=2, eval_every=100)
+@pytest.mark.parametrize("optimizer, recipe", [
+    ("adam", {}), ("sgd", {}),
+    # generated rows in every batch, augmentation growing over the first epoch, a warm-up
+    ("adam", dict(generated_share=0.25, augment_ramp=1.0, warmup=3))])
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer, recipe):
+    settings = dict(optimizer=optimizer, dropout=0.25, epochs=2, eval_every=100, **recipe)
     train(small(tmp_path / "whole", **settings))
 
     def stop(record):
@@ -148,11 +151,47 @@ def test_bad_settings_and_resume_mismatch(tmp_path):
 
 
 def test_learning_rate_schedule():
-    config = TrainConfig(lr=0.01)
+    config = TrainConfig(lr=0.01, warmup=0)
     assert training.learning_rate(config, 1, 100) == pytest.approx(0.01)
     assert training.learning_rate(config, 51, 100) == pytest.approx(0.005)
     assert training.learning_rate(config, 100, 100) < 1e-5
-    assert training.learning_rate(TrainConfig(schedule="constant"), 90, 100) == 2e-3
+    assert training.learning_rate(TrainConfig(schedule="constant", warmup=0), 90, 100) \
+        == training.DEFAULT_LR["adam"]
+
+
+def test_the_warm_up_climbs_to_the_peak_then_the_cosine_falls_from_it():
+    config = TrainConfig(lr=0.01, warmup=10)
+    rates = [training.learning_rate(config, step, 110) for step in range(1, 111)]
+    assert rates[0] == pytest.approx(0.01 / 11) and rates[9] == pytest.approx(0.01 * 10 / 11)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11]))          # climbing
+    assert rates[10] == pytest.approx(0.01)                              # the peak
+    assert rates[60] == pytest.approx(0.005) and rates[-1] < 1e-5       # the cosine after it
+    assert max(rates) == pytest.approx(0.01)
+
+
+def test_an_epoch_is_as_long_as_the_data_with_generated_rows_in_every_batch():
+    real, made = 100, 25
+    data = training.Dataset(np.zeros((real + made, 28, 28), np.uint8), np.zeros(real + made, int),
+                            None, None, "", "", "", generated=made)
+    config = TrainConfig(batch_size=20, generated_share=0.25)
+    batches = training.epoch_batches(data, config, epoch=1)
+    assert batches.shape == (real // 20, 20)                            # the data's size
+    assert ((batches >= real).sum(axis=1) == 5).all()                   # a quarter generated
+    assert len(np.unique(batches)) == batches.size                      # nothing twice
+    assert (batches[:, :5] < real).any() and (batches[:, :5] >= real).any()    # mixed
+    np.testing.assert_array_equal(batches, training.epoch_batches(data, config, epoch=1))
+    assert not np.array_equal(batches, training.epoch_batches(data, config, epoch=2))
+    assert training.generated_rows(1, 0.9) == 0 and training.generated_rows(64, 0.99) == 63
+
+
+def test_the_augmentation_grows_over_the_ramp():
+    config = TrainConfig(augment_ramp=2.0)
+    first, middle = (training.augmentation_at(config, step, 50) for step in (1, 51))
+    assert first.rotation == 0 and first.scale == (1.0, 1.0) and first.speckle_share == 0
+    assert middle.rotation == pytest.approx(training.FULL_AUGMENTATION.rotation / 2)
+    assert training.augmentation_at(config, 101, 50) == training.FULL_AUGMENTATION
+    assert training.augmentation_at(TrainConfig(augment_ramp=0.0), 1, 50) \
+        == training.FULL_AUGMENTATION
 
 
 def test_metrics_database_is_written_by_train(tmp_path):

@@ -264,7 +264,7 @@ def train(
             reporter.close()
     console.print(f"test accuracy [bold]{_percent(final.test_accuracy)}[/] (top-2 "
                   f"{_percent(final.test_top2_accuracy)}); checkpoint saved to "
-                  f"[bold]{escape(str(final.checkpoint))}[/]")
+                  f"[bold]{escape(str(final.checkpoint))}[/]", soft_wrap=True)   # a path whole
 
 
 def _given(ctx, name):

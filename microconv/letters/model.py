@@ -22,6 +22,7 @@ from microconv.resources import require_memory
 # space and the allocator's slack), measured on the numpy backend at batch 512: 4.7 for a
 # training step, 2.7 for inference.
 MEMORY_PER_VALUE_BYTE = {True: 5, False: 3}
+INIT_GAIN = math.sqrt(3.0)      # initial weights: LeCun's variance, 1 / inputs (see __init__)
 
 
 class ConvoAlphabetModel(Module):
@@ -54,6 +55,12 @@ class ConvoAlphabetModel(Module):
         self.fc2 = Linear(64, 128, be, dtype, rng)
         self.fc3 = Linear(128, self.classes, be, dtype, rng)
         self.drop = Dropout(dropout)
+        # The layers draw PyTorch's default weights, of variance 1 / (3 * inputs): each GELU
+        # layer then shrinks the signal, and the first hundred steps of training are spent
+        # growing it back. Three times that variance (LeCun's 1 / inputs) keeps its size
+        # (docs/training.md, "The default recipe").
+        for layer in (self.c1, self.c2, self.c3, self.fc1, self.fc2, self.fc3):
+            layer.weight.assign(layer.weight.numpy() * np.float32(INIT_GAIN))
 
     def trace(self, x, train=False):
         """The graph up to the scores, with its landmarks: (blocks, scores).

@@ -246,6 +246,18 @@ def _joined(strokes, rng, share=0.4):
     return strokes
 
 
+def _round_points(points, turn_degrees=20.0):
+    """Which points of a polyline get a round pen stamp: both ends and every corner where the
+    direction turns by more than ``turn_degrees``."""
+    steps = np.diff(points, axis=0)
+    heading = np.arctan2(steps[:, 1], steps[:, 0])
+    turn = np.abs((np.diff(heading) + np.pi) % (2 * np.pi) - np.pi)
+    chosen = np.zeros(len(points), dtype=bool)
+    chosen[[0, -1]] = True
+    chosen[1:-1] = turn > np.radians(turn_degrees)
+    return chosen
+
+
 def draw_letter(letter_index, rng, forms="mixed", variant=None):
     """One upright uint8 28x28 image of the letter with the given index (0 = A), in one of
     the FORMS: "mixed" (capitals and a few lower-case forms), "upper" or "lower". With
@@ -268,10 +280,11 @@ def draw_letter(letter_index, rng, forms="mixed", variant=None):
     draw = ImageDraw.Draw(image)
     radius = pen / 2
     for s in strokes:
-        pixels = [(float(canvas / 2 + (x - centre[0]) * scale),
-                   float(canvas / 2 + (y - centre[1]) * scale)) for x, y in s]
-        draw.line(pixels, fill=255, width=max(1, round(pen)), joint="curve")
-        for px, py in (pixels[0], pixels[-1]):           # round pen tips
+        pixels = canvas / 2 + (s - centre) * scale
+        draw.line([tuple(p) for p in pixels.tolist()], fill=255, width=max(1, round(pen)))
+        # A round pen: round tips, and round joints where the stroke turns enough for the
+        # corner of a wide line to show a notch (the dense points along a curve turn little).
+        for px, py in pixels[_round_points(pixels)].tolist():
             draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=255)
     small = image.resize((SIZE, SIZE), Image.LANCZOS).filter(ImageFilter.GaussianBlur(0.5))
     pixels = np.asarray(small, dtype=np.float64)

@@ -40,6 +40,7 @@ from microconv import backends
 from microconv.engine.optim import SGD, Adam
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
 from microconv.letters import distributed
+from microconv.letters.augment import DEFAULT as FULL_AUGMENTATION
 from microconv.letters.augment import augment
 from microconv.letters.checkpoint import (
     Classifier,
@@ -73,13 +74,12 @@ from microconv.letters.records import (
     ValidationRecord,
 )
 
-DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
-# Resuming onto other data (a folder of someone's own letters) fine-tunes: a tenth of the
-# usual rate learns the new hand and keeps most of what the first data taught (measured in
-# docs/training.md: at 2.5 and 5 times this rate the first data's accuracy fell 3 and 7 points
-# further).
+DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
+# Resuming onto other data (a folder of someone's own letters) fine-tunes: a small rate learns
+# the new hand and keeps most of what the first data taught (measured in docs/training.md: at
+# 2.5 and 5 times this rate the first data's accuracy fell 3 and 7 points further).
 FINE_TUNE_LR = {"adam": 2e-4, "sgd": 0.005}
-GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~1 ms each)
+GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~0.5 ms each)
 GENERATED_TEST = 2_600
 GENERATED_SHARE_SEED = 2_000_003    # the mixed-in lower-case letters draw from seed + this
 # A folder of someone's own letters is small (ten pictures a letter make 260): an epoch shows
@@ -133,8 +133,11 @@ class TrainConfig:
         None, "Stop after this many minutes, then evaluate and save.")
     batch_size: int = setting(64, "Images per training step.", min=1)
     lr: float | None = setting(
-        None, "Learning rate (default: 0.002 for adam, 0.05 for sgd; a tenth of that when "
-        "--resume fine-tunes on other data), decayed to 0 on a cosine over the run.")
+        None, "Peak learning rate (default: 0.003 for adam, 0.05 for sgd; 0.0002 and 0.005 "
+        "when --resume fine-tunes on other data), reached after --warmup steps and decayed to 0 "
+        "on a cosine over the rest of the run.")
+    warmup: int = setting(
+        50, "Steps over which the learning rate climbs from 0 to its peak.", min=0)
     optimizer: str = setting("adam", "adam, or sgd with heavy-ball momentum.",
                              choices=tuple(DEFAULT_LR))
     momentum: float = setting(0.9, "SGD momentum.")
@@ -142,10 +145,14 @@ class TrainConfig:
     augment: bool = setting(
         True, "Vary every training letter as hands, pens and cameras do: rotation, slant, "
         "size, elastic bends, stroke width, position, speckle.")
+    augment_ramp: float = setting(
+        1.0, "Epochs over which the augmentation grows from no change to full strength "
+        "(0: full from the first step).", min=0.0)
     # The handwritten data holds mostly capitals: generated lower-case letters fill the gap.
     generated_share: float = setting(
-        0.25, "Share of the training set made of generated lower-case letters (synth.LOWERCASE; "
-        "0: the data alone).", min=0.0, max=0.99)
+        0.25, "Share of every training batch made of generated lower-case letters "
+        "(synth.LOWERCASE; 0: the data alone). An epoch stays as long as the data.",
+        min=0.0, max=0.99)
     seed: int = setting(0, "Seed for weights, shuffling and augmentation.", min=0)
     limit: int | None = setting(
         None, "Use only the first N training (and test) images (quick trials).", min=1)
@@ -190,6 +197,10 @@ class TrainConfig:
             problems.append("dropout must lie in [0, 1)")
         if not 0.0 <= self.generated_share < 1.0:
             problems.append("generated_share must lie in [0, 1)")
+        if self.augment_ramp < 0:
+            problems.append("augment_ramp must be at least 0")
+        if self.warmup < 0:
+            problems.append("warmup must be at least 0")
         if self.limit is not None and self.limit < 1:
             problems.append("limit must be at least 1")
         if self.seed < 0:
@@ -235,6 +246,7 @@ class Dataset:
     description: str
     class_names: str
     source: str          # the data folder's absolute path, or "generated"
+    generated: int = 0   # the last this many training images are the generated share
 
 
 def generated_split(split, seed, limit=None):
@@ -274,22 +286,53 @@ def load_data(config):
     if len(train[0]) < config.batch_size:
         raise TrainingError(f"the training set has {len(train[0])} images, fewer than one batch "
                             f"of {config.batch_size}")
+    added = 0
     if config.generated_share > 0 and config.dataset == "letters":
         train, added = with_generated_share(train, config.generated_share, config.seed)
         description += f" + {added} generated lower-case letters"
     return Dataset(train[0], train[1], test[0], test[1],
                    f"{description}: {len(train[0])} training, {len(test[0])} test images", names,
-                   source)
+                   source, added)
 
 
 def with_generated_share(train, share, seed):
-    """The training split with generated lower-case letters appended, so that they make up
-    ``share`` of it; returns (images, labels) and how many were added."""
-    count = round(len(train[0]) * share / (1.0 - share))
+    """The training split with generated lower-case letters appended, as many as an epoch
+    shows (``share`` of the data's size); returns (images, labels) and how many were added."""
+    count = round(len(train[0]) * share)
     if count == 0:
         return train, 0
     images, labels = generated_letters(count, seed + GENERATED_SHARE_SEED, forms="lower")
     return (np.concatenate([train[0], images]), np.concatenate([train[1], labels])), count
+
+
+def generated_rows(batch_size, share):
+    """How many rows of every batch come from the generated share (at least one stays data)."""
+    return min(round(batch_size * share), batch_size - 1)
+
+
+def epoch_batches(data, config, epoch):
+    """The index batches of one epoch, shuffled by (seed, epoch). An epoch holds as many images
+    as the data (a short last batch is dropped); with a generated share each batch takes
+    ``generated_rows`` of its rows from the generated letters, mixed among the others."""
+    rng = epoch_rng(config.seed, epoch)
+    real = len(data.train_images) - data.generated
+    if not data.generated:
+        return batch_order(real, config.batch_size, rng)
+    made = generated_rows(config.batch_size, config.generated_share)
+    count = real // config.batch_size
+    real_rows = rng.permutation(real)[:count * (config.batch_size - made)]
+    made_rows = real + np.resize(rng.permutation(data.generated), count * made)
+    rows = np.concatenate([real_rows.reshape(count, -1), made_rows.reshape(count, -1)], axis=1)
+    return rng.permuted(rows, axis=1)
+
+
+def augmentation_at(config, step, batches_per_epoch):
+    """The augmentation ranges for a step (from 1): growing linearly over the first
+    ``augment_ramp`` epochs, full afterwards."""
+    ramp_steps = config.augment_ramp * batches_per_epoch
+    if ramp_steps <= 0:
+        return FULL_AUGMENTATION
+    return FULL_AUGMENTATION.at_strength((step - 1) / ramp_steps)
 
 
 def validation_indices(test_size, validation_size, seed):
@@ -324,12 +367,15 @@ def optimizer_base_lr(config):
 
 
 def learning_rate(config, step, total_batches):
-    """The rate for a step (from 1): cosine decay from the base rate to 0 over the planned
-    batches, or constant. Runs bounded only by time keep the base rate."""
+    """The rate for a step (from 1): a linear climb to the base rate over ``warmup`` steps,
+    then cosine decay to 0 over the rest of the planned batches, or constant. Runs bounded
+    only by time keep the base rate after the climb."""
     base = optimizer_base_lr(config)
+    if step <= config.warmup:
+        return base * step / (config.warmup + 1)
     if config.schedule == "constant" or not total_batches:
         return base
-    progress = min(1.0, (step - 1) / total_batches)
+    progress = min(1.0, (step - 1 - config.warmup) / max(1, total_batches - config.warmup))
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -419,7 +465,7 @@ class _Run:
                                      {"class_names": self.data.class_names})
         self.validation = validation_indices(len(self.data.test_images), config.validation_size,
                                              config.seed)
-        self.batches_per_epoch = len(self.data.train_images) // config.batch_size
+        self.batches_per_epoch = len(epoch_batches(self.data, config, 1))
         self.total_batches = (config.epochs * self.batches_per_epoch
                               if config.epochs is not None else None)
 
@@ -532,8 +578,10 @@ class _Run:
         mine = indices[self.rows]               # this rank's rows of the batch (all: one process)
         images, labels = self.data.train_images[mine], self.data.train_labels[mine]
         if config.augment:
-            # each image's variation depends on (seed, epoch, its index) alone, not on the rank
-            images = augment(images, config.seed, self.epoch, mine)
+            # each image's variation depends on (seed, epoch, step, its index) alone, not on
+            # the rank
+            images = augment(images, config.seed, self.epoch, mine,
+                             augmentation_at(config, self.step + 1, self.batches_per_epoch))
         self.graph.feed(self.preprocessing.apply(images), labels)
         self.model.drop.resample(rng, self.rows, len(indices))
         lr = learning_rate(config, self.step + 1, self.total_batches)
@@ -576,8 +624,7 @@ class _Run:
     def loop(self):
         config = self.config
         while not self.finished() and not self.out_of_time():
-            order = batch_order(len(self.data.train_images), config.batch_size,
-                                epoch_rng(config.seed, self.epoch))
+            order = epoch_batches(self.data, config, self.epoch)
             for indices in order[self.batch_in_epoch:]:
                 self.one_step(indices)
                 if self.step % config.eval_every == 0:
