@@ -45,6 +45,7 @@ IMPULSE_SHARE = 0.001         # impulse; this share of impulses means salt-and-p
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
+SOFT_EDGE = 0.02              # a letter's frame holds its ink down to this share of the core
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
 MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degrees of level
@@ -630,12 +631,15 @@ def _prepare_gray_letter(gray, box, mask, pen):
         raise DataError(f"prepare_letter: mask shape {own_ink.shape} does not fit box {box}")
     if not own_ink.any():
         return np.zeros((28, 28), dtype=np.uint8)
-    # Ink intensity: 0 at the ink threshold, 1 in the stroke's core; soft edges stay soft.
+    # Ink intensity: the darkness as a share of the stroke's core, on the letter's own ink
+    # and the pixel around it, so the soft edges of the strokes stay as soft as the photo
+    # shows them (EMNIST's strokes fade out over a pixel or two; a faint pencil line keeps
+    # its width).
     core = float(np.percentile(darkness[own_ink], 90))
-    ink = np.clip((darkness - WEAK_DARKNESS) / max(core - WEAK_DARKNESS, 1e-3), 0.0, 1.0)
-    ink = np.where(_grow(own_ink, 1), ink, 0.0)
-    # EMNIST: crop to the ink, centre in a square keeping the aspect ratio, add the border.
-    ink_box = _mask_box(own_ink)
+    ink = np.where(_grow(own_ink, 1), np.clip(darkness / max(core, 1e-3), 0.0, 1.0), 0.0)
+    # EMNIST: crop to the ink (all of it, soft edges included), centre in a square keeping
+    # the aspect ratio, add the border.
+    ink_box = _mask_box(ink > SOFT_EDGE)
     frame = square_box(ink_box)
     ink = _crop_padded(ink, frame, fill=0.0)
     # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
@@ -645,7 +649,8 @@ def _prepare_gray_letter(gray, box, mask, pen):
     work = np.asarray(work.resize((WORK_SIDE, WORK_SIDE), Image.BICUBIC), dtype=np.float32)
     # A photo's pen is thin next to NIST's: widen the strokes (never thin them).
     if pen is None:
-        pen = pen_width(max(ink_box[2] - ink_box[0], ink_box[3] - ink_box[1]))
+        own_box = _mask_box(own_ink)
+        pen = pen_width(max(own_box[2] - own_box[0], own_box[3] - own_box[1]))
     radius = int(round((pen - _stroke_width(own_ink)) * zoom / 2))
     if radius > 0:
         work = _grey_dilate(work, radius)
