@@ -643,6 +643,8 @@ def _prepare_gray_letter(gray, box, mask, pen):
     # EMNIST: crop to the ink (all of it, soft edges included), centre in a square keeping
     # the aspect ratio, add the border.
     ink_box = _mask_box(ink > SOFT_EDGE)
+    if ink_box is None:               # the marked "ink" is no darker than the frame's paper
+        return np.zeros((28, 28), dtype=np.uint8)
     frame = square_box(ink_box)
     ink = _crop_padded(ink, frame, fill=0.0)
     # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
