@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from microconv.errors import DataError
 from microconv.letters import hello_dl, photo, pictures
@@ -182,6 +183,48 @@ def test_prepare_letter_leaves_out_neighbours_with_a_mask():
     with_mask = photo.prepare_letter(image, k.box, k.ink.mask(k.box))
     without = photo.prepare_letter(image, k.box)
     assert with_mask.sum() < without.sum()
+
+
+def test_prepare_letter_frames_soft_strokes_like_emnist_whatever_the_ink_strength():
+    """A blurred stroke (soft edges, as a camera shows it), dark or faint: its ink spans 24 of
+    28 rows from the third one, the soft edge stays inside the frame, and both give about
+    the same amount of ink."""
+    stroke = [[(100, 60), (100, 220), (180, 220)]]
+    amounts = []
+    for ink in (40, 130):                                     # 78 % and 28 % darker
+        image = ndimage.gaussian_filter(draw(paper(), stroke, width=6, ink=ink), 2.0)
+        letter = photo.prepare_letter(image, photo.find_letters(image)[0])
+        rows = np.nonzero(letter.max(axis=1) > 50)[0]
+        assert rows[0] == 2 and rows[-1] - rows[0] + 1 == 24
+        assert letter[0].max() == letter[-1].max() == 0
+        amounts.append(letter.astype(float).sum())
+    assert abs(amounts[1] - amounts[0]) < 0.2 * amounts[0]
+
+
+class _Scores:
+    """A stand-in network whose answer depends on where the ink is: class 0 when the ink's
+    centre lies left of the middle column, else class 1 (log-probabilities)."""
+
+    def predict(self, images):
+        images = np.asarray(images, dtype=float)
+        cols = np.arange(images.shape[2])
+        centre = (images.sum(axis=1) * cols).sum(axis=1) / images.sum(axis=(1, 2))
+        left = np.where(centre < 13.5, 0.9, 0.1)
+        return np.log(np.stack([left, 1 - left], axis=1))
+
+
+def test_read_prepared_averages_the_probabilities_over_shifted_copies():
+    letter = np.zeros((1, 28, 28), dtype=np.uint8)
+    letter[0, 4:24, 13] = 255                      # a stroke just left of the middle
+    once = np.exp(photo.read_prepared(_Scores(), letter, shifts=((0, 0),)))
+    assert np.allclose(once, [[0.9, 0.1]])
+    # moved one pixel right the stroke sits at column 14: one view of three says class 1
+    both = np.exp(photo.read_prepared(_Scores(), letter, shifts=((0, 0), (0, 1), (0, -1))))
+    assert np.allclose(both, [[(0.9 + 0.1 + 0.9) / 3, (0.1 + 0.9 + 0.1) / 3]])
+    assert photo.read_prepared(_Scores(), letter[:0]).shape[0] == 0
+    moved = photo._shifted(letter, 1, -1)
+    assert moved[0, 5:25, 12].min() == 255 and moved.sum() == letter.sum()   # nothing wraps
+    assert moved[0, 4].max() == 0 and moved[0, :, 27].max() == 0
 
 
 def test_prepare_letter_of_an_empty_box_is_blank():

@@ -70,9 +70,9 @@ def test_letter_answer_is_what_predict_reads_with_every_layer(pad_server, drawn,
                                                                (128, 2, 2)]
     scores = np.array(answer["scores"])
     assert scores.shape == (26,)
-    assert photo.LETTERS[int(scores.argmax())] == answer["letter"]
-    probs = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
-    assert np.isclose(probs.max(), answer["top3"][0][1], atol=1e-3)
+    # the scores are the network's on the letter as it is (the answer averages shifted views)
+    once = reader.classifier.predict(prepared)[0]
+    assert np.allclose(scores - scores.max(), once - once.max(), atol=1e-3)
 
 
 def test_a_letter_in_pieces_is_read_as_one(pad_server):

@@ -86,13 +86,15 @@ class LetterReader:
             return self.classifier.predict(images)
 
     def read_letter(self, data):
-        """One letter (an image file's bytes) -> the answer and what each layer saw."""
-        x = self.classifier.preprocess(drawn_letter(photo.read_image(io.BytesIO(data)))[None])
+        """One letter (an image file's bytes) -> the answer, read as ``predict`` reads (the
+        shifted views of ``photo.read_prepared``), and what each layer saw of the letter."""
+        letter = drawn_letter(photo.read_image(io.BytesIO(data)))[None]
+        x = self.classifier.preprocess(letter)
         with self._network():
             self._graph.feed(x)
             scores = self._graph.scores.numpy()[0]
             blocks = [block.numpy()[0] for block in self._graph.blocks]
-        ranked = photo.top_letters(scores)            # the softmax of the scores
+        ranked = photo.top_letters(photo.read_prepared(self, letter)[0])
         return {"letter": ranked[0][0], "top3": ranked, "input": _rounded(x[0, 0]),
                 "blocks": [_rounded(block) for block in blocks], "scores": _rounded(scores)}
 

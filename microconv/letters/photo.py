@@ -45,6 +45,7 @@ IMPULSE_SHARE = 0.001         # impulse; this share of impulses means salt-and-p
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
+SOFT_EDGE = 0.02              # a letter's frame holds its ink down to this share of the core
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
 MAX_SKEW = np.radians(15)     # lines of writing are taken to be within 15 degrees of level
@@ -59,6 +60,9 @@ SMEAR = 0.6                   # a blob whose pen width is this share of its size
 CROP_MARGIN = 0.25            # a saved letter picture shows this share of its frame around it
 DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
 SPECKLED = 0.02               # a page with more specks than this per letter-sized square
+READ_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))   # each letter is read as it is
+                              # and moved by a pixel each way (``read_prepared``); one
+                              # (0, 0) reads it once, at a fifth of the network's time
 SAME_INK = 0.97               # a dot joins a letter when their ink colours agree this well
                               # (the cosine of their absorption in R, G, B)
 
@@ -630,12 +634,17 @@ def _prepare_gray_letter(gray, box, mask, pen):
         raise DataError(f"prepare_letter: mask shape {own_ink.shape} does not fit box {box}")
     if not own_ink.any():
         return np.zeros((28, 28), dtype=np.uint8)
-    # Ink intensity: 0 at the ink threshold, 1 in the stroke's core; soft edges stay soft.
+    # Ink intensity: the darkness as a share of the stroke's core, on the letter's own ink
+    # and the pixel around it, so the soft edges of the strokes stay as soft as the photo
+    # shows them (EMNIST's strokes fade out over a pixel or two; a faint pencil line keeps
+    # its width).
     core = float(np.percentile(darkness[own_ink], 90))
-    ink = np.clip((darkness - WEAK_DARKNESS) / max(core - WEAK_DARKNESS, 1e-3), 0.0, 1.0)
-    ink = np.where(_grow(own_ink, 1), ink, 0.0)
-    # EMNIST: crop to the ink, centre in a square keeping the aspect ratio, add the border.
-    ink_box = _mask_box(own_ink)
+    ink = np.where(_grow(own_ink, 1), np.clip(darkness / max(core, 1e-3), 0.0, 1.0), 0.0)
+    # EMNIST: crop to the ink (all of it, soft edges included), centre in a square keeping
+    # the aspect ratio, add the border.
+    ink_box = _mask_box(ink > SOFT_EDGE)
+    if ink_box is None:               # the marked "ink" is no darker than the frame's paper
+        return np.zeros((28, 28), dtype=np.uint8)
     frame = square_box(ink_box)
     ink = _crop_padded(ink, frame, fill=0.0)
     # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
@@ -645,7 +654,8 @@ def _prepare_gray_letter(gray, box, mask, pen):
     work = np.asarray(work.resize((WORK_SIDE, WORK_SIDE), Image.BICUBIC), dtype=np.float32)
     # A photo's pen is thin next to NIST's: widen the strokes (never thin them).
     if pen is None:
-        pen = pen_width(max(ink_box[2] - ink_box[0], ink_box[3] - ink_box[1]))
+        own_box = _mask_box(own_ink)
+        pen = pen_width(max(own_box[2] - own_box[0], own_box[3] - own_box[1]))
     radius = int(round((pen - _stroke_width(own_ink)) * zoom / 2))
     if radius > 0:
         work = _grey_dilate(work, radius)
@@ -745,7 +755,7 @@ def _classified(classifier, gray, colour, top, stroke):
     letters = find_letter_details(gray, colour)
     if not letters:
         return [], []
-    log_probs = classifier.predict(letter_images(gray, letters, stroke))
+    log_probs = read_prepared(classifier, letter_images(gray, letters, stroke))
     results = []
     for letter, scores in zip(letters, log_probs):
         ranked = top_letters(scores, top)
@@ -754,6 +764,28 @@ def _classified(classifier, gray, colour, top, stroke):
                         "line": letter.line, "word": letter.word,
                         "letter": ranked[0][0], "top3": ranked})
     return results, letters
+
+
+def read_prepared(classifier, images, shifts=READ_SHIFTS):
+    """Log-probabilities (N, classes) of prepared 28x28 letters: the network's probabilities
+    averaged over the letter moved by each of ``shifts`` ((rows, columns) in pixels), so that
+    a letter framed a pixel off its data-set position is read as well as one framed exactly.
+    ``classifier`` is anything with ``predict`` (a ``checkpoint.Classifier``)."""
+    images = np.asarray(images)
+    if len(images) == 0 or len(shifts) == 1:
+        return classifier.predict(images)
+    views = np.concatenate([_shifted(images, dy, dx) for dy, dx in shifts])
+    probs = np.exp(classifier.predict(views)).reshape(len(shifts), len(images), -1)
+    return np.log(np.maximum(probs.mean(axis=0), 1e-30))
+
+
+def _shifted(images, dy, dx):
+    """(N, H, W) images moved down by dy and right by dx pixels; what enters is black."""
+    moved = np.zeros_like(images)
+    h, w = images.shape[1:]
+    moved[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[:, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return moved
 
 
 def top_letters(log_probs, top=3):
