@@ -36,7 +36,9 @@ def blas_threads(count):
 
 
 def blas_thread_count():
-    return threadpoolctl.threadpool_info()[0]["num_threads"]
+    """The first BLAS's thread count (other thread pools, e.g. PyTorch's OpenMP, are listed too)."""
+    return next(lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas")
 
 
 def values_and_gradients(threads, build, inputs, seed=0):
