@@ -45,6 +45,7 @@ from microconv.letters.records import Reporter
 from microconv.letters.training import (
     TrainConfig,
     augmentation_at,
+    batches_per_epoch,
     epoch_batches,
     learning_rate,
     load_data,
@@ -111,7 +112,7 @@ def _torch_run(config, thresholds):
     chosen = validation_indices(len(data.test_images), config.validation_size, config.seed)
     validation_x = torch.from_numpy(prep.apply(data.test_images[chosen]))
     validation_y = data.test_labels[chosen]
-    per_epoch = len(epoch_batches(data, config, 1))
+    per_epoch = batches_per_epoch(data, config)
     total = config.epochs * per_epoch
     step = 0
     with contextlib.suppress(_AllPassed):

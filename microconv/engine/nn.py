@@ -56,17 +56,18 @@ class Module:
             p.assign(state[name])
 
 
-def _uniform(rng, shape, bound, dtype):
-    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+def _uniform(rng, shape, bound, dtype, gain=1.0):
+    return rng.uniform(-bound, bound, size=shape).astype(dtype) * np.asarray(gain, dtype=dtype)
 
 
 class Conv2d(Module):
-    """k x k convolution, stride 1, no padding; PyTorch's default uniform initialisation."""
+    """k x k convolution, stride 1, no padding; PyTorch's default uniform initialisation, the
+    weights times ``weight_gain``."""
 
-    def __init__(self, in_channels, out_channels, k, backend, dtype, rng):
+    def __init__(self, in_channels, out_channels, k, backend, dtype, rng, weight_gain=1.0):
         bound = 1.0 / math.sqrt(in_channels * k * k)
-        self.weight = Tensor.leaf(_uniform(rng, (out_channels, in_channels, k, k), bound, dtype),
-                                  backend, requires_grad=True)
+        self.weight = Tensor.leaf(_uniform(rng, (out_channels, in_channels, k, k), bound, dtype,
+                                           weight_gain), backend, requires_grad=True)
         self.bias = Tensor.leaf(_uniform(rng, (out_channels,), bound, dtype), backend,
                                 requires_grad=True)
 
@@ -75,12 +76,13 @@ class Conv2d(Module):
 
 
 class Linear(Module):
-    """y = x w^T + b, initialised uniformly within +-1/sqrt(in) like PyTorch."""
+    """y = x w^T + b, initialised uniformly within +-1/sqrt(in) like PyTorch, the weights
+    times ``weight_gain``."""
 
-    def __init__(self, in_features, out_features, backend, dtype, rng):
+    def __init__(self, in_features, out_features, backend, dtype, rng, weight_gain=1.0):
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = Tensor.leaf(_uniform(rng, (out_features, in_features), bound, dtype),
-                                  backend, requires_grad=True)
+        self.weight = Tensor.leaf(_uniform(rng, (out_features, in_features), bound, dtype,
+                                           weight_gain), backend, requires_grad=True)
         self.bias = Tensor.leaf(_uniform(rng, (out_features,), bound, dtype), backend,
                                 requires_grad=True)
 

@@ -48,19 +48,18 @@ class ConvoAlphabetModel(Module):
         rng = np.random.default_rng(seed)
         self.backend = be
         self.dtype = dtype
-        self.c1 = Conv2d(1, 32, 3, be, dtype, rng)
-        self.c2 = Conv2d(32, 64, 3, be, dtype, rng)
-        self.c3 = Conv2d(64, 128, 3, be, dtype, rng)
-        self.fc1 = Linear(512, 64, be, dtype, rng)
-        self.fc2 = Linear(64, 128, be, dtype, rng)
-        self.fc3 = Linear(128, self.classes, be, dtype, rng)
-        self.drop = Dropout(dropout)
-        # The layers draw PyTorch's default weights, of variance 1 / (3 * inputs): each GELU
-        # layer then shrinks the signal, and the first hundred steps of training are spent
-        # growing it back. Three times that variance (LeCun's 1 / inputs) keeps its size
+        # PyTorch's default weights have a variance of 1 / (3 * inputs): each GELU layer then
+        # shrinks the signal, and the first hundred steps of training are spent growing it
+        # back. Three times that variance (LeCun's 1 / inputs) keeps its size
         # (docs/training.md, "The default recipe").
-        for layer in (self.c1, self.c2, self.c3, self.fc1, self.fc2, self.fc3):
-            layer.weight.assign(layer.weight.numpy() * np.float32(INIT_GAIN))
+        gain = {"weight_gain": INIT_GAIN}
+        self.c1 = Conv2d(1, 32, 3, be, dtype, rng, **gain)
+        self.c2 = Conv2d(32, 64, 3, be, dtype, rng, **gain)
+        self.c3 = Conv2d(64, 128, 3, be, dtype, rng, **gain)
+        self.fc1 = Linear(512, 64, be, dtype, rng, **gain)
+        self.fc2 = Linear(64, 128, be, dtype, rng, **gain)
+        self.fc3 = Linear(128, self.classes, be, dtype, rng, **gain)
+        self.drop = Dropout(dropout)
 
     def trace(self, x, train=False):
         """The graph up to the scores, with its landmarks: (blocks, scores).

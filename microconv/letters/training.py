@@ -310,26 +310,32 @@ def generated_rows(batch_size, share):
     return min(round(batch_size * share), batch_size - 1)
 
 
+def batches_per_epoch(data, config):
+    """An epoch holds as many images as the data, generated letters not counted (a short last
+    batch is dropped)."""
+    return (len(data.train_images) - data.generated) // config.batch_size
+
+
 def epoch_batches(data, config, epoch):
-    """The index batches of one epoch, shuffled by (seed, epoch). An epoch holds as many images
-    as the data (a short last batch is dropped); with a generated share each batch takes
-    ``generated_rows`` of its rows from the generated letters, mixed among the others."""
+    """The index batches of one epoch, shuffled by (seed, epoch); with a generated share each
+    batch takes ``generated_rows`` of its rows from the generated letters, mixed among the
+    others."""
     rng = epoch_rng(config.seed, epoch)
     real = len(data.train_images) - data.generated
     if not data.generated:
         return batch_order(real, config.batch_size, rng)
     made = generated_rows(config.batch_size, config.generated_share)
-    count = real // config.batch_size
+    count = batches_per_epoch(data, config)
     real_rows = rng.permutation(real)[:count * (config.batch_size - made)]
     made_rows = real + np.resize(rng.permutation(data.generated), count * made)
     rows = np.concatenate([real_rows.reshape(count, -1), made_rows.reshape(count, -1)], axis=1)
     return rng.permuted(rows, axis=1)
 
 
-def augmentation_at(config, step, batches_per_epoch):
+def augmentation_at(config, step, epoch_length):
     """The augmentation ranges for a step (from 1): growing linearly over the first
-    ``augment_ramp`` epochs, full afterwards."""
-    ramp_steps = config.augment_ramp * batches_per_epoch
+    ``augment_ramp`` epochs of ``epoch_length`` batches, full afterwards."""
+    ramp_steps = config.augment_ramp * epoch_length
     if ramp_steps <= 0:
         return FULL_AUGMENTATION
     return FULL_AUGMENTATION.at_strength((step - 1) / ramp_steps)
@@ -465,7 +471,7 @@ class _Run:
                                      {"class_names": self.data.class_names})
         self.validation = validation_indices(len(self.data.test_images), config.validation_size,
                                              config.seed)
-        self.batches_per_epoch = len(epoch_batches(self.data, config, 1))
+        self.batches_per_epoch = batches_per_epoch(self.data, config)
         self.total_batches = (config.epochs * self.batches_per_epoch
                               if config.epochs is not None else None)
 
