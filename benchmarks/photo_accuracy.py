@@ -49,8 +49,10 @@ def measure(checkpoints, part="held-out", count=30, data_dir=None):
             page.image.save(path)
             described.append({"seed": page.seed, "letters": len(page.letters),
                               "size": list(page.image.size), **page.style})
+            # read as `predict` reads the file; finding and preparing do not depend on the network
+            letters, images = photo.found_letters(*photo.read_photo(path))
             for name, classifier in classifiers.items():
-                counts = pages.score(page, photo.read_letters(classifier, path))
+                counts = pages.score(page, photo.read_found(classifier, letters, images))
                 totals[name].update(counts)
                 for group in GROUPS:
                     by_style[name][f"{group}: {page.style[group]}"].update(counts)

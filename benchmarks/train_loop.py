@@ -190,7 +190,7 @@ def main():
               f"{loop['cpu_ms_per_step']:.1f} ms per step with its bookkeeping; the end of the "
               f"run (final validation, evaluation, checkpoint) {loop['end_of_run_seconds']:.1f} s",
               "per step, alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in extras.items()),
-              f"load average {load_before} at the start, {machine_info()['load_average_1m']} "
+              f"load average {load_before} at the start, {result['machine']['load_average_1m']} "
               f"at the end"]
     print_result(result, args.json, "\n".join(lines))
 

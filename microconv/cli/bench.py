@@ -483,7 +483,7 @@ def profile_step(backend="numpy", batch_size=64, steps=5, seed=0, threads=None):
 
 
 def _profile_step(backend, batch_size, steps, seed):
-    inner = backend_registry.get(backend) if isinstance(backend, str) else backend
+    inner = backend_registry.resolve(backend)
     timed = _TimedBackend(inner)
     train = TrainingStep(timed, batch_size, seed=seed)
     data = cycle(random_batches(DATA_POOL_BATCHES, batch_size, seed))

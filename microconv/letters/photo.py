@@ -551,8 +551,7 @@ def _words(line, angle, number):
     than WORD_GAP of the line's letter height and WORD_GAP_RATIO times the line's usual gap
     between letters (writing with wide letter spacing is still one word). Gives the letters
     their line number and their line's letter size."""
-    size = float(np.median([max(x.ink_box[2] - x.ink_box[0], x.ink_box[3] - x.ink_box[1])
-                            for x in line]))
+    size = float(np.median([x.ink.size for x in line]))
     height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
     extents = [_along_across(x.ink, angle)[0] for x in line]
     ends = np.maximum.accumulate([float(e.max()) + 1 for e in extents])
@@ -597,8 +596,7 @@ def _split_touching(letter, typical_height, wider_than=SPLIT_WIDTH):
 def _looks_like_writing(letter, typical):
     """Drop what is not pen writing: a tiny mark, or a solid smear (a shadow, a stain) whose
     "stroke" is as wide as the smear itself."""
-    left, top, right, bottom = letter.ink_box
-    size = max(right - left, bottom - top)
+    size = letter.ink.size
     if size < 0.3 * typical:
         return False
     return _stroke_width(letter.ink.mask(letter.ink_box)) < SMEAR * size
@@ -752,10 +750,22 @@ def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE, colour=None)
 
 def _classified(classifier, gray, colour, top, stroke):
     """(results, letters): the letters found and what the network reads in each."""
+    letters, images = found_letters(gray, colour, stroke)
+    return read_found(classifier, letters, images, top), letters
+
+
+def found_letters(gray, colour=None, stroke=EMNIST_STROKE):
+    """(letters, their prepared 28x28 images): the part of reading a photo that does not
+    depend on the network, so several networks can read one photo found once."""
     letters = find_letter_details(gray, colour)
+    return letters, letter_images(gray, letters, stroke)
+
+
+def read_found(classifier, letters, images, top=3):
+    """The results of ``read_letters`` for letters found and prepared by ``found_letters``."""
     if not letters:
-        return [], []
-    log_probs = read_prepared(classifier, letter_images(gray, letters, stroke))
+        return []
+    log_probs = read_prepared(classifier, images)
     results = []
     for letter, scores in zip(letters, log_probs):
         ranked = top_letters(scores, top)
@@ -763,7 +773,7 @@ def _classified(classifier, gray, colour, top, stroke):
                         "ink_box": tuple(int(v) for v in letter.ink_box),
                         "line": letter.line, "word": letter.word,
                         "letter": ranked[0][0], "top3": ranked})
-    return results, letters
+    return results
 
 
 def read_prepared(classifier, images, shifts=READ_SHIFTS):
