@@ -75,6 +75,7 @@ from microconv.letters.records import (
 )
 
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
+SCHEDULES = ("cosine", "constant")
 # Resuming onto other data (a folder of someone's own letters) fine-tunes: a small rate learns
 # the new hand and keeps most of what the first data taught (measured in docs/training.md: at
 # 2.5 and 5 times this rate the first data's accuracy fell 3 and 7 points further).
@@ -168,7 +169,7 @@ class TrainConfig:
         1000, "Test images (a fixed random subset) used for each validation.", min=1)
     schedule: str = setting(
         "cosine", "cosine: decay the learning rate to 0 over the run; constant: keep it.",
-        choices=("cosine", "constant"))
+        choices=SCHEDULES)
 
     def checked(self):
         """Self, after checking every field; a TrainingError names every bad one."""
@@ -180,13 +181,12 @@ class TrainConfig:
                             f"not '{self.optimizer}'")
         if self.dataset not in DATASETS:
             problems.append(f"dataset must be one of {', '.join(DATASETS)}, not '{self.dataset}'")
-        if self.schedule not in ("cosine", "constant"):
-            problems.append(f"schedule must be cosine or constant, not '{self.schedule}'")
-        for name in ("batch_size", "eval_every", "validation_size"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name} must be at least 1")
-        if self.epochs is not None and self.epochs < 1:
-            problems.append("epochs must be at least 1")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be {' or '.join(SCHEDULES)}, not '{self.schedule}'")
+        for f in fields(self):              # the lower bounds the command line enforces too
+            low, value = f.metadata.get("min"), getattr(self, f.name)
+            if low is not None and value is not None and value < low:
+                problems.append(f"{f.name} must be at least {low:g}")
         if self.epochs is None and self.max_minutes is None:
             problems.append("give epochs or max_minutes (or both), otherwise training never ends")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -195,16 +195,8 @@ class TrainConfig:
             problems.append("lr must be positive")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must lie in [0, 1)")
-        if not 0.0 <= self.generated_share < 1.0:
+        if self.generated_share >= 1.0:       # the command line's max (0.99) is inclusive
             problems.append("generated_share must lie in [0, 1)")
-        if self.augment_ramp < 0:
-            problems.append("augment_ramp must be at least 0")
-        if self.warmup < 0:
-            problems.append("warmup must be at least 0")
-        if self.limit is not None and self.limit < 1:
-            problems.append("limit must be at least 1")
-        if self.seed < 0:
-            problems.append("seed must be at least 0")
         if problems:
             raise TrainingError("bad training settings: " + "; ".join(problems))
         return self
