@@ -47,11 +47,19 @@ def integer(low=None, high=None):
     return checker
 
 
+def finite(number):
+    """Whether an int or float is finite; an int too large for a float is not."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def number(low=None, high=None, above=None, below=None):
     """A finite int or float within [low, high] and, when given, strictly above ``above`` and
     below ``below``."""
     def checker(value, where):
-        ok = type(value) in (int, float) and math.isfinite(value)
+        ok = type(value) in (int, float) and finite(value)
         ok = ok and (low is None or value >= low) and (high is None or value <= high)
         ok = ok and (above is None or value > above) and (below is None or value < below)
         if not ok:

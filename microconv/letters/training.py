@@ -39,7 +39,7 @@ import numpy as np
 from microconv import backends
 from microconv.engine.optim import SGD, Adam
 from microconv.errors import CheckpointError, MicroconvError, TrainingError
-from microconv.letters import distributed
+from microconv.letters import distributed, schema
 from microconv.letters.augment import DEFAULT as FULL_AUGMENTATION
 from microconv.letters.augment import augment
 from microconv.letters.checkpoint import (
@@ -212,19 +212,12 @@ class TrainConfig:
                 continue
             fits = ((int in kinds and type(value) is int) or (bool in kinds and type(value) is bool)
                     or (str in kinds and type(value) is str)
-                    or (float in kinds and type(value) in (int, float) and _finite(value)))
+                    or (float in kinds and type(value) in (int, float) and schema.finite(value)))
             if not fits:
                 names = " or ".join("None" if k is type(None) else "a finite number"
                                     if k is float else k.__name__ for k in kinds)
                 problems.append(f"{f.name} must be {names}, not {value!r:.40}")
         return problems
-
-
-def _finite(number):
-    try:
-        return math.isfinite(number)
-    except OverflowError:                   # an int too large for a float
-        return False
 
 
 # --- data -------------------------------------------------------------------------------------
