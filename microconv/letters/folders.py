@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from microconv.errors import DataError
-from microconv.letters import photo
+from microconv.letters import photo, pictures
 
 SPLIT_FOLDERS = ("train", "test")
 TEST_EVERY = 5               # in a one-pool folder, pictures 5, 10, 15 ... of a letter are test
@@ -69,15 +69,17 @@ def _class_folders(root):
 
 
 def _check_picture(path):
-    """A DataError unless ``path`` is a file Pillow recognises as a picture (only its header
-    is read, so every picture of a folder is checked even when one split is used)."""
+    """A DataError unless ``path`` is a picture in a format ``pictures.open_picture`` reads
+    (only its header is read, so every picture of a folder is checked even when one split is
+    used)."""
     if not path.is_file():
         raise DataError(f"{path} is not a picture file; a letter's folder holds pictures only")
     try:
-        with Image.open(path):
+        with Image.open(path, formats=pictures.FORMATS):
             pass
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} is not a picture Pillow can read ({exc})") from None
+        raise DataError(f"{path} is not a picture in a format microconv reads "
+                        f"({', '.join(pictures.FORMATS)}): {exc}") from None
 
 
 def split_layout(path):
