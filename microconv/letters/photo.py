@@ -857,7 +857,6 @@ def letter_crop(colour, letters, index):
 
 def _save_new_png(pixels, folder, name):
     """Write pixels as folder/name.png (or name-2.png, ... when taken), atomically; the path."""
-    from microconv.letters.checkpoint import write_atomically
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -868,8 +867,7 @@ def _save_new_png(pixels, folder, name):
         if target.exists():
             continue
         try:
-            write_atomically(target, lambda f: picture.save(f, format="PNG"), error=DataError,
-                             replace=False)
+            save_picture(picture, target, replace=False)
             return str(target)
         except FileExistsError:       # taken since we looked: try the next name
             continue

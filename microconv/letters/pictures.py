@@ -134,9 +134,10 @@ def _flatten(image):
     return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
 
 
-def save_picture(image, path):
+def save_picture(image, path, replace=True):
     """Write a Pillow image to ``path`` atomically, in the format its extension names (.png,
-    .jpg, ...); the previous file there stays whole if anything fails. DataError otherwise."""
+    .jpg, ...); the previous file there stays whole if anything fails. DataError otherwise.
+    With ``replace=False`` a file already at ``path`` is left alone: FileExistsError."""
     path = os.fspath(path)
     kind = SAVE_FORMATS.get(os.path.splitext(path)[1].lower())
     if kind is None:
@@ -145,6 +146,7 @@ def save_picture(image, path):
     if kind in ("JPEG", "PPM", "BMP") and image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
     try:
-        write_atomically(path, lambda f: image.save(f, format=kind), error=DataError)
+        write_atomically(path, lambda f: image.save(f, format=kind), error=DataError,
+                         replace=replace)
     except ValueError as exc:
         raise DataError(f"cannot write {path}: {exc}") from None
