@@ -294,21 +294,21 @@ JSON_VALUES = st.recursive(
     max_leaves=6)
 
 
+def set_dotted(field, value):
+    """A header change setting one field (a dotted path) to value; a parent that is not a
+    dictionary (or is missing) has the field set one level up instead."""
+    def change(header):
+        *parents, last = field.split(".")
+        node = header
+        for name in parents:
+            node = node.setdefault(name, {}) if isinstance(node.get(name), dict) else node
+        node[last] = value
+    return change
+
+
 def with_header_value(content, folder, field, value):
     """The checkpoint bytes with one header field (a dotted path) set to value."""
-    source = write(folder, "source.npz", content)
-    with np.load(source) as stored:
-        arrays = {key: stored[key] for key in stored.files}
-    header = json.loads(arrays["header"].tobytes())
-    *parents, last = field.split(".")
-    node = header
-    for name in parents:
-        node = node.setdefault(name, {}) if isinstance(node.get(name), dict) else node
-    node[last] = value
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    path = folder / "edited.npz"
-    np.savez(path, **arrays)
-    return path
+    return rewritten(folder, (content, None, None), header_change=set_dotted(field, value))
 
 
 def one_line(exc, path):
