@@ -28,6 +28,16 @@ def assert_one_line_error(result, *fragments, code=1):
     return message
 
 
+def assert_one_line_exception(exc, *fragments):
+    """The exception's message is there, is one line, and holds every fragment: what a user
+    reads of an error raised through the Python API. Returns the message."""
+    message = str(exc)
+    assert message and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
 def with_peak_memory(call):
     """(call's result, the most bytes Python and NumPy held at once while it ran)."""
     tracemalloc.start()

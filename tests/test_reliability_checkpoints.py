@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from clitools import small_train_config, with_peak_memory
+from clitools import assert_one_line_exception, small_train_config, with_peak_memory
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -202,8 +202,7 @@ def state_or_checkpoint_error(path):
     try:
         return hello_dl.read_seed_state(path)
     except CheckpointError as exc:
-        message = str(exc)
-        assert message and "\n" not in message and str(path) in message, message
+        assert_one_line_exception(exc, str(path))
         return exc
 
 
@@ -311,18 +310,13 @@ def with_header_value(content, folder, field, value):
     return rewritten(folder, (content, None, None), header_change=set_dotted(field, value))
 
 
-def one_line(exc, path):
-    message = str(exc)
-    assert message and "\n" not in message and str(path) in message, message
-
-
 @given(field=st.sampled_from(FIELDS), value=JSON_VALUES)
 def test_any_value_in_any_header_field(tmp_path_factory, trained, field, value):
     path = with_header_value(trained, tmp_path_factory.mktemp("field"), field, value)
     try:
         classifier = load_checkpoint(path)
     except CheckpointError as exc:
-        one_line(exc, path)
+        assert_one_line_exception(exc, str(path))
     else:
         images = np.zeros((2, 28, 28), np.uint8)
         images[:, 8:20, 12:16] = 255
@@ -333,7 +327,7 @@ def test_any_value_in_any_header_field(tmp_path_factory, trained, field, value):
                              distributed.SingleProcess())
         run.setup()
     except CheckpointError as exc:
-        one_line(exc, path)
+        assert_one_line_exception(exc, str(path))
     except MicroconvError as exc:                # a saved setting this machine cannot use
         assert "\n" not in str(exc), str(exc)
     else:
@@ -391,5 +385,5 @@ def test_members_that_would_inflate_or_lie_about_their_size(tmp_path, good, name
         return caught.value
 
     error, peak = with_peak_memory(refused)
-    one_line(error, path)
+    assert_one_line_exception(error, str(path))
     assert peak < 20_000_000, peak
