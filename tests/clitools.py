@@ -66,9 +66,25 @@ def untrained_checkpoint(folder):
     return path
 
 
+def no_emnist_env(root):
+    """The environment changes under which no EMNIST files are found (data and cache folders
+    under root that do not hold any) and no backend is chosen by the environment, so training
+    uses generated letters on the default backend. None marks a variable to unset, as
+    CliRunner reads it; set_env applies the changes to a monkeypatch."""
+    return {"MICROCONV_DATA": str(root / "no-data"), "XDG_CACHE_HOME": str(root / "cache"),
+            "MICROCONV_BACKEND": None}
+
+
+def set_env(monkeypatch, env):
+    """Apply env to monkeypatch: set each variable, unset those whose value is None."""
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def no_emnist(tmp_path, monkeypatch):
     """An environment in which no EMNIST files are found, so training uses generated letters."""
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
+    set_env(monkeypatch, no_emnist_env(tmp_path))

@@ -12,7 +12,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_exception, small_train_config, with_peak_memory
+from clitools import (assert_one_line_exception, no_emnist_env, set_env, small_train_config,
+                      with_peak_memory)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -266,10 +267,7 @@ def trained(tmp_path_factory, no_emnist_module):
 @pytest.fixture(scope="module")
 def no_emnist_module(tmp_path_factory):
     patch = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("env")
-    patch.setenv("MICROCONV_DATA", str(root / "no-data"))
-    patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-    patch.delenv("MICROCONV_BACKEND", raising=False)
+    set_env(patch, no_emnist_env(tmp_path_factory.mktemp("env")))
     yield
     patch.undo()
 

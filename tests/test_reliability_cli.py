@@ -31,8 +31,7 @@ from microconv.letters.preprocess import Preprocessing
 def files(tmp_path_factory):
     """Everything the table refers to, made once: good and damaged inputs of every kind."""
     root = tmp_path_factory.mktemp("cli-errors")
-    env = {"MICROCONV_DATA": str(root / "no-data"), "XDG_CACHE_HOME": str(root / "cache"),
-           "MICROCONV_BACKEND": None, "COLUMNS": "100"}
+    env = {**clitools.no_emnist_env(root), "COLUMNS": "100"}
     paths = {"root": root, "missing": root / "missing", "empty_dir": root / "empty-dir",
              "text": root / "notes.txt", "letters": root / "letters", "model": root / "model.npz",
              "db": root / "metrics.db", "empty_db": root / "empty.db",

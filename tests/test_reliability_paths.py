@@ -82,9 +82,7 @@ def run(root, *argv):
     events = FileEvents(root)
     RECORDER.append(events)
     try:
-        result = clitools.cli(*argv, env={"MICROCONV_DATA": str(root / "no-data"),
-                                           "XDG_CACHE_HOME": str(root / "cache"),
-                                           "MICROCONV_BACKEND": None})
+        result = clitools.cli(*argv, env=clitools.no_emnist_env(root))
     finally:
         RECORDER.pop()
     events.written = {p for p in events.written if not TEMP_NAME.fullmatch(os.path.basename(p))}
