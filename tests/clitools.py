@@ -3,6 +3,7 @@
 import tracemalloc
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from microconv.cli import app
@@ -57,6 +58,15 @@ def small_train_config(folder, **settings):
                   generated_share=0.0, out=str(folder / "run.npz"))
     config.update(settings)
     return TrainConfig(**config)
+
+
+def bar_picture(path):
+    """Save at path a 100x100 white picture holding one black upright bar (a single letter-like
+    mark), and return path."""
+    page = Image.new("L", (100, 100), 255)
+    page.paste(0, (40, 10, 60, 90))
+    page.save(path)
+    return path
 
 
 def untrained_checkpoint(folder):

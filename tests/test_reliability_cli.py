@@ -17,7 +17,6 @@ import zipfile
 
 import clitools
 import pytest
-from PIL import Image
 
 from microconv.cli import app
 from microconv.letters import synth
@@ -51,9 +50,7 @@ def files(tmp_path_factory):
     sqlite3.connect(paths["empty_db"]).execute("CREATE TABLE other (x)")
     save_checkpoint(paths["digits_model"], ConvoAlphabetModel("numpy"), Preprocessing(),
                     header={"class_names": "0123456789"})
-    picture = Image.new("L", (100, 100), 255)
-    picture.paste(0, (40, 10, 60, 90))
-    picture.save(paths["picture"])
+    clitools.bar_picture(paths["picture"])
     with zipfile.ZipFile(paths["archive"], "w") as archive:
         archive.writestr("readme.txt", "no EMNIST in here")
     return paths, env
