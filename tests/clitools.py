@@ -3,6 +3,7 @@
 import tracemalloc
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from microconv.cli import app
@@ -22,6 +23,16 @@ def assert_one_line_error(result, *fragments, code=1):
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     message = result.stderr.strip()
+    assert message and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def assert_one_line_exception(exc, *fragments):
+    """The exception's message is there, is one line, and holds every fragment: what a user
+    reads of an error raised through the Python API. Returns the message."""
+    message = str(exc)
     assert message and "\n" not in message, message
     for fragment in fragments:
         assert fragment in message, message
@@ -49,6 +60,15 @@ def small_train_config(folder, **settings):
     return TrainConfig(**config)
 
 
+def bar_picture(path):
+    """Save at path a 100x100 white picture holding one black upright bar (a single letter-like
+    mark), and return path."""
+    page = Image.new("L", (100, 100), 255)
+    page.paste(0, (40, 10, 60, 90))
+    page.save(path)
+    return path
+
+
 def untrained_checkpoint(folder):
     """A checkpoint of a freshly initialised ConvoAlphabetModel (seed 0)."""
     path = folder / "model.npz"
@@ -56,9 +76,25 @@ def untrained_checkpoint(folder):
     return path
 
 
+def no_emnist_env(root):
+    """The environment changes under which no EMNIST files are found (data and cache folders
+    under root that do not hold any) and no backend is chosen by the environment, so training
+    uses generated letters on the default backend. None marks a variable to unset, as
+    CliRunner reads it; set_env applies the changes to a monkeypatch."""
+    return {"MICROCONV_DATA": str(root / "no-data"), "XDG_CACHE_HOME": str(root / "cache"),
+            "MICROCONV_BACKEND": None}
+
+
+def set_env(monkeypatch, env):
+    """Apply env to monkeypatch: set each variable, unset those whose value is None."""
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def no_emnist(tmp_path, monkeypatch):
     """An environment in which no EMNIST files are found, so training uses generated letters."""
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("MICROCONV_BACKEND", raising=False)
+    set_env(monkeypatch, no_emnist_env(tmp_path))

@@ -55,12 +55,20 @@ def reader_checkpoint(folder):
 
 
 @contextlib.contextmanager
-def pad_server(folder):
+def serving(folder):
     """(base URL, reader, whether the weights are trained) of a server on a free local port."""
     path, trained = reader_checkpoint(folder)
     reader = serve.LetterReader(load_checkpoint(path))
     with serve.running(serve.create_app(reader, path.name)) as url:
         yield url, reader, trained
+
+
+# Named apart from the fixture so that a test asking for pad_server does not shadow an import.
+@pytest.fixture(scope="module", name="pad_server")
+def module_pad_server(tmp_path_factory):
+    """One server per test module, as serving gives it."""
+    with serving(tmp_path_factory.mktemp("serve")) as server:
+        yield server
 
 
 def request(url, method="GET", body=None, content_type=None, chunked=False):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from clitools import assert_one_line_error, cli
+from clitools import assert_one_line_error, cli, no_emnist_env
 from PIL import Image
 
 import microconv
@@ -30,8 +30,7 @@ def home(tmp_path_factory):
     """A folder with generated EMNIST-format files, and an environment that finds no other data."""
     root = tmp_path_factory.mktemp("cli")
     synth.write_emnist_files(root / "letters", train_size=260, test_size=130, seed=3)
-    env = {"MICROCONV_DATA": str(root / "no-data-here"), "XDG_CACHE_HOME": str(root / "cache"),
-           "MICROCONV_BACKEND": None, "COLUMNS": "100"}
+    env = {**no_emnist_env(root), "COLUMNS": "100"}
     return root, env
 
 

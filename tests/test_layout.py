@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clitools import no_emnist_env
 
 import microconv
 from microconv import backends
@@ -92,9 +93,8 @@ def test_a_backend_file_alone_makes_a_backend_the_cli_can_train_on(tmp_path):
     source = (BACKENDS / "ops_numpy.py").read_text(encoding="utf-8")
     echo.write_text(source.replace('name = "numpy"', 'name = "echo"'), encoding="utf-8")
     try:
-        env = {**os.environ, "MICROCONV_DATA": str(tmp_path / "no-data"),
-               "XDG_CACHE_HOME": str(tmp_path / "cache")}
-        env.pop("MICROCONV_BACKEND", None)
+        env = {**os.environ, **no_emnist_env(tmp_path)}
+        env = {name: value for name, value in env.items() if value is not None}
         run = subprocess.run(
             [*MICROCONV, "train", "--backend", "echo", "--limit", "64",
              "--epochs", "1", "--batch-size", "16", "--validation-size", "16", "--no-dashboard",

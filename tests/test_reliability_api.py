@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from clitools import assert_one_line_exception
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,7 +38,7 @@ def answers(call):
         try:
             return call()
         except MicroconvError as exc:
-            assert str(exc) and "\n" not in str(exc)
+            assert_one_line_exception(exc)
             return exc
 
 

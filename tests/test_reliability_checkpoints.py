@@ -12,7 +12,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from clitools import small_train_config, with_peak_memory
+from clitools import (assert_one_line_exception, no_emnist_env, set_env, small_train_config,
+                      with_peak_memory)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -202,8 +203,7 @@ def state_or_checkpoint_error(path):
     try:
         return hello_dl.read_seed_state(path)
     except CheckpointError as exc:
-        message = str(exc)
-        assert message and "\n" not in message and str(path) in message, message
+        assert_one_line_exception(exc, str(path))
         return exc
 
 
@@ -267,10 +267,7 @@ def trained(tmp_path_factory, no_emnist_module):
 @pytest.fixture(scope="module")
 def no_emnist_module(tmp_path_factory):
     patch = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("env")
-    patch.setenv("MICROCONV_DATA", str(root / "no-data"))
-    patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-    patch.delenv("MICROCONV_BACKEND", raising=False)
+    set_env(patch, no_emnist_env(tmp_path_factory.mktemp("env")))
     yield
     patch.undo()
 
@@ -294,26 +291,21 @@ JSON_VALUES = st.recursive(
     max_leaves=6)
 
 
+def set_dotted(field, value):
+    """A header change setting one field (a dotted path) to value; a parent that is not a
+    dictionary (or is missing) has the field set one level up instead."""
+    def change(header):
+        *parents, last = field.split(".")
+        node = header
+        for name in parents:
+            node = node.setdefault(name, {}) if isinstance(node.get(name), dict) else node
+        node[last] = value
+    return change
+
+
 def with_header_value(content, folder, field, value):
     """The checkpoint bytes with one header field (a dotted path) set to value."""
-    source = write(folder, "source.npz", content)
-    with np.load(source) as stored:
-        arrays = {key: stored[key] for key in stored.files}
-    header = json.loads(arrays["header"].tobytes())
-    *parents, last = field.split(".")
-    node = header
-    for name in parents:
-        node = node.setdefault(name, {}) if isinstance(node.get(name), dict) else node
-    node[last] = value
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    path = folder / "edited.npz"
-    np.savez(path, **arrays)
-    return path
-
-
-def one_line(exc, path):
-    message = str(exc)
-    assert message and "\n" not in message and str(path) in message, message
+    return rewritten(folder, (content, None, None), header_change=set_dotted(field, value))
 
 
 @given(field=st.sampled_from(FIELDS), value=JSON_VALUES)
@@ -322,7 +314,7 @@ def test_any_value_in_any_header_field(tmp_path_factory, trained, field, value):
     try:
         classifier = load_checkpoint(path)
     except CheckpointError as exc:
-        one_line(exc, path)
+        assert_one_line_exception(exc, str(path))
     else:
         images = np.zeros((2, 28, 28), np.uint8)
         images[:, 8:20, 12:16] = 255
@@ -333,7 +325,7 @@ def test_any_value_in_any_header_field(tmp_path_factory, trained, field, value):
                              distributed.SingleProcess())
         run.setup()
     except CheckpointError as exc:
-        one_line(exc, path)
+        assert_one_line_exception(exc, str(path))
     except MicroconvError as exc:                # a saved setting this machine cannot use
         assert "\n" not in str(exc), str(exc)
     else:
@@ -391,5 +383,5 @@ def test_members_that_would_inflate_or_lie_about_their_size(tmp_path, good, name
         return caught.value
 
     error, peak = with_peak_memory(refused)
-    one_line(error, path)
+    assert_one_line_exception(error, str(path))
     assert peak < 20_000_000, peak

@@ -17,7 +17,6 @@ import zipfile
 
 import clitools
 import pytest
-from PIL import Image
 
 from microconv.cli import app
 from microconv.letters import synth
@@ -31,8 +30,7 @@ from microconv.letters.preprocess import Preprocessing
 def files(tmp_path_factory):
     """Everything the table refers to, made once: good and damaged inputs of every kind."""
     root = tmp_path_factory.mktemp("cli-errors")
-    env = {"MICROCONV_DATA": str(root / "no-data"), "XDG_CACHE_HOME": str(root / "cache"),
-           "MICROCONV_BACKEND": None, "COLUMNS": "100"}
+    env = {**clitools.no_emnist_env(root), "COLUMNS": "100"}
     paths = {"root": root, "missing": root / "missing", "empty_dir": root / "empty-dir",
              "text": root / "notes.txt", "letters": root / "letters", "model": root / "model.npz",
              "db": root / "metrics.db", "empty_db": root / "empty.db",
@@ -52,9 +50,7 @@ def files(tmp_path_factory):
     sqlite3.connect(paths["empty_db"]).execute("CREATE TABLE other (x)")
     save_checkpoint(paths["digits_model"], ConvoAlphabetModel("numpy"), Preprocessing(),
                     header={"class_names": "0123456789"})
-    picture = Image.new("L", (100, 100), 255)
-    picture.paste(0, (40, 10, 60, 90))
-    picture.save(paths["picture"])
+    clitools.bar_picture(paths["picture"])
     with zipfile.ZipFile(paths["archive"], "w") as archive:
         archive.writestr("readme.txt", "no EMNIST in here")
     return paths, env

@@ -12,7 +12,7 @@ import sys
 import clitools
 import numpy as np
 import pytest
-from clitools import cli, untrained_checkpoint
+from clitools import cli, no_emnist_env, set_env, untrained_checkpoint
 
 from microconv import backends as registry
 
@@ -21,9 +21,8 @@ from microconv import backends as registry
 def fresh_backends(tmp_path, monkeypatch):
     """No cached backend objects, contexts or programs: each test opens the device anew."""
     monkeypatch.setattr(registry, "_instances", {})
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for name in ("MICROCONV_BACKEND", "MICROCONV_OPENCL_DEVICE", "PYOPENCL_CTX"):
+    set_env(monkeypatch, no_emnist_env(tmp_path))
+    for name in ("MICROCONV_OPENCL_DEVICE", "PYOPENCL_CTX"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -10,7 +10,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from clitools import assert_one_line_error, cli, with_peak_memory
+from clitools import assert_one_line_error, assert_one_line_exception, cli, with_peak_memory
 from hypothesis import given, reject
 from hypothesis import strategies as st
 
@@ -82,8 +82,7 @@ def run_or_one_line(path):
     try:
         return read_run(path)
     except MicroconvError as exc:
-        message = str(exc)
-        assert message and "\n" not in message and str(path) in message, message
+        assert_one_line_exception(exc, str(path))
         return exc
 
 

@@ -17,7 +17,6 @@ import zipfile
 import clitools
 import numpy as np
 import pytest
-from PIL import Image
 
 from microconv.letters import hello_dl, synth
 from microconv.letters.checkpoint import TEMP_NAME, read_checkpoint
@@ -82,9 +81,7 @@ def run(root, *argv):
     events = FileEvents(root)
     RECORDER.append(events)
     try:
-        result = clitools.cli(*argv, env={"MICROCONV_DATA": str(root / "no-data"),
-                                           "XDG_CACHE_HOME": str(root / "cache"),
-                                           "MICROCONV_BACKEND": None})
+        result = clitools.cli(*argv, env=clitools.no_emnist_env(root))
     finally:
         RECORDER.pop()
     events.written = {p for p in events.written if not TEMP_NAME.fullmatch(os.path.basename(p))}
@@ -124,10 +121,7 @@ def world(tmp_path_factory):
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     np.savez(hostile, **arrays)
 
-    picture = root / "letter.png"
-    page = Image.new("L", (100, 100), 255)
-    page.paste(0, (40, 10, 60, 90))
-    page.save(picture)
+    picture = clitools.bar_picture(root / "letter.png")
     state = root / "w.state"
     hello_dl.write_seed_state(state, "legacy", [np.zeros(shape, np.float32)
                                                 for shape in hello_dl.LAYOUTS["legacy"]])

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from clitools import (  # noqa: F401 - no_emnist is a fixture
     assert_one_line_error,
+    bar_picture,
     cli,
     no_emnist,
     small_train_config,
@@ -372,12 +373,7 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_the_next_write_removes(tmp
 
 @pytest.fixture
 def picture(tmp_path):
-    from PIL import Image
-    page = Image.new("L", (100, 100), 255)
-    page.paste(0, (40, 10, 60, 90))
-    path = tmp_path / "letter.png"
-    page.save(path)
-    return path
+    return bar_picture(tmp_path / "letter.png")
 
 
 def test_a_full_disk_under_annotate_keeps_the_previous_picture(tmp_path, picture, monkeypatch):

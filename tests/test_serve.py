@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from clitools import assert_one_line_error, cli, untrained_checkpoint
 from PIL import Image
-from servetools import (
+from servetools import (  # noqa: F401 - module_pad_server is the pad_server fixture
     WORD,
+    module_pad_server,
     pad_picture,
     png,
     request,
@@ -24,16 +25,9 @@ from servetools import (
     strokes_of,
     word_photo,
 )
-from servetools import pad_server as serving
 
 from microconv.cli import serve
 from microconv.letters import photo, synth
-
-
-@pytest.fixture(scope="module")
-def pad_server(tmp_path_factory):
-    with serving(tmp_path_factory.mktemp("serve")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

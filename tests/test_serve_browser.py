@@ -13,15 +13,15 @@ import shutil
 
 import numpy as np
 import pytest
-from servetools import (
+from servetools import (  # noqa: F401 - module_pad_server is the pad_server fixture
     REQUIRE_BROWSER,
     WORD,
+    module_pad_server,
     request,
     sample_letter,
     strokes_of,
     word_photo,
 )
-from servetools import pad_server as serving
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 WAIT_S = 120                    # generous: CI machines are slow and shared
@@ -65,12 +65,6 @@ def browser():
     driver.set_page_load_timeout(WAIT_S)
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope="module")
-def pad_server(tmp_path_factory):
-    with serving(tmp_path_factory.mktemp("serve")) as server:
-        yield server
 
 
 @pytest.fixture

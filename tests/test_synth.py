@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from clitools import no_emnist_env, set_env
 
 from microconv.errors import DataError, TrainingError
 from microconv.letters import data, photo, synth
@@ -90,8 +91,7 @@ def test_a_photograph_shows_dark_letters_on_paper_that_the_reader_finds():
 
 
 def test_the_generated_share_mixes_lower_case_letters_into_training(tmp_path, monkeypatch):
-    monkeypatch.setenv("MICROCONV_DATA", str(tmp_path / "none"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    set_env(monkeypatch, no_emnist_env(tmp_path))
     plain = load_data(TrainConfig(limit=60, batch_size=8, generated_share=0.0))
     mixed = load_data(TrainConfig(limit=60, batch_size=8, generated_share=0.25))
     # as many as an epoch shows: a quarter of the data's size (training.epoch_batches)
