@@ -1,7 +1,7 @@
 """The drawing pad's tests share these: a checkpoint, a running server, pictures to send.
 
 The checkpoint is the seed's own weights (imported from ../shared/seed-artifacts, where they
-read the generated word below correctly) or, without ../shared, a freshly initialised model:
+read the generated text below correctly) or, without ../shared, a freshly initialised model:
 the tests that compare the page with the API hold for any weights.
 """
 
@@ -41,7 +41,7 @@ DATA = SHARED / "data" / "handwritten-letters"
 SEED_STATE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
 PAD_SIDE = 256          # the pad's canvas (index.html)
 PEN = 9                 # the pad's pen width (pad.js)
-WORD = "pad"            # the seed's weights read it on word_photo(WORD)
+TEXT = "pa d\nbe"       # the seed's weights read it on text_photo(TEXT)
 
 
 def reader_checkpoint(folder):
@@ -116,16 +116,23 @@ def strokes_of(image):
     return strokes
 
 
-def word_photo(word, seed=7):
-    """A PNG 'photo' of generated handwritten letters, dark on grey paper, left to right."""
+def text_photo(text, seed=11):
+    """A PNG 'photo' of generated handwritten letters, dark on grey paper: ``text``'s lines
+    top to bottom, each letter in a square of its own, a space an empty square."""
     rng = np.random.default_rng(seed)
-    side, gap = 112, 40
-    paper = 190 + rng.normal(0, 3, (side + 2 * gap, len(word) * (side + gap) + gap))
-    for i, letter in enumerate(word):
-        ink = synth.draw_letter(synth.LETTERS.index(letter.upper()), rng)
-        big = np.asarray(Image.fromarray(ink).resize((side, side), Image.BICUBIC), np.float64)
-        left = gap + i * (side + gap)
-        paper[gap:gap + side, left:left + side] -= big / 255 * 140
+    side, margin = 112, 40
+    lines = text.split("\n")
+    paper = 190 + rng.normal(0, 3, (len(lines) * (side + margin) + margin,
+                                    max(map(len, lines)) * side + 2 * margin))
+    for row, line in enumerate(lines):
+        top = margin + row * (side + margin)
+        for column, letter in enumerate(line):
+            if letter == " ":
+                continue
+            ink = synth.draw_letter(synth.LETTERS.index(letter.upper()), rng)
+            big = np.asarray(Image.fromarray(ink).resize((side, side), Image.BICUBIC), np.float64)
+            left = margin + column * side
+            paper[top:top + side, left:left + side] -= big / 255 * 140
     return png(np.clip(paper, 0, 255))
 
 

@@ -18,9 +18,9 @@ The steps, each a small function:
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
    square keeping the aspect ratio, add a border of 2/24 of the side, bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
-6. ``read_letters``, ``text_of`` and ``annotate``: classify each letter, give the text with
-   its lines and words, draw boxes and answers; ``read_letters`` can also save each letter
-   as a picture (``letter_crop``).
+6. ``read_letters``, ``text_of``, ``read_page`` and ``annotate``: classify each letter, give
+   the text with its lines and words, draw boxes and answers; ``read_letters`` can also save
+   each letter as a picture (``letter_crop``).
 """
 
 from __future__ import annotations
@@ -731,6 +731,20 @@ def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
     already taken gets a suffix (``-2``, ``-3``, ...), so no file is ever replaced. Each
     result then also holds the picture's path as "saved".
     """
+    return read_page(classifier, source, top, stroke, save_to)["letters"]
+
+
+def read_page(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
+    """A photo read as ``microconv predict`` and ``microconv serve`` report it::
+
+        {"width": 640, "height": 480, "text": "ab c\\nd", "lines": ["ab c", "d"],
+         "letters": [...]}
+
+    ``letters`` are ``read_letters``'s results (the arguments are its own), ``text`` is
+    ``text_of`` them and ``lines`` the text split at its newlines (none when no letter was
+    found). ``width`` and ``height`` are those of the picture as read, which the boxes refer
+    to: upright, and scaled down when larger than ``pictures.MAX_SIDE``.
+    """
     gray, colour = read_photo(source)
     results, letters = _classified(classifier, gray, colour, top, stroke)
     if save_to is not None:
@@ -739,7 +753,9 @@ def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
             crop = letter_crop(colour, letters, number - 1)
             result["saved"] = _save_new_png(crop, Path(save_to) / result["letter"],
                                             f"{stem}-{number}")
-    return results
+    text = text_of(results)
+    return {"width": gray.shape[1], "height": gray.shape[0], "text": text,
+            "lines": text.split("\n") if results else [], "letters": results}
 
 
 def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE, colour=None):
@@ -784,8 +800,19 @@ def read_prepared(classifier, images, shifts=READ_SHIFTS):
     images = np.asarray(images)
     if len(images) == 0 or len(shifts) == 1:
         return classifier.predict(images)
-    views = np.concatenate([_shifted(images, dy, dx) for dy, dx in shifts])
-    probs = np.exp(classifier.predict(views)).reshape(len(shifts), len(images), -1)
+    return mean_of_views(classifier.predict(shifted_views(images, shifts)), len(shifts))
+
+
+def shifted_views(images, shifts=READ_SHIFTS):
+    """(len(shifts) * N, H, W): the N images moved by each shift in turn, as
+    ``read_prepared`` reads them."""
+    return np.concatenate([_shifted(np.asarray(images), dy, dx) for dy, dx in shifts])
+
+
+def mean_of_views(log_probs, view_count):
+    """Log-probabilities (N, classes) from those of ``shifted_views``' ``view_count`` copies
+    of N letters: the log of each letter's mean probability over its views."""
+    probs = np.exp(log_probs).reshape(view_count, len(log_probs) // view_count, -1)
     return np.log(np.maximum(probs.mean(axis=0), 1e-30))
 
 
