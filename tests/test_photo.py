@@ -141,6 +141,17 @@ def test_bright_ink_on_black_and_tight_crops_are_read_too():
     assert len(photo.find_letters(crop)) == 1
 
 
+def test_finding_and_preparing_at_once_match_the_two_steps():
+    dark = draw(paper(), letter_k(100, 100) + letter_k(250, 120))
+    for image in (dark, 255 - dark):               # chalk on a board: turned around once
+        letters, images = photo.found_letters(image)
+        alone = photo.find_letter_details(image)
+        assert len(letters) == 2
+        assert [x.ink_box for x in letters] == [x.ink_box for x in alone]
+        assert np.array_equal(images, photo.letter_images(image, alone))
+        assert images.max() == 255
+
+
 def test_ink_blobs_are_8_connected_and_hold_strong_ink():
     mask = np.zeros((6, 8), dtype=bool)
     mask[0, 0] = mask[1, 1] = True                 # diagonal neighbours: one blob
