@@ -9,36 +9,28 @@ import contextlib
 import http.client
 import io
 import json
-import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from optional import LETTERS_DATA, REQUIRE_BROWSER, SEED_STATE, skip_unless_required
 from PIL import Image, ImageDraw
 
 from microconv.letters import hello_dl, synth
 from microconv.letters.data import load_emnist
 from microconv.letters.model import ConvoAlphabetModel
 
-# CI installs the web extra and Chromium and sets this: then nothing here may skip
-REQUIRE_BROWSER = os.environ.get("MICROCONV_REQUIRE_BROWSER") == "1"
 try:
     import starlette  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError:
-    if REQUIRE_BROWSER:
-        raise
-    pytest.skip('the web extra is not installed (pip install -e ".[web]")',
-                allow_module_level=True)
+    skip_unless_required(REQUIRE_BROWSER,
+                         'the web extra is not installed (pip install -e ".[web]")', module=True)
 
 from microconv.cli import serve  # noqa: E402  (after the skip: it needs the web extra)
 from microconv.letters.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from microconv.letters.preprocess import Preprocessing  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data" / "handwritten-letters"
-SEED_STATE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
 PAD_SIDE = 256          # the pad's canvas (index.html)
 PEN = 9                 # the pad's pen width (pad.js)
 TEXT = "pa d\nbe"       # the seed's weights read it on text_photo(TEXT)
@@ -93,8 +85,8 @@ def png(image):
 
 def sample_letter():
     """(28x28 uint8 image, its letter): a letter of the test split, or a generated one."""
-    if DATA.exists():
-        images, labels = load_emnist(DATA, "test")
+    if LETTERS_DATA.exists():
+        images, labels = load_emnist(LETTERS_DATA, "test")
         index = 4
     else:
         images, labels = synth.generate(8, seed=4)

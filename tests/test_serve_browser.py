@@ -13,8 +13,8 @@ import shutil
 
 import numpy as np
 import pytest
+from optional import REQUIRE_BROWSER, skip_unless_required
 from servetools import (  # noqa: F401 - module_pad_server is the pad_server fixture
-    REQUIRE_BROWSER,
     TEXT,
     module_pad_server,
     request,
@@ -41,10 +41,7 @@ def browser_or_skip():
     if chromedriver is None:
         missing.append("chromedriver (apt-get install chromium-driver)")
     if missing:
-        reason = "browser tests need " + ", ".join(missing)
-        if REQUIRE_BROWSER:
-            pytest.fail(f"MICROCONV_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
+        skip_unless_required(REQUIRE_BROWSER, "browser tests need " + ", ".join(missing))
     return chromium, chromedriver
 
 
