@@ -2,8 +2,8 @@
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
+from optional import REQUIRE_OPENCL, skip_unless_required
 
 import microconv as mc
 
@@ -12,7 +12,7 @@ settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-REQUIRE_OPENCL = os.environ.get("MICROCONV_REQUIRE_OPENCL") == "1"
+REQUIRED_BACKENDS = {"opencl": REQUIRE_OPENCL}      # the backends CI installs
 
 
 def backend_or_skip(name):
@@ -20,7 +20,5 @@ def backend_or_skip(name):
     known = name in mc.backends.names()
     reason = mc.backends.unavailable_reason(name) if known else "not installed"
     if reason is not None:
-        if name == "opencl" and REQUIRE_OPENCL:
-            pytest.fail(f"MICROCONV_REQUIRE_OPENCL=1 but the opencl backend cannot run: {reason}")
-        pytest.skip(f"{name} backend unavailable: {reason}")
+        skip_unless_required(REQUIRED_BACKENDS.get(name), f"{name} backend unavailable: {reason}")
     return mc.backends.get(name)

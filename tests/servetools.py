@@ -1,7 +1,7 @@
 """The drawing pad's tests share these: a checkpoint, a running server, pictures to send.
 
 The checkpoint is the seed's own weights (imported from ../shared/seed-artifacts, where they
-read the generated word below correctly) or, without ../shared, a freshly initialised model:
+read the generated text below correctly) or, without ../shared, a freshly initialised model:
 the tests that compare the page with the API hold for any weights.
 """
 
@@ -9,39 +9,31 @@ import contextlib
 import http.client
 import io
 import json
-import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from optional import LETTERS_DATA, REQUIRE_BROWSER, SEED_STATE, skip_unless_required
 from PIL import Image, ImageDraw
 
 from microconv.letters import hello_dl, synth
 from microconv.letters.data import load_emnist
 from microconv.letters.model import ConvoAlphabetModel
 
-# CI installs the web extra and Chromium and sets this: then nothing here may skip
-REQUIRE_BROWSER = os.environ.get("MICROCONV_REQUIRE_BROWSER") == "1"
 try:
     import starlette  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError:
-    if REQUIRE_BROWSER:
-        raise
-    pytest.skip('the web extra is not installed (pip install -e ".[web]")',
-                allow_module_level=True)
+    skip_unless_required(REQUIRE_BROWSER,
+                         'the web extra is not installed (pip install -e ".[web]")', module=True)
 
 from microconv.cli import serve  # noqa: E402  (after the skip: it needs the web extra)
 from microconv.letters.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from microconv.letters.preprocess import Preprocessing  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data" / "handwritten-letters"
-SEED_STATE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
 PAD_SIDE = 256          # the pad's canvas (index.html)
 PEN = 9                 # the pad's pen width (pad.js)
-WORD = "pad"            # the seed's weights read it on word_photo(WORD)
+TEXT = "pa d\nbe"       # the seed's weights read it on text_photo(TEXT)
 
 
 def reader_checkpoint(folder):
@@ -93,8 +85,8 @@ def png(image):
 
 def sample_letter():
     """(28x28 uint8 image, its letter): a letter of the test split, or a generated one."""
-    if DATA.exists():
-        images, labels = load_emnist(DATA, "test")
+    if LETTERS_DATA.exists():
+        images, labels = load_emnist(LETTERS_DATA, "test")
         index = 4
     else:
         images, labels = synth.generate(8, seed=4)
@@ -116,16 +108,23 @@ def strokes_of(image):
     return strokes
 
 
-def word_photo(word, seed=7):
-    """A PNG 'photo' of generated handwritten letters, dark on grey paper, left to right."""
+def text_photo(text, seed=11):
+    """A PNG 'photo' of generated handwritten letters, dark on grey paper: ``text``'s lines
+    top to bottom, each letter in a square of its own, a space an empty square."""
     rng = np.random.default_rng(seed)
-    side, gap = 112, 40
-    paper = 190 + rng.normal(0, 3, (side + 2 * gap, len(word) * (side + gap) + gap))
-    for i, letter in enumerate(word):
-        ink = synth.draw_letter(synth.LETTERS.index(letter.upper()), rng)
-        big = np.asarray(Image.fromarray(ink).resize((side, side), Image.BICUBIC), np.float64)
-        left = gap + i * (side + gap)
-        paper[gap:gap + side, left:left + side] -= big / 255 * 140
+    side, margin = 112, 40
+    lines = text.split("\n")
+    paper = 190 + rng.normal(0, 3, (len(lines) * (side + margin) + margin,
+                                    max(map(len, lines)) * side + 2 * margin))
+    for row, line in enumerate(lines):
+        top = margin + row * (side + margin)
+        for column, letter in enumerate(line):
+            if letter == " ":
+                continue
+            ink = synth.draw_letter(synth.LETTERS.index(letter.upper()), rng)
+            big = np.asarray(Image.fromarray(ink).resize((side, side), Image.BICUBIC), np.float64)
+            left = margin + column * side
+            paper[top:top + side, left:left + side] -= big / 255 * 140
     return png(np.clip(paper, 0, 255))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import typer
 from clitools import assert_one_line_error, cli, no_emnist_env
+from optional import SEED_STATE, shared_or_skip
 from PIL import Image
 
 import microconv
@@ -21,8 +22,6 @@ from microconv.cli import app
 from microconv.letters import synth
 from microconv.letters.data import generated_letters
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SEED_STATE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +179,8 @@ def test_evaluate_tables(home, trained):
 @pytest.fixture(scope="module")
 def seed_checkpoint(home):
     """The seed's trained weights as a checkpoint: it reads generated letters well."""
-    if not SEED_STATE.is_file():
-        pytest.skip(f"seed weights not found at {SEED_STATE}")
     out = home[0] / "seed.npz"
-    result = run(home, "import-seed", SEED_STATE, "--out", out, "--json")
+    result = run(home, "import-seed", shared_or_skip(SEED_STATE), "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["parameters"] == 137_178 and summary["layout"] == "legacy"

@@ -2,15 +2,14 @@
 
 import gzip
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
+from optional import LETTERS_DATA, needs
 
 from microconv.errors import DataError
 from microconv.letters import data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "handwritten-letters"
 
 
 def upright_letters(n, seed=0):
@@ -197,13 +196,13 @@ def test_batch_order_drops_the_short_last_batch():
         data.batch_order(10, 64, np.random.default_rng(1))
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared handwritten letters not found at {SHARED}")
+@needs(LETTERS_DATA)
 def test_shared_handwritten_letters():
-    images, labels = data.load_emnist(SHARED, "test")
+    images, labels = data.load_emnist(LETTERS_DATA, "test")
     assert images.shape == (3120, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [120] * 26
     assert data.orientation_check(images, labels)[0] == "upright"
-    train_images, train_labels = data.load_emnist(SHARED, "train")
+    train_images, train_labels = data.load_emnist(LETTERS_DATA, "train")
     assert len(train_images) == 10123 and train_labels.max() == 25
-    report = data.verify_data_dir(SHARED)
+    report = data.verify_data_dir(LETTERS_DATA)
     assert report["ok"] and all(f["known"] for f in report["files"])

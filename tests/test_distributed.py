@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 from clitools import assert_one_line_error, cli, no_emnist  # noqa: F401 - no_emnist is a fixture
+from optional import REQUIRE_MPI, skip_unless_required
 
 from microconv.errors import TrainingError
 from microconv.letters.checkpoint import read_checkpoint
@@ -25,7 +26,6 @@ from microconv.letters.metrics import read_run
 from microconv.letters.model import ConvoAlphabetModel, LetterGraph
 from microconv.letters.training import TrainConfig, resume_config, train
 
-REQUIRE_MPI = os.environ.get("MICROCONV_REQUIRE_MPI") == "1"
 
 # 640 generated letters in global batches of 64: 10 steps an epoch, a checkpoint every 10.
 # SGD, because Adam scales every step to about lr whatever the gradient's size, so a weight
@@ -41,9 +41,7 @@ def mpirun_or_skip():
                else "mpi4py (pip install 'microconv[mpi]')"
                if importlib.util.find_spec("mpi4py") is None else None)
     if missing:
-        if REQUIRE_MPI:
-            pytest.fail(f"MICROCONV_REQUIRE_MPI=1 but {missing} is missing")
-        pytest.skip(f"data-parallel runs need {missing}")
+        skip_unless_required(REQUIRE_MPI, f"data-parallel runs need {missing}")
     command = [mpirun]
     if "Open MPI" in subprocess.run([mpirun, "--version"], capture_output=True, text=True).stdout:
         # More ranks than cores are fine for a test (a 2-core machine has 2 slots).

@@ -30,9 +30,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from optional import REQUIRE_OCLGRIND, skip_unless_required
 
-REQUIRE_OCLGRIND = os.environ.get("MICROCONV_REQUIRE_OCLGRIND") == "1"
 # Where distributions install Oclgrind's ICD library.
 OCLGRIND_LIBRARIES = ("/usr/lib/oclgrind/liboclgrind-rt-icd.so",
                       "/usr/lib64/oclgrind/liboclgrind-rt-icd.so",
@@ -51,10 +50,8 @@ def oclgrind_library():
             import pyopencl  # noqa: F401
         except ImportError as exc:
             missing = f"pyopencl cannot be imported ({exc})"
-    if missing and REQUIRE_OCLGRIND:
-        pytest.fail(f"MICROCONV_REQUIRE_OCLGRIND=1 but {missing}")
     if missing:
-        pytest.skip(missing)
+        skip_unless_required(REQUIRE_OCLGRIND, missing)
     return found
 
 

@@ -2,15 +2,14 @@
 picture, tuning and held-out parts that share nothing, and the scoring of a reading."""
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from optional import LETTERS_DATA, needs
 
 from microconv.errors import DataError, MicroconvError
 from microconv.letters import pages
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "handwritten-letters"
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +72,9 @@ def _digests(images):
     return {hashlib.sha256(image.tobytes()).hexdigest() for image in images}
 
 
-@pytest.mark.parametrize("data_dir", [None, DATA], ids=["generated", "data set"])
+@pytest.mark.parametrize("data_dir", [None, pytest.param(LETTERS_DATA, marks=needs(LETTERS_DATA))],
+                         ids=["generated", "data set"])
 def test_tuning_and_held_out_pages_share_no_letter(data_dir):
-    if data_dir is not None and not data_dir.exists():
-        pytest.skip(f"letters data {data_dir} not present")
     folder = None if data_dir is None else str(data_dir)
     tune, tune_labels = pages.letter_pool(folder, "tune")
     held, held_labels = pages.letter_pool(folder, "held-out")

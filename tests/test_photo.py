@@ -1,10 +1,10 @@
 """Reading handwritten letters from photos: the finder, the EMNIST-like preparation, the
 seed's photo with the seed's own weights, and clear errors for bad images."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from optional import LETTERS_DATA, SEED_PHOTO, SEED_STATE, needs, shared_or_skip
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -13,10 +13,6 @@ from microconv.letters import hello_dl, photo, pictures
 from microconv.letters.checkpoint import load_checkpoint
 from microconv.letters.data import load_emnist
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data" / "handwritten-letters"
-SAMPLE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
-PHOTO = SHARED / "seed-artifacts" / "test1.jpg"
 
 
 def paper(w=400, h=300, seed=0, level=180.0):
@@ -139,6 +135,17 @@ def test_bright_ink_on_black_and_tight_crops_are_read_too():
     assert len(boxes) == 1
     crop = draw(paper(60, 60), [[(2, 0), (2, 59), (50, 59)]], width=4)   # touches 3 edges
     assert len(photo.find_letters(crop)) == 1
+
+
+def test_finding_and_preparing_at_once_match_the_two_steps():
+    dark = draw(paper(), letter_k(100, 100) + letter_k(250, 120))
+    for image in (dark, 255 - dark):               # chalk on a board: turned around once
+        letters, images = photo.found_letters(image)
+        alone = photo.find_letter_details(image)
+        assert len(letters) == 2
+        assert [x.ink_box for x in letters] == [x.ink_box for x in alone]
+        assert np.array_equal(images, photo.letter_images(image, alone))
+        assert images.max() == 255
 
 
 def test_ink_blobs_are_8_connected_and_hold_strong_ink():
@@ -278,16 +285,14 @@ def test_image_too_large_to_decode_is_refused(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def seed_classifier(tmp_path_factory):
-    if not SAMPLE.exists() or not PHOTO.exists():
-        pytest.skip(f"seed artifacts not present in {SAMPLE.parent}")
     out = tmp_path_factory.mktemp("seed") / "seed.npz"
-    hello_dl.import_seed(SAMPLE, out)
+    hello_dl.import_seed(shared_or_skip(SEED_STATE), out)
     return load_checkpoint(out)
 
 
 @pytest.fixture(scope="module")
 def photo_results(seed_classifier):
-    return photo.read_letters(seed_classifier, PHOTO)
+    return photo.read_letters(seed_classifier, shared_or_skip(SEED_PHOTO))
 
 
 def test_seed_photo_reads_at_least_8_of_11_letters(photo_results):
@@ -306,11 +311,11 @@ def test_seed_photo_reads_at_least_8_of_11_letters(photo_results):
         assert 0 < sum(probs) <= 1 + 1e-6
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"letters data {DATA} not present")
+@needs(LETTERS_DATA)
 def test_single_letter_pictures_read_like_the_data_set(seed_classifier, tmp_path):
     """Data-set letters saved as pictures go through the finder and the preparation and are
     read about as well as when fed to the network directly."""
-    images, labels = load_emnist(DATA, split="test")           # upright, classes from 0
+    images, labels = load_emnist(LETTERS_DATA, split="test")           # upright, classes from 0
     images, labels = images[:78], labels[:78]
     single = read = 0
     for image, label in zip(images, labels):
@@ -327,12 +332,12 @@ def test_single_letter_pictures_read_like_the_data_set(seed_classifier, tmp_path
 def test_annotate_draws_on_a_copy_of_the_photo(photo_results, tmp_path):
     results = photo_results
     out = tmp_path / "boxed.png"
-    photo.annotate(PHOTO, results, out)
+    photo.annotate(SEED_PHOTO, results, out)
     drawn = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
-    original = np.asarray(Image.open(PHOTO).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(SEED_PHOTO).convert("RGB"), dtype=np.int16)
     assert drawn.shape == original.shape
     left, top, right, _ = results[0]["box"]
     assert tuple(drawn[top, (left + right) // 2]) == (0, 170, 0)     # the box outline
     assert np.abs(drawn - original)[:, :200].max() == 0             # shading left untouched
     with pytest.raises(DataError, match="cannot write"):
-        photo.annotate(PHOTO, results, tmp_path / "boxed.unknown-extension")
+        photo.annotate(SEED_PHOTO, results, tmp_path / "boxed.unknown-extension")

@@ -3,6 +3,8 @@ through shading, rotation, blur, JPEG and noise. The pages use generated letters
 tests need no data set; the figures on the held-out EMNIST pages are the benchmark's
 (benchmarks/photo_accuracy.py)."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -20,20 +22,21 @@ PAGES = [
 ]
 
 
-def read_layout(page):
-    """The reader's boxes, lines and words for a page, with the true letter put in place of
-    each guess (a box that matches no letter reads "?"), so only the reader is judged."""
+@functools.cache
+def read_layout(seed):
+    """(page, the letters the reader finds on it, their boxes, lines and words), with "?" for
+    each letter read, so only the reader is judged. Made once per page for all the tests."""
+    page = pages.make_page(seed)
     letters = photo.find_letter_details(np.asarray(page.image, dtype=np.float32))
     results = [{"ink_box": x.ink_box, "line": x.line, "word": x.word, "letter": "?"}
                for x in letters]
-    return letters, results
+    return page, letters, results
 
 
 @pytest.mark.parametrize("seed", [seed for seed, _ in PAGES],
                          ids=[what for _, what in PAGES])
 def test_the_reader_finds_lines_words_and_letters_in_reading_order(seed):
-    page = pages.make_page(seed)
-    letters, results = read_layout(page)
+    page, letters, results = read_layout(seed)
     score = pages.score(page, results)
     true_letters = len(page.letters)
     assert score["boxes_matched"] >= 0.97 * true_letters               # letters found ...
@@ -46,8 +49,7 @@ def test_the_reader_finds_lines_words_and_letters_in_reading_order(seed):
 
 
 def test_lines_do_not_interleave_and_words_part_at_wide_gaps():
-    page = pages.make_page(0)
-    letters, results = read_layout(page)
+    page, letters, results = read_layout(0)
     pairs = pages.match_boxes(page.boxes, [r["ink_box"] for r in results])
     assert len(pairs) == len(results) == len(page.letters)
     truth_of = {found: true for true, found, _ in pairs}
@@ -67,9 +69,8 @@ def test_text_of_puts_spaces_between_words_and_newlines_between_lines():
 
 def test_speckles_neither_become_letters_nor_stretch_boxes():
     """The issue's case: noise specks near letters made boxes far too large."""
-    page = pages.make_page(27)
+    page, letters, results = read_layout(27)
     assert page.style["noise"] == "coloured speckles"
-    letters, results = read_layout(page)
     pairs = pages.match_boxes(page.boxes, [r["ink_box"] for r in results])
     assert len(results) <= len(page.letters) + 1
     ious = sorted(iou for _, _, iou in pairs)
@@ -77,15 +78,14 @@ def test_speckles_neither_become_letters_nor_stretch_boxes():
 
 
 def test_a_page_with_no_writing_gives_no_letters():
-    page = pages.make_page(20)
+    page, _, _ = read_layout(20)
     paper_only = np.asarray(page.image, dtype=np.float32).copy()
     top = max(box[3] for box in page.boxes) + 20              # below the writing: paper only
     assert photo.find_letters(paper_only[top:]) == []
 
 
 def test_letters_found_in_pieces_join_into_one():
-    page = pages.make_page(0)
-    letters, _ = read_layout(page)
+    _, letters, _ = read_layout(0)
     one = photo.joined_letter(letters[:2])
     left, top, right, bottom = one.ink_box
     for letter in letters[:2]:

@@ -9,7 +9,6 @@ range, an unknown command) are Click usage errors: exit code 2 and a short usage
 
 import gzip
 import importlib.util
-import os
 import re
 import sqlite3
 import sys
@@ -17,6 +16,7 @@ import zipfile
 
 import clitools
 import pytest
+from optional import REQUIRE_BROWSER, skip_unless_required
 
 from microconv.cli import app
 from microconv.letters import synth
@@ -162,9 +162,8 @@ ERRORS = [
                          ids=[" ".join(map(str, argv)) for argv, _ in ERRORS])
 def test_every_error_is_one_line(files, argv, fragments):
     if argv[0] == "serve" and importlib.util.find_spec("uvicorn") is None:
-        if os.environ.get("MICROCONV_REQUIRE_BROWSER") == "1":
-            pytest.fail("serve needs the web extra, which CI installs")
-        pytest.skip('serve needs the web extra (pip install -e ".[web]")')
+        skip_unless_required(REQUIRE_BROWSER,
+                             'serve needs the web extra (pip install -e ".[web]")')
     result = cli(files, argv)
     root = str(files[0]["root"])
     message = clitools.assert_one_line_error(

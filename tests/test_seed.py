@@ -2,10 +2,10 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from optional import LETTERS_DATA, SEED_STATE, needs
 
 from microconv.engine.tensor import Tensor
 from microconv.errors import CheckpointError
@@ -13,12 +13,10 @@ from microconv.letters import hello_dl
 from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
 from microconv.letters.model import ConvoAlphabetModel
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLE = SHARED / "seed-artifacts" / "tensor-convo-20230122-final-gelu.state"
+SAMPLE = SEED_STATE
 SAMPLE_SHA256 = "3bae6db7aa409532ae43caa68da29988422ab13d315716f6a081e317b02ce87e"
-DATA = SHARED / "data" / "handwritten-letters"
 
-needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason=f"seed sample {SAMPLE} not present")
+needs_sample = needs(SAMPLE)
 
 # seed-spec 5.2: (count, shape, min, max, mean, std) of every member of the sample file.
 SAMPLE_STATS = {
@@ -164,14 +162,14 @@ def read_idx_gz(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-@needs_sample
-@pytest.mark.skipif(not DATA.exists(), reason=f"letters data {DATA} not present")
+@needs(SAMPLE, LETTERS_DATA)
 def test_imported_sample_reads_the_handwritten_letters_test_split(tmp_path):
     out = tmp_path / "seed.npz"
     hello_dl.import_seed(SAMPLE, out)
     classifier = load_checkpoint(out)
-    images = read_idx_gz(DATA / "emnist-letters-test-images-idx3-ubyte.gz").transpose(0, 2, 1)
-    labels = read_idx_gz(DATA / "emnist-letters-test-labels-idx1-ubyte.gz").astype(int) - 1
+    images = read_idx_gz(LETTERS_DATA / "emnist-letters-test-images-idx3-ubyte.gz")
+    labels = read_idx_gz(LETTERS_DATA / "emnist-letters-test-labels-idx1-ubyte.gz")
+    images, labels = images.transpose(0, 2, 1), labels.astype(int) - 1
     accuracy = float((classifier.predict(images).argmax(axis=1) == labels).mean())
     # measured 87.5 % (top-2 95.3 %); the blog reports about 85 % on EMNIST. A wrong
     # layout, flatten order or bias scale lands far below.

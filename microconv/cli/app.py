@@ -433,13 +433,10 @@ def predict(
     classifier.require_letters(checkpoint)
     found = []
     for path in images:
-        results = photo.read_letters(classifier, path, save_to=save_letters)
-        text = photo.text_of(results)
-        found.append({"image": str(path), "text": text,
-                      "lines": text.split("\n") if results else [],
-                      "letters": results})             # _print_json turns tuples into lists
+        page = photo.read_page(classifier, path, save_to=save_letters)
+        found.append({"image": str(path), **page})     # _print_json turns tuples into lists
         if annotate is not None:
-            photo.annotate(path, results, annotate)
+            photo.annotate(path, page["letters"], annotate)
     if as_json:
         _print_json({"checkpoint": str(checkpoint), "images": found,
                      "annotated": _str(annotate), "saved_letters": _str(save_letters)})

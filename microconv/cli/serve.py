@@ -8,7 +8,8 @@ request body, with an image Content-Type:
 - ``POST /api/letter``: one handwritten letter (the pad's PNG, or any picture of one letter)
   -> its top-3 letters, the 28x28 input exactly as the network receives it, the feature maps
   of the three convolution blocks and the 26 scores before the softmax;
-- ``POST /api/photo``: a photo of handwriting -> every letter's box and top-3, and the text;
+- ``POST /api/photo``: a photo of handwriting -> what ``microconv predict --json`` reports:
+  the text with its lines, and every letter's box, line, word and top-3;
 - ``GET /api/info``: the checkpoint, the backend, the letters and the upload limit.
 
 Uploads stay in memory and may be MAX_UPLOAD_BYTES long. Every failed request gets
@@ -52,6 +53,7 @@ else:
 MAX_UPLOAD_BYTES = 10 * 2**20       # a phone photo is a few MB; the pad's PNG a few KB
 TOO_LARGE = f"the upload is larger than the limit of {MAX_UPLOAD_BYTES / 2**20:g} MiB"
 DECIMALS = 4                        # digits of the numbers in answers: plenty for pictures
+UNSHIFTED = photo.READ_SHIFTS.index((0, 0))   # the view of a letter as it is
 log = logging.getLogger("microconv.serve")
 
 
@@ -68,7 +70,8 @@ class LetterReader:
 
     def __init__(self, classifier):
         self.classifier = classifier
-        self._graph = LetterGraph(classifier.model, 1)
+        # one batch holds every view of a letter that the photo reader averages
+        self._graph = LetterGraph(classifier.model, len(photo.READ_SHIFTS))
         self._lock = threading.Lock()
         self._blas = ThreadpoolController()
 
@@ -87,26 +90,24 @@ class LetterReader:
 
     def read_letter(self, data):
         """One letter (an image file's bytes) -> the answer, read as ``predict`` reads (the
-        shifted views of ``photo.read_prepared``), and what each layer saw of the letter."""
+        shifted views of ``photo.read_prepared``), and what each layer saw of the letter as
+        it is: one run of the network for all of it."""
         letter = drawn_letter(photo.read_image(io.BytesIO(data)))[None]
-        x = self.classifier.preprocess(letter)
+        views = self.classifier.preprocess(photo.shifted_views(letter))
         with self._network():
-            self._graph.feed(x)
-            scores = self._graph.scores.numpy()[0]
-            blocks = [block.numpy()[0] for block in self._graph.blocks]
-        ranked = photo.top_letters(photo.read_prepared(self, letter)[0])
-        return {"letter": ranked[0][0], "top3": ranked, "input": _rounded(x[0, 0]),
+            self._graph.feed(views)
+            log_probs = self._graph.log_probs.numpy()
+            scores = self._graph.scores.numpy()[UNSHIFTED]
+            blocks = [block.numpy()[UNSHIFTED] for block in self._graph.blocks]
+        ranked = photo.top_letters(photo.mean_of_views(log_probs, len(photo.READ_SHIFTS))[0])
+        return {"letter": ranked[0][0], "top3": ranked, "input": _rounded(views[UNSHIFTED, 0]),
                 "blocks": [_rounded(block) for block in blocks], "scores": _rounded(scores)}
 
     def read_photo(self, data):
-        """A photo (an image file's bytes) -> its letters with boxes, and the text read.
-
-        Boxes are in the pixels of the picture as read (``width`` x ``height``: upright, and
-        scaled down when larger than pictures.MAX_SIDE)."""
-        gray = photo.read_image(io.BytesIO(data))
-        letters = photo.classify_letters(self, gray)
-        return {"width": gray.shape[1], "height": gray.shape[0],
-                "text": "".join(x["letter"] for x in letters), "letters": letters}
+        """A photo (an image file's bytes) -> what ``microconv predict`` reports of it
+        (``photo.read_page``): the text with its lines, each letter with its box, line and
+        word, and the size of the picture as read, which the boxes refer to."""
+        return photo.read_page(self, io.BytesIO(data))
 
 
 def drawn_letter(gray):

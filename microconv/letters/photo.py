@@ -18,9 +18,9 @@ The steps, each a small function:
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
    square keeping the aspect ratio, add a border of 2/24 of the side, bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
-6. ``read_letters``, ``text_of`` and ``annotate``: classify each letter, give the text with
-   its lines and words, draw boxes and answers; ``read_letters`` can also save each letter
-   as a picture (``letter_crop``).
+6. ``read_letters``, ``text_of``, ``read_page`` and ``annotate``: classify each letter, give
+   the text with its lines and words, draw boxes and answers; ``read_letters`` can also save
+   each letter as a picture (``letter_crop``).
 """
 
 from __future__ import annotations
@@ -183,10 +183,9 @@ def paper(gray, smooth=None):
     """
     rough = _rough_paper(gray)
     rough_ink = 1.0 - gray / np.maximum(rough, 1.0) > WEAK_DARKNESS
-    labels, count = ndimage.label(rough_ink, structure=np.ones((3, 3), dtype=bool))
-    sizes = [max(r.stop - r.start, c.stop - c.start) for r, c in ndimage.find_objects(labels)]
-    floor = max(6, min(gray.shape) // 100)
-    big = np.isin(labels, 1 + np.nonzero(np.array(sizes) >= floor)[0]) if count else rough_ink
+    big = np.zeros_like(rough_ink)
+    for blob in ink_blobs(rough_ink, rough_ink, max(6, min(gray.shape) // 100)):
+        big[blob.ys, blob.xs] = True
     if not big.any():
         return rough
     side = 2 * int(np.ceil(PAPER_WINDOW * _stroke_width(big))) + 1
@@ -329,10 +328,20 @@ def find_letter_details(image, colour=None):
     """Letters on an image, in reading order, each with its line and word. See
     ``find_letters``. ``colour`` (H, W, 3), when given, is the same picture in colour: a
     small mark near a letter joins it (the dot of an i) only when it has the letter's ink."""
+    return _letter_details(*_gray_and_colour(image, colour))
+
+
+def _gray_and_colour(image, colour):
+    """(``as_gray(image)``, ``colour``, by default the image's own colour channels)."""
     gray = as_gray(image)
     if colour is None:
         array = np.asarray(image, dtype=np.float32)
         colour = array[..., :3] if array.ndim == 3 else gray[..., None]
+    return gray, colour
+
+
+def _letter_details(gray, colour):
+    """``find_letter_details`` on a grey image already made by ``as_gray``."""
     if max(gray.shape) <= CROP_SIDE:
         # A small picture is a crop of a letter or a word, which may touch its edges: give it
         # a margin of paper so nothing is mistaken for the cut-off edge of a photo.
@@ -706,7 +715,11 @@ def _grey_dilate(a, radius):
 
 def letter_images(gray, letters, stroke=EMNIST_STROKE):
     """(N, 28, 28) uint8 EMNIST-like images of found letters."""
-    gray = as_gray(gray)              # once for the photo, not once per letter
+    return _gray_letter_images(as_gray(gray), letters, stroke)
+
+
+def _gray_letter_images(gray, letters, stroke):
+    """``letter_images`` of a grey image already made by ``as_gray``."""
     images = [_prepare_gray_letter(gray, x.box, x.ink.mask(x.box),
                                    pen_width(x.line_size, stroke)) for x in letters]
     return np.stack(images) if images else np.zeros((0, 28, 28), dtype=np.uint8)
@@ -731,6 +744,20 @@ def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
     already taken gets a suffix (``-2``, ``-3``, ...), so no file is ever replaced. Each
     result then also holds the picture's path as "saved".
     """
+    return read_page(classifier, source, top, stroke, save_to)["letters"]
+
+
+def read_page(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
+    """A photo read as ``microconv predict`` and ``microconv serve`` report it::
+
+        {"width": 640, "height": 480, "text": "ab c\\nd", "lines": ["ab c", "d"],
+         "letters": [...]}
+
+    ``letters`` are ``read_letters``'s results (the arguments are its own), ``text`` is
+    ``text_of`` them and ``lines`` the text split at its newlines (none when no letter was
+    found). ``width`` and ``height`` are those of the picture as read, which the boxes refer
+    to: upright, and scaled down when larger than ``pictures.MAX_SIDE``.
+    """
     gray, colour = read_photo(source)
     results, letters = _classified(classifier, gray, colour, top, stroke)
     if save_to is not None:
@@ -739,7 +766,9 @@ def read_letters(classifier, source, top=3, stroke=EMNIST_STROKE, save_to=None):
             crop = letter_crop(colour, letters, number - 1)
             result["saved"] = _save_new_png(crop, Path(save_to) / result["letter"],
                                             f"{stem}-{number}")
-    return results
+    text = text_of(results)
+    return {"width": gray.shape[1], "height": gray.shape[0], "text": text,
+            "lines": text.split("\n") if results else [], "letters": results}
 
 
 def classify_letters(classifier, gray, top=3, stroke=EMNIST_STROKE, colour=None):
@@ -754,11 +783,12 @@ def _classified(classifier, gray, colour, top, stroke):
     return read_found(classifier, letters, images, top), letters
 
 
-def found_letters(gray, colour=None, stroke=EMNIST_STROKE):
+def found_letters(image, colour=None, stroke=EMNIST_STROKE):
     """(letters, their prepared 28x28 images): the part of reading a photo that does not
     depend on the network, so several networks can read one photo found once."""
-    letters = find_letter_details(gray, colour)
-    return letters, letter_images(gray, letters, stroke)
+    gray, colour = _gray_and_colour(image, colour)
+    letters = _letter_details(gray, colour)
+    return letters, _gray_letter_images(gray, letters, stroke)
 
 
 def read_found(classifier, letters, images, top=3):
@@ -784,8 +814,19 @@ def read_prepared(classifier, images, shifts=READ_SHIFTS):
     images = np.asarray(images)
     if len(images) == 0 or len(shifts) == 1:
         return classifier.predict(images)
-    views = np.concatenate([_shifted(images, dy, dx) for dy, dx in shifts])
-    probs = np.exp(classifier.predict(views)).reshape(len(shifts), len(images), -1)
+    return mean_of_views(classifier.predict(shifted_views(images, shifts)), len(shifts))
+
+
+def shifted_views(images, shifts=READ_SHIFTS):
+    """(len(shifts) * N, H, W): the N images moved by each shift in turn, as
+    ``read_prepared`` reads them."""
+    return np.concatenate([_shifted(np.asarray(images), dy, dx) for dy, dx in shifts])
+
+
+def mean_of_views(log_probs, view_count):
+    """Log-probabilities (N, classes) from those of ``shifted_views``' ``view_count`` copies
+    of N letters: the log of each letter's mean probability over its views."""
+    probs = np.exp(log_probs).reshape(view_count, len(log_probs) // view_count, -1)
     return np.log(np.maximum(probs.mean(axis=0), 1e-30))
 
 
@@ -819,13 +860,14 @@ def one_letter(gray, name):
     letter folder), prepared as ``predict`` prepares letters; ink the reader takes for several
     letters (a k drawn with a gap) is joined into one. A DataError naming ``name`` when the
     picture holds no letter."""
-    letters = find_letter_details(gray)
+    gray, colour = _gray_and_colour(gray, None)
+    letters = _letter_details(gray, colour)
     if not letters:
         raise DataError(f"{name}: no letter found (no ink clearly darker than the paper, or "
                         "only ink cut by the picture's edge)")
     if len(letters) > 1:
         letters = [joined_letter(letters)]
-    return letter_images(gray, letters)[0]
+    return _gray_letter_images(gray, letters, EMNIST_STROKE)[0]
 
 
 def letter_crop(colour, letters, index):

@@ -248,8 +248,9 @@ $("photo-file").addEventListener("change", async () => {
   text.textContent = result.text || "(no letters found)";
   text.dataset.state = "done";
   text.dataset.letters = String(result.letters.length);
+  const lines = result.lines.length === 1 ? "one line" : `${result.lines.length} lines`;
   status.textContent = result.letters.length
-    ? `${result.letters.length} letters, in reading order` : "";
+    ? `${result.letters.length} letters in ${lines}, in reading order` : "";
 });
 
 function showPhotoError(message) {
