@@ -7,6 +7,7 @@ sets the variable that says so (MICROCONV_REQUIRE_OPENCL=1 and the like, .ci/run
 missing piece is a failure.
 """
 
+import importlib
 import os
 from pathlib import Path
 
@@ -50,3 +51,12 @@ def skip_unless_required(variable, reason, module=False):
     if variable is not None and os.environ.get(variable) == "1":
         pytest.fail(f"{variable}=1 but {reason}")
     pytest.skip(reason, allow_module_level=module)
+
+
+def import_or_skip(module, variable):
+    """The module ``module``, or skip_unless_required's skip (a failure where CI installs it)."""
+    __tracebackhide__ = True
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        skip_unless_required(variable, f"{module} cannot be imported: {exc}")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from microconv.backends.base import PRIMITIVES
 from microconv.backends.opencl_devices import DeviceLimits
 from strategies import arrays, conv_case, distinct_values, floats, small_shapes
+from optional import REQUIRE_OPENCL, import_or_skip
 from tolerance import assert_close
 
 import microconv as mc
@@ -508,7 +509,7 @@ def test_device_report_marks_the_chosen_device(cl_backend, monkeypatch):
 
 @pytest.mark.parametrize("failure", ["empty", "raises"])
 def test_no_platform_gives_one_paragraph_of_help(monkeypatch, failure):
-    cl = pytest.importorskip("pyopencl")
+    cl = import_or_skip("pyopencl", REQUIRE_OPENCL)
     from microconv.backends import ops_opencl
 
     def no_platforms():

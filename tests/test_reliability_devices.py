@@ -15,6 +15,7 @@ import pytest
 from clitools import cli, no_emnist_env, set_env, untrained_checkpoint
 
 from microconv import backends as registry
+from optional import REQUIRE_OPENCL, import_or_skip
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +29,7 @@ def fresh_backends(tmp_path, monkeypatch):
 
 @pytest.fixture
 def opencl_module(monkeypatch):
-    cl = pytest.importorskip("pyopencl")
+    cl = import_or_skip("pyopencl", REQUIRE_OPENCL)
     ops_opencl = importlib.import_module("microconv.backends.ops_opencl")   # what the registry uses
     monkeypatch.setattr(ops_opencl, "_contexts", {})
     monkeypatch.setattr(ops_opencl, "_programs", {})
