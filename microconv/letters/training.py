@@ -455,6 +455,7 @@ class _Run:
         self.batch_in_epoch = 0          # batches of self.epoch already done
         self.warnings = []               # found during setup, reported after on_start
         self.fine_tuning = False         # resuming a checkpoint trained on other data
+        self.out_of_time = False         # some rank's clock passed --max-minutes by the last step
 
     def elapsed(self):
         return self.elapsed_before + time.perf_counter() - self.started
@@ -627,7 +628,11 @@ class _Run:
         loss = float(self.graph.loss.numpy())
         # Read the predictions before the update: afterwards they would be recomputed.
         accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == batch.labels).mean())
-        loss, accuracy = self.world.average_gradients(self.model.parameters(), loss, accuracy)
+        # Every rank must stop after the same step, whichever clock runs out first: whether
+        # this one has rides with the gradients and comes back as a share of the ranks.
+        loss, accuracy, late = self.world.average_gradients(
+            self.model.parameters(), loss, accuracy, float(self.past_time_limit()))
+        self.out_of_time = late > 0
         bad = None if math.isfinite(loss) else first_bad_gradient(self.model) or "the loss"
         if bad is None and self.backend.host_memory:
             bad = first_bad_gradient(self.model)     # cheap on the host; devices check the loss
@@ -645,10 +650,10 @@ class _Run:
             accuracy=accuracy, images_per_s=batch.size / max(seconds, 1e-9), lr=lr,
             elapsed_s=self.elapsed()))
 
-    def out_of_time(self):
+    def past_time_limit(self):
+        """Whether this process's clock has passed --max-minutes (the ranks' clocks differ)."""
         limit = self.config.max_minutes
-        # Every rank must stop after the same step, whichever clock runs out first.
-        return limit is not None and self.world.any(self.elapsed() >= limit * 60)
+        return limit is not None and self.elapsed() >= limit * 60
 
     def epoch_of_last_step(self):
         """The epoch the latest step belonged to (self.epoch has already moved on when that
@@ -672,7 +677,7 @@ class _Run:
 
     def loop(self):
         config = self.config
-        if self.finished() or self.out_of_time():
+        if self.finished() or self.world.any(self.past_time_limit()):
             return
         batches = prepared_ahead(self.prepare, self.planned_steps(), self.prepare_ahead)
         with contextlib.closing(batches):
@@ -687,7 +692,7 @@ class _Run:
                     with self.signals.held_back():
                         self.epoch += 1
                         self.batch_in_epoch = 0
-                if self.finished() or self.out_of_time():
+                if self.finished() or self.out_of_time:
                     break
 
     def finish(self):
