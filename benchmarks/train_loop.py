@@ -31,6 +31,7 @@ from microconv.cli.bench import (
     TrainingStep,
     blas_info,
     blas_threads,
+    cpu_ms_per_step,
     cycle,
     machine_info,
     print_result,
@@ -114,16 +115,10 @@ def step_contenders(backend, batch_size, runs):
     adam = TrainingStep(backend, batch_size)
     adam.optimizer = Adam(adam.model.named_parameters(), lr=DEFAULT_LR["adam"])
     data = cycle(random_batches(4, batch_size))
-    steps = [lambda step=step: step(*data()) for step in (sgd, adam)]
-    summaries = time_interleaved([Contender(step, batch_size) for step in steps], runs)
-    for step, summary in zip(steps, summaries):
-        cpu = []
-        for _ in range(runs):
-            start = time.process_time()
-            for _ in range(10):
-                step()
-            cpu.append((time.process_time() - start) / 10)
-        summary["cpu_ms_per_step"] = 1000 * statistics.median(cpu)
+    contenders = [Contender(lambda step=step: step(*data()), batch_size) for step in (sgd, adam)]
+    summaries = time_interleaved(contenders, runs)
+    for summary, cpu_ms in zip(summaries, cpu_ms_per_step(contenders, runs)):
+        summary["cpu_ms_per_step"] = cpu_ms
     return dict(zip(("bench step (SGD)", "bench step (Adam)"), summaries))
 
 
