@@ -85,26 +85,29 @@ def test_same_seed_same_run(tmp_path):
         np.testing.assert_array_equal(pa[name], pb[name])
 
 
-@pytest.mark.parametrize("optimizer, recipe", [
-    ("adam", {}), ("sgd", {}),
-    # generated rows in every batch, augmentation growing over the first epoch, a warm-up
-    ("adam", dict(generated_share=0.25, augment_ramp=1.0, warmup=3))])
-def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer, recipe):
+@pytest.mark.parametrize("optimizer, recipe, stop_at", [
+    ("adam", {}, 5), ("sgd", {}, 5),             # in the second epoch
+    # generated rows in every batch, augmentation growing over the first epoch, a warm-up;
+    # stopped after the first epoch's last step
+    ("adam", dict(generated_share=0.25, augment_ramp=1.0, warmup=3), 4)])
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer, recipe,
+                                                           stop_at):
     settings = dict(optimizer=optimizer, dropout=0.25, epochs=2, eval_every=100, **recipe)
     train(small(tmp_path / "whole", **settings))
 
     def stop(record):
-        if record.step == 5:                     # in the second epoch
+        if record.step == stop_at:
             raise KeyboardInterrupt
 
     part = tmp_path / "part"
     with pytest.raises(TrainingInterrupted) as caught:
         train(small(part, **settings), Recorder(stop))
-    assert caught.value.path == str(part / "run.npz") and caught.value.step == 5
-    assert read_checkpoint(part / "run.npz")[0]["progress"]["step"] == 5
+    assert caught.value.path == str(part / "run.npz") and caught.value.step == stop_at
+    assert read_checkpoint(part / "run.npz")[0]["progress"]["step"] == stop_at
     recorder = Recorder()
     train(small(part, resume=str(part / "run.npz"), **settings), recorder)
-    assert [b.step for b in recorder.batches] == [6, 7, 8]
+    assert [(b.step, b.epoch, b.batch) for b in recorder.batches] == [
+        (step, 2, step - 4) for step in range(stop_at + 1, 9)]
     _, expected, expected_optim = read_checkpoint(tmp_path / "whole" / "run.npz")
     _, got, got_optim = read_checkpoint(part / "run.npz")
     assert set(got_optim) == set(expected_optim) and expected_optim

@@ -11,7 +11,8 @@ One run, step by step:
 3. Per step: shuffle order comes from (seed, epoch), each image's augmentation from (seed,
    epoch, image index) and dropout masks from (seed, step). Nothing depends on earlier random
    draws, so resuming from a checkpoint gives exactly the steps an uninterrupted run would
-   have taken (on the NumPy backend, bit for bit). Under ``mpirun -n N`` each process
+   have taken (on the NumPy backend, bit for bit), and lets a background thread prepare
+   the next batch while a step runs (``prepared_ahead``). Under ``mpirun -n N`` each process
    computes its rows of every batch and the gradients are averaged between backward and
    update (distributed.py).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
@@ -675,8 +676,17 @@ class _Run:
                 yield step, epoch, indices
             epoch, start = epoch + 1, 0
 
+    def end_epoch_when_done(self):
+        """Move on to the next epoch once every batch of this one is done (a checkpoint
+        written after an epoch's last step, before this, resumes here)."""
+        if self.batch_in_epoch >= self.batches_per_epoch:
+            with self.signals.held_back():
+                self.epoch += 1
+                self.batch_in_epoch = 0
+
     def loop(self):
         config = self.config
+        self.end_epoch_when_done()
         if self.finished() or self.world.any(self.past_time_limit()):
             return
         batches = prepared_ahead(self.prepare, self.planned_steps(), self.prepare_ahead)
@@ -688,10 +698,7 @@ class _Run:
                     if self.world.is_root:
                         self.validate()
                         self.save()
-                if self.batch_in_epoch >= self.batches_per_epoch:
-                    with self.signals.held_back():
-                        self.epoch += 1
-                        self.batch_in_epoch = 0
+                self.end_epoch_when_done()
                 if self.finished() or self.out_of_time:
                     break
 
