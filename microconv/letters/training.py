@@ -438,7 +438,7 @@ def prepared_ahead(prepare, plans, ahead=True):
 class _Run:
     """The state of one training run; ``train`` below is the whole public interface."""
 
-    def __init__(self, config, reporter, signals, world, prepare_ahead):
+    def __init__(self, config, reporter, signals, world, prepare_ahead=True):
         self.config = config
         self.reporter = reporter or Reporter()
         self.signals = signals
