@@ -258,17 +258,18 @@ class CountingWorld(SingleProcess):
 def test_a_time_limit_adds_no_collective_call_to_a_step(tmp_path):
     """Under --max-minutes every rank must stop after the same step: whether a rank's clock
     has run out rides in the step's one Allreduce, with the gradients."""
+    settings = dict(RUN, limit=320, batch_size=32, validation_size=32, epochs=1,
+                    max_minutes=10.0)
     world = CountingWorld()
-    final = train(TrainConfig(**RUN, epochs=2, max_minutes=10.0, out=str(tmp_path / "run.npz")),
-                  world=world)
-    assert final.steps == 20
-    assert world.calls == ["any"] + ["allreduce"] * 20     # "any": once, before the first step
+    final = train(TrainConfig(**settings, out=str(tmp_path / "run.npz")), world=world)
+    assert final.steps == 10
+    assert world.calls == ["any"] + ["allreduce"] * 10     # "any": once, before the first step
 
-    # Another rank's clock runs out during step 13: this rank stops after it too.
-    late = train(TrainConfig(**RUN, epochs=2, max_minutes=10.0,
-                             out=str(tmp_path / "late.npz")), world=CountingWorld(late_at=13))
-    assert late.steps == 13
-    assert read_checkpoint(tmp_path / "late.npz")[0]["progress"]["step"] == 13
+    # Another rank's clock runs out during step 6: this rank stops after it too.
+    late = train(TrainConfig(**settings, out=str(tmp_path / "late.npz")),
+                 world=CountingWorld(late_at=6))
+    assert late.steps == 6
+    assert read_checkpoint(tmp_path / "late.npz")[0]["progress"]["step"] == 6
 
 
 @pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
