@@ -26,7 +26,6 @@ time much less: it says how much work a step is, not how long it took to get the
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 from collections import defaultdict
@@ -34,7 +33,15 @@ from collections import defaultdict
 from rich.console import Console
 from rich.table import Table
 
-from microconv.cli.bench import TrainingStep, random_batches, render_bench, run_bench
+from microconv.cli.bench import (
+    Contender,
+    TrainingStep,
+    cpu_ms_per_step,
+    cycle,
+    random_batches,
+    render_bench,
+    run_bench,
+)
 
 
 def profile_kernels(batch, steps):
@@ -88,28 +95,14 @@ def cpu_time_per_step(names, batch, runs, steps=10):
 
     from microconv import backends
 
-    def cpu_seconds():
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    times = {name: [] for name in names}
     with threadpoolctl.threadpool_limits(1, user_api="blas"):
-        steps_by_name = {}
+        contenders = []
         for name in names:
             step = TrainingStep(backends.get(name), batch)
-            batches = random_batches(4, batch)
-            for images, labels in batches:           # warm-up
-                step(images, labels)
-            step.sync()
-            steps_by_name[name] = step, batches
-        for _ in range(runs):
-            for name, (step, batches) in steps_by_name.items():
-                start = cpu_seconds()
-                for i in range(steps):
-                    step(*batches[i % len(batches)])
-                step.sync()
-                times[name].append(1000 * (cpu_seconds() - start) / steps)
-    return {name: statistics.median(values) for name, values in times.items()}
+            batches = cycle(random_batches(4, batch))
+            contenders.append(Contender(lambda step=step, batches=batches: step(*batches()),
+                                        batch, step.sync))
+        return dict(zip(names, cpu_ms_per_step(contenders, runs, steps)))
 
 
 def print_profile(console, batch, steps):

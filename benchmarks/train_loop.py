@@ -5,13 +5,17 @@
 2. ``train`` on a data folder with a metrics database: augmentation, validation every
    ``--eval-every`` steps, checkpoints and metrics, everything a user's run does. A reporter
    splits the loop's wall time into the steps themselves, validations, checkpoints and the
-   loop's own bookkeeping (metrics, reporting, batch order).
+   loop's own bookkeeping (metrics, reporting, batch order). Runs with each batch prepared
+   ahead on a background thread (as train does) and prepared in turn alternate, ``--pairs``
+   of each: the same numbers, so only the time differs.
 3. The benchmark's steps again, since the machine's load may have changed meanwhile.
 
 Wall times follow the machine's load; CPU time per step (all threads of the process) much
 less, so both are reported: on a busy machine compare the CPU times.
 
-Then the per-step extras alone: augmentation, preprocessing, the gradient check.
+Then a step with its batch prepared ahead against in turn, in alternating blocks of 10 steps
+(``--blocks`` of each), and the per-step extras alone: augmentation, preprocessing, the
+gradient check.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/train_loop.py \
         --data-dir ../shared/data/handwritten-letters --threads 2
@@ -19,6 +23,8 @@ Then the per-step extras alone: augmentation, preprocessing, the gradient check.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import statistics
 import tempfile
 import time
@@ -31,6 +37,7 @@ from microconv.cli.bench import (
     TrainingStep,
     blas_info,
     blas_threads,
+    cpu_ms_per_step,
     cycle,
     machine_info,
     print_result,
@@ -45,8 +52,11 @@ from microconv.letters.records import Reporter
 from microconv.letters.training import (
     DEFAULT_LR,
     TrainConfig,
+    augmentation_at,
+    epoch_batches,
     first_bad_gradient,
     load_data,
+    prepared_ahead,
     train,
 )
 
@@ -114,16 +124,10 @@ def step_contenders(backend, batch_size, runs):
     adam = TrainingStep(backend, batch_size)
     adam.optimizer = Adam(adam.model.named_parameters(), lr=DEFAULT_LR["adam"])
     data = cycle(random_batches(4, batch_size))
-    steps = [lambda step=step: step(*data()) for step in (sgd, adam)]
-    summaries = time_interleaved([Contender(step, batch_size) for step in steps], runs)
-    for step, summary in zip(steps, summaries):
-        cpu = []
-        for _ in range(runs):
-            start = time.process_time()
-            for _ in range(10):
-                step()
-            cpu.append((time.process_time() - start) / 10)
-        summary["cpu_ms_per_step"] = 1000 * statistics.median(cpu)
+    contenders = [Contender(lambda step=step: step(*data()), batch_size) for step in (sgd, adam)]
+    summaries = time_interleaved(contenders, runs)
+    for summary, cpu_ms in zip(summaries, cpu_ms_per_step(contenders, runs)):
+        summary["cpu_ms_per_step"] = cpu_ms
     return dict(zip(("bench step (SGD)", "bench step (Adam)"), summaries))
 
 
@@ -152,44 +156,116 @@ def per_step_extras(config):
     }
 
 
+def ahead_against_in_turn(config, blocks, block=10):
+    """Adam steps on real batches (augmented and preprocessed as train does), in blocks of
+    ``block`` steps that alternate between preparing each batch ahead on a background thread
+    and in its turn: wall and CPU ms per step (medians over the blocks) and the median ratio
+    of the paired blocks' wall times. Alternating every few steps, a change in the machine's
+    load hits both alike."""
+    data = load_data(config)
+    order = epoch_batches(data, config, 1)
+    strength = augmentation_at(config, 10 * len(order), len(order))
+    prep = Preprocessing()
+
+    def prepare(i):
+        rows = order[i % len(order)]
+        images = augment(data.train_images[rows], config.seed, 1, rows, strength)
+        return prep.apply(images), data.train_labels[rows]
+
+    step = TrainingStep(config.backend, config.batch_size)
+    step.optimizer = Adam(step.model.named_parameters(), lr=1e-4)
+    for i in range(3):
+        step(*prepare(i))
+    times = {True: [], False: []}
+    for b in range(blocks):
+        for ahead in (True, False) if b % 2 == 0 else (False, True):
+            wall, cpu = time.perf_counter(), time.process_time()
+            plans = range(b * block, (b + 1) * block)
+            with contextlib.closing(prepared_ahead(prepare, plans, ahead)) as batches:
+                for images, labels in batches:
+                    step(images, labels)
+            step.sync()
+            times[ahead].append((1000 * (time.perf_counter() - wall) / block,
+                                 1000 * (time.process_time() - cpu) / block))
+    result = {}
+    for ahead, name in ((True, "ahead"), (False, "in turn")):
+        result[name] = {"wall_ms_per_step": statistics.median(w for w, _ in times[ahead]),
+                        "cpu_ms_per_step": statistics.median(c for _, c in times[ahead])}
+    result["paired_wall_ratio"] = statistics.median(
+        a[0] / b[0] for a, b in zip(times[True], times[False]))
+    return result
+
+
+def median_of(runs, key):
+    return statistics.median(run[key] for run in runs)
+
+
+def timed_train(config, prepare_ahead):
+    """One run of train: the loop's split (LoopClock), the whole run's wall and CPU seconds."""
+    clock = LoopClock(config.batch_size)
+    started, cpu = time.perf_counter(), time.process_time()
+    final = train(config, clock, prepare_ahead=prepare_ahead)
+    return {**clock.summary(), "whole_run_seconds": time.perf_counter() - started,
+            "whole_run_cpu_seconds": time.process_time() - cpu,
+            "test_accuracy": final.test_accuracy}
+
+
 def main():
     parser = script_parser(__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--blocks", type=int, default=20,
+                        help="blocks of 10 steps with batches prepared ahead and in turn")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="runs of train with batches prepared ahead and in turn, alternating")
     args = parser.parse_args()
     load_before = machine_info()["load_average_1m"]
+    modes = {"prepared ahead": True, "prepared in turn": False}
     with blas_threads(args.threads), tempfile.TemporaryDirectory() as folder:
         before = step_contenders(args.backend, args.batch_size, args.runs)
         config = TrainConfig(backend=args.backend, data_dir=args.data_dir, epochs=args.epochs,
                              batch_size=args.batch_size, eval_every=args.eval_every,
                              out=str(Path(folder) / "run.npz"),
                              metrics=str(Path(folder) / "run.sqlite3"))
-        clock = LoopClock(args.batch_size)
-        started = time.perf_counter()
-        final = train(config, clock)
-        whole_run = time.perf_counter() - started
+        runs = {mode: [] for mode in modes}
+        for pair in range(args.pairs):
+            for mode in (list(modes) if pair % 2 == 0 else list(modes)[::-1]):
+                Path(config.metrics).unlink(missing_ok=True)
+                runs[mode].append(timed_train(config, modes[mode]))
         after = step_contenders(args.backend, args.batch_size, args.runs)
+        blocks = ahead_against_in_turn(config, args.blocks)
         extras = per_step_extras(config)
         blas = blas_info()
-    loop = clock.summary()
     result = {"backend": args.backend, "batch_size": args.batch_size, "epochs": args.epochs,
-              "bench_before": before, "bench_after": after, "train": loop,
-              "train_whole_run_seconds": whole_run, "test_accuracy": final.test_accuracy,
-              "per_step_extras_ms": extras, "blas": blas,
+              "bench_before": before, "bench_after": after, "train": runs,
+              "prepared_ahead_against_in_turn": blocks, "per_step_extras_ms": extras,
+              "blas": blas,
               "machine": {**machine_info(), "load_average_1m_before": load_before}}
-    lines = [f"{name}: {summary['median']:,.0f} images/s before the run, "
+    lines = [f"{name}: {summary['median']:,.0f} images/s before the runs, "
              f"{after[name]['median']:,.0f} after; CPU {summary['cpu_ms_per_step']:.1f} / "
              f"{after[name]['cpu_ms_per_step']:.1f} ms per step"
              for name, summary in before.items()]
-    split = ", ".join(f"{k} {v:.1f} s" for k, v in loop["split_seconds"].items())
-    lines += [f"microconv train: {loop['loop_images_per_s']:,.0f} images/s over the loop "
-              f"({loop['images']:,} images in {loop['loop_seconds']:.1f} s: {split}); "
-              f"{loop['steps_images_per_s']:,.0f} images/s in the steps alone, CPU "
-              f"{loop['cpu_ms_per_step']:.1f} ms per step with its bookkeeping; the end of the "
-              f"run (final validation, evaluation, checkpoint) {loop['end_of_run_seconds']:.1f} s",
-              "per step, alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in extras.items()),
+    for mode, measured in runs.items():
+        median = functools.partial(median_of, measured)
+        loop = measured[-1]
+        split = ", ".join(f"{k} {v:.1f} s" for k, v in loop["split_seconds"].items())
+        lines += [f"microconv train, batches {mode} (median of {len(measured)}): "
+                  f"{median('whole_run_seconds'):.1f} s, CPU {median('whole_run_cpu_seconds'):.1f}"
+                  f" s; {median('loop_images_per_s'):,.0f} images/s over the loop, "
+                  f"{median('steps_images_per_s'):,.0f} in the steps alone, CPU "
+                  f"{median('cpu_ms_per_step'):.1f} ms per step with its bookkeeping",
+                  f"  last run: {loop['images']:,} images in {loop['loop_seconds']:.1f} s "
+                  f"({split}); the end of the run (final validation, evaluation, checkpoint) "
+                  f"{loop['end_of_run_seconds']:.1f} s"]
+    lines += [f"a step with its batch prepared ahead / in turn ({args.blocks} blocks of 10 "
+              f"steps each, alternating): {blocks['ahead']['wall_ms_per_step']:.1f} / "
+              f"{blocks['in turn']['wall_ms_per_step']:.1f} ms wall, "
+              f"{blocks['ahead']['cpu_ms_per_step']:.1f} / "
+              f"{blocks['in turn']['cpu_ms_per_step']:.1f} ms CPU; paired blocks' wall ratio "
+              f"{blocks['paired_wall_ratio']:.3f}"]
+    lines += ["per step, alone: " + ", ".join(f"{k} {v:.2f} ms" for k, v in extras.items()),
               f"load average {load_before} at the start, {result['machine']['load_average_1m']} "
               f"at the end"]
     print_result(result, args.json, "\n".join(lines))

@@ -21,10 +21,11 @@ from optional import REQUIRE_MPI, skip_unless_required
 
 from microconv.errors import TrainingError
 from microconv.letters.checkpoint import read_checkpoint
-from microconv.letters.distributed import rank_rows
+from microconv.letters import distributed, training
+from microconv.letters.distributed import SingleProcess, rank_rows
 from microconv.letters.metrics import read_run
 from microconv.letters.model import ConvoAlphabetModel, LetterGraph
-from microconv.letters.training import TrainConfig, resume_config, train
+from microconv.letters.training import TrainConfig, TrainingInterrupted, resume_config, train
 
 
 # 640 generated letters in global batches of 64: 10 steps an epoch, a checkpoint every 10.
@@ -229,3 +230,58 @@ def test_a_ranks_dropout_masks_are_its_rows_of_the_whole_batchs():
         model.drop.resample(np.random.default_rng(7), rows, 8)
         outputs.append(graph.log_probs.numpy())
     np.testing.assert_allclose(outputs[1], outputs[0][4:], rtol=1e-5, atol=1e-6)
+
+
+class CountingWorld(SingleProcess):
+    """One process that records the collective calls a run makes; ``late_at``: the step at
+    which another rank's clock passes the time limit."""
+
+    def __init__(self, late_at=None):
+        self.calls = []
+        self.late_at = late_at
+
+    def average_gradients(self, params, *numbers):
+        self.calls.append("allreduce")
+        loss, accuracy, late = numbers
+        if self.calls.count("allreduce") == self.late_at:
+            late = (late + 1.0) / 2                 # the mean of this rank's flag and the other's
+        return loss, accuracy, late
+
+    def any(self, flag):
+        self.calls.append("any")
+        return flag
+
+
+@pytest.mark.usefixtures("no_emnist")
+def test_a_time_limit_adds_no_collective_call_to_a_step(tmp_path):
+    """Under --max-minutes every rank must stop after the same step: whether a rank's clock
+    has run out rides in the step's one Allreduce, with the gradients."""
+    settings = dict(RUN, limit=320, batch_size=32, validation_size=32, epochs=1,
+                    max_minutes=10.0)
+    world = CountingWorld()
+    final = train(TrainConfig(**settings, out=str(tmp_path / "run.npz")), world=world)
+    assert final.steps == 10
+    assert world.calls == ["any"] + ["allreduce"] * 10     # "any": once, before the first step
+
+    # Another rank's clock runs out during step 6: this rank stops after it too.
+    late = train(TrainConfig(**settings, out=str(tmp_path / "late.npz")),
+                 world=CountingWorld(late_at=6))
+    assert late.steps == 6
+    assert read_checkpoint(tmp_path / "late.npz")[0]["progress"]["step"] == 6
+
+
+@pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_rank_exits_with_the_code_rank_0_gives(tmp_path, monkeypatch, number,
+                                                              code):
+    """A stopped job's ranks all end with the shell's code for the signal that stopped them
+    (rank 0's: tests/test_reliability_training.py)."""
+    class RankOne(SingleProcess):
+        rank, is_root = 1, False
+
+    def interrupted(config, reporter=None, world=None):
+        raise TrainingInterrupted(None, 7, number)
+
+    monkeypatch.setattr(distributed, "world", RankOne)
+    monkeypatch.setattr(training, "train", interrupted)
+    result = cli("train", "--limit", "64", "--out", tmp_path / "run.npz")
+    assert_one_line_error(result, "rank 1 interrupted at step 7", code=code)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from clitools import no_emnist, small_train_config, untrained_checkpoint  # noqa: F401 - a fixture
 
-from microconv.errors import TrainingError
+from microconv.errors import DataError, TrainingError
 from microconv.letters import training
 from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
 from microconv.letters.records import Reporter
@@ -85,26 +85,29 @@ def test_same_seed_same_run(tmp_path):
         np.testing.assert_array_equal(pa[name], pb[name])
 
 
-@pytest.mark.parametrize("optimizer, recipe", [
-    ("adam", {}), ("sgd", {}),
-    # generated rows in every batch, augmentation growing over the first epoch, a warm-up
-    ("adam", dict(generated_share=0.25, augment_ramp=1.0, warmup=3))])
-def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer, recipe):
+@pytest.mark.parametrize("optimizer, recipe, stop_at", [
+    ("adam", {}, 5), ("sgd", {}, 5),             # in the second epoch
+    # generated rows in every batch, augmentation growing over the first epoch, a warm-up;
+    # stopped after the first epoch's last step
+    ("adam", dict(generated_share=0.25, augment_ramp=1.0, warmup=3), 4)])
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer, recipe,
+                                                           stop_at):
     settings = dict(optimizer=optimizer, dropout=0.25, epochs=2, eval_every=100, **recipe)
     train(small(tmp_path / "whole", **settings))
 
     def stop(record):
-        if record.step == 5:                     # in the second epoch
+        if record.step == stop_at:
             raise KeyboardInterrupt
 
     part = tmp_path / "part"
     with pytest.raises(TrainingInterrupted) as caught:
         train(small(part, **settings), Recorder(stop))
-    assert caught.value.path == str(part / "run.npz") and caught.value.step == 5
-    assert read_checkpoint(part / "run.npz")[0]["progress"]["step"] == 5
+    assert caught.value.path == str(part / "run.npz") and caught.value.step == stop_at
+    assert read_checkpoint(part / "run.npz")[0]["progress"]["step"] == stop_at
     recorder = Recorder()
     train(small(part, resume=str(part / "run.npz"), **settings), recorder)
-    assert [b.step for b in recorder.batches] == [6, 7, 8]
+    assert [(b.step, b.epoch, b.batch) for b in recorder.batches] == [
+        (step, 2, step - 4) for step in range(stop_at + 1, 9)]
     _, expected, expected_optim = read_checkpoint(tmp_path / "whole" / "run.npz")
     _, got, got_optim = read_checkpoint(part / "run.npz")
     assert set(got_optim) == set(expected_optim) and expected_optim
@@ -112,6 +115,41 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path, optimizer, 
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
     for name in expected_optim:
         np.testing.assert_array_equal(got_optim[name], expected_optim[name], err_msg=name)
+
+
+def test_preparing_batches_ahead_changes_no_number(tmp_path):
+    """The next batch is augmented on a background thread while a step runs: the run's losses,
+    accuracies and final weights are those of preparing every batch in its turn."""
+    settings = dict(epochs=2, generated_share=0.25, augment_ramp=1.0, warmup=3, dropout=0.25)
+    runs = {}
+    for ahead in (True, False):
+        recorder = Recorder()
+        train(small(tmp_path / str(ahead), **settings), recorder, prepare_ahead=ahead)
+        runs[ahead] = [(b.step, b.loss, b.accuracy) for b in recorder.batches]
+    assert runs[True] == runs[False] and len(runs[True]) == 8
+    _, ahead, _ = read_checkpoint(tmp_path / "True" / "run.npz")
+    _, in_turn, _ = read_checkpoint(tmp_path / "False" / "run.npz")
+    for name in ahead:
+        np.testing.assert_array_equal(ahead[name], in_turn[name], err_msg=name)
+
+
+def test_a_failure_preparing_a_batch_ahead_stops_the_run_with_its_own_error(tmp_path,
+                                                                            monkeypatch):
+    calls = []
+
+    def failing(images, *args):
+        calls.append(len(images))
+        if len(calls) == 6:            # the batch of step 6, prepared while step 5 runs
+            raise DataError("augment: no ink left")
+        return images.copy()
+
+    monkeypatch.setattr(training, "augment", failing)
+    recorder = Recorder()
+    with pytest.raises(DataError, match="no ink left"):
+        train(small(tmp_path, epochs=2, eval_every=2), recorder)
+    assert [b.step for b in recorder.batches] == [1, 2, 3, 4, 5]
+    assert recorder.final.extra["error"] == "augment: no ink left"
+    assert read_checkpoint(tmp_path / "run.npz")[0]["progress"]["step"] == 4
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

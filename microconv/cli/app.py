@@ -247,7 +247,7 @@ def train(
             # Rank 0 writes the checkpoints and says what it saved; this rank only stopped.
             _error_console().print(f"[yellow]rank {world.rank} interrupted at step {exc.step}; "
                                    "rank 0 keeps the checkpoint[/]")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(128 + exc.signal_number) from None     # as rank 0 exits
         return
     console = _console()
     use_dashboard = console.is_terminal if dashboard is None else dashboard

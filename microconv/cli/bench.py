@@ -184,6 +184,25 @@ def time_interleaved(contenders, runs):
     return [contender.summary() for contender in contenders]
 
 
+def cpu_ms_per_step(contenders, runs, steps=10):
+    """CPU milliseconds (user and system, every thread of this process) of one step of each
+    contender: the median of ``runs`` runs of ``steps`` steps, the contenders' runs interleaved.
+    On a machine that other programs keep busy, wall times swing by a factor of several and
+    CPU time much less: it says how much work a step is, not how long it took to get the
+    cores."""
+    for contender in contenders:
+        contender.prepare()
+    spent = [[] for _ in contenders]
+    for _ in range(runs):
+        for contender, times in zip(contenders, spent):
+            start = time.process_time()
+            for _ in range(steps):
+                contender.step()
+            contender.sync()
+            times.append(1000 * (time.process_time() - start) / steps)
+    return [statistics.median(times) for times in spent]
+
+
 def random_letters(count, rng, classes=ConvoAlphabetModel.classes):
     """``count`` random uint8 28x28 images and their labels, drawn from ``rng``; the pixels'
     values do not change the work a step does."""

@@ -5,9 +5,10 @@ The whole algorithm, as the training loop uses it:
 1. Rank 0's initial parameters are broadcast, so every rank starts from the same model.
 2. Every rank draws the same shuffled order (the seed is shared) and, of each global batch of
    ``batch_size`` images, computes the gradient of its own equal slice.
-3. One Allreduce over a single flat buffer (every gradient, plus the loss and accuracy) sums
-   the slices' gradients; dividing by N gives the mean over the global batch: the gradient
-   of a mean is the mean of the gradients, so this is the gradient one process would get.
+3. One Allreduce over a single flat buffer (every gradient, plus the loss, the accuracy and
+   whether the rank's clock has passed ``--max-minutes``) sums the slices' gradients;
+   dividing by N gives the mean over the global batch: the gradient of a mean is the mean of
+   the gradients, so this is the gradient one process would get.
 4. Every rank applies the same optimiser update to the same parameters with the same
    gradient, so the parameters stay identical; each validation compares checksums.
 

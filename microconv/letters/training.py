@@ -11,7 +11,8 @@ One run, step by step:
 3. Per step: shuffle order comes from (seed, epoch), each image's augmentation from (seed,
    epoch, image index) and dropout masks from (seed, step). Nothing depends on earlier random
    draws, so resuming from a checkpoint gives exactly the steps an uninterrupted run would
-   have taken (on the NumPy backend, bit for bit). Under ``mpirun -n N`` each process
+   have taken (on the NumPy backend, bit for bit), and lets a background thread prepare
+   the next batch while a step runs (``prepared_ahead``). Under ``mpirun -n N`` each process
    computes its rows of every batch and the gradients are averaged between backward and
    update (distributed.py).
 4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
@@ -31,6 +32,7 @@ import signal
 import threading
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -397,13 +399,50 @@ def first_bad_parameter(model):
 
 # --- the loop ------------------------------------------------------------------------------
 
+@dataclass
+class Batch:
+    """One step's input, ready for the graph."""
+    size: int                   # images in the whole batch (over all ranks)
+    inputs: np.ndarray          # this rank's rows, preprocessed: (rows, 1, 28, 28) float32
+    labels: np.ndarray          # their classes (rows,)
+
+
+def prepared_ahead(prepare, plans, ahead=True):
+    """prepare(plan) for each plan in turn; with ``ahead``, the next one is prepared on a
+    background thread while the caller works on the current one.
+
+    A step leaves a core idle between its parallel primitives; preparing a batch (augmentation
+    above all) fills that time. Results come in order and are the same either way; an error
+    in prepare is raised here, in the caller's thread. Close the generator when stopping
+    early: the thread finishes the batch it is on, then ends."""
+    if not ahead:
+        yield from map(prepare, plans)
+        return
+    errors = np.geterr()        # NumPy's error handling is per thread: follow the caller's
+
+    def in_caller_errstate(plan):
+        with np.errstate(**errors):
+            return prepare(plan)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="microconv-batches") as thread:
+        pending = None
+        for plan in plans:
+            following = thread.submit(in_caller_errstate, plan)
+            if pending is not None:
+                yield pending.result()
+            pending = following
+        if pending is not None:
+            yield pending.result()
+
+
 class _Run:
     """The state of one training run; ``train`` below is the whole public interface."""
 
-    def __init__(self, config, reporter, signals, world):
+    def __init__(self, config, reporter, signals, world, prepare_ahead=True):
         self.config = config
         self.reporter = reporter or Reporter()
         self.signals = signals
+        self.prepare_ahead = prepare_ahead   # the next batch on a background thread
         self.world = world               # the ranks of an MPI run; one process by default
         self.rows = world.rows(config.batch_size)    # this rank's share of every batch
         self.rows_per_step = self.rows.stop - self.rows.start
@@ -417,6 +456,7 @@ class _Run:
         self.batch_in_epoch = 0          # batches of self.epoch already done
         self.warnings = []               # found during setup, reported after on_start
         self.fine_tuning = False         # resuming a checkpoint trained on other data
+        self.out_of_time = False         # some rank's clock passed --max-minutes by the last step
 
     def elapsed(self):
         return self.elapsed_before + time.perf_counter() - self.started
@@ -562,26 +602,38 @@ class _Run:
             sample_label=int(labels[which]), sample_top3=top3,
             most_confused=tuple(most_confused(matrix, top=5))))
 
-    def one_step(self, indices):
+    def prepare(self, planned):
+        """A planned step's batch as the graph takes it: this rank's rows of the images,
+        augmented and preprocessed, and their labels. A pure function of the plan, so it may
+        run ahead of the step on another thread."""
+        step, epoch, indices = planned
         config = self.config
-        tick = time.perf_counter()
-        rng = step_rng(config.seed, self.step + 1)
         mine = indices[self.rows]               # this rank's rows of the batch (all: one process)
         images, labels = self.data.train_images[mine], self.data.train_labels[mine]
         if config.augment:
             # each image's variation depends on (seed, epoch, step, its index) alone, not on
             # the rank
-            images = augment(images, config.seed, self.epoch, mine,
-                             augmentation_at(config, self.step + 1, self.batches_per_epoch))
-        self.graph.feed(self.preprocessing.apply(images), labels)
-        self.model.drop.resample(rng, self.rows, len(indices))
+            images = augment(images, config.seed, epoch, mine,
+                             augmentation_at(config, step, self.batches_per_epoch))
+        return Batch(len(indices), self.preprocessing.apply(images), labels)
+
+    def one_step(self, batch):
+        config = self.config
+        tick = time.perf_counter()
+        rng = step_rng(config.seed, self.step + 1)
+        self.graph.feed(batch.inputs, batch.labels)
+        self.model.drop.resample(rng, self.rows, batch.size)
         lr = learning_rate(config, self.step + 1, self.total_batches)
         self.optimizer.lr = lr
         self.graph.loss.backward()
         loss = float(self.graph.loss.numpy())
         # Read the predictions before the update: afterwards they would be recomputed.
-        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == labels).mean())
-        loss, accuracy = self.world.average_gradients(self.model.parameters(), loss, accuracy)
+        accuracy = float((self.graph.log_probs.numpy().argmax(axis=1) == batch.labels).mean())
+        # Every rank must stop after the same step, whichever clock runs out first: whether
+        # this one has rides with the gradients and comes back as a share of the ranks.
+        loss, accuracy, late = self.world.average_gradients(
+            self.model.parameters(), loss, accuracy, float(self.past_time_limit()))
+        self.out_of_time = late > 0
         bad = None if math.isfinite(loss) else first_bad_gradient(self.model) or "the loss"
         if bad is None and self.backend.host_memory:
             bad = first_bad_gradient(self.model)     # cheap on the host; devices check the loss
@@ -596,13 +648,13 @@ class _Run:
         seconds = time.perf_counter() - tick
         self.reporter.on_batch(BatchRecord(
             step=self.step, epoch=self.epoch, batch=self.batch_in_epoch, loss=loss,
-            accuracy=accuracy, images_per_s=len(indices) / max(seconds, 1e-9), lr=lr,
+            accuracy=accuracy, images_per_s=batch.size / max(seconds, 1e-9), lr=lr,
             elapsed_s=self.elapsed()))
 
-    def out_of_time(self):
+    def past_time_limit(self):
+        """Whether this process's clock has passed --max-minutes (the ranks' clocks differ)."""
         limit = self.config.max_minutes
-        # Every rank must stop after the same step, whichever clock runs out first.
-        return limit is not None and self.world.any(self.elapsed() >= limit * 60)
+        return limit is not None and self.elapsed() >= limit * 60
 
     def epoch_of_last_step(self):
         """The epoch the latest step belonged to (self.epoch has already moved on when that
@@ -612,23 +664,43 @@ class _Run:
     def finished(self):
         return self.total_batches is not None and self.step >= self.total_batches
 
+    def planned_steps(self):
+        """(step, epoch, index batch) of every step still to come, from where the run stands;
+        endless for a run bounded only by time."""
+        step, epoch, start = self.step, self.epoch, self.batch_in_epoch
+        while True:
+            for indices in epoch_batches(self.data, self.config, epoch)[start:]:
+                if self.total_batches is not None and step >= self.total_batches:
+                    return
+                step += 1
+                yield step, epoch, indices
+            epoch, start = epoch + 1, 0
+
+    def end_epoch_when_done(self):
+        """Move on to the next epoch once every batch of this one is done (a checkpoint
+        written after an epoch's last step, before this, resumes here)."""
+        if self.batch_in_epoch >= self.batches_per_epoch:
+            with self.signals.held_back():
+                self.epoch += 1
+                self.batch_in_epoch = 0
+
     def loop(self):
         config = self.config
-        while not self.finished() and not self.out_of_time():
-            order = epoch_batches(self.data, config, self.epoch)
-            for indices in order[self.batch_in_epoch:]:
-                self.one_step(indices)
+        self.end_epoch_when_done()
+        if self.finished() or self.world.any(self.past_time_limit()):
+            return
+        batches = prepared_ahead(self.prepare, self.planned_steps(), self.prepare_ahead)
+        with contextlib.closing(batches):
+            for batch in batches:
+                self.one_step(batch)
                 if self.step % config.eval_every == 0:
                     self.world.check_parameters_agree(self.model, self.step)
                     if self.world.is_root:
                         self.validate()
                         self.save()
-                if self.finished() or self.out_of_time():
+                self.end_epoch_when_done()
+                if self.finished() or self.out_of_time:
                     break
-            if self.batch_in_epoch >= len(order):
-                with self.signals.held_back():
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
 
     def finish(self):
         result = evaluate(self.classifier, self.data.test_images, self.data.test_labels,
@@ -719,7 +791,8 @@ def check_run_paths(config):
 
 
 def train(config: TrainConfig, reporter: Reporter | None = None,
-          world: distributed.SingleProcess | None = None) -> FinalRecord:
+          world: distributed.SingleProcess | None = None, *,
+          prepare_ahead: bool = True) -> FinalRecord:
     """Train (or continue training) the ConvoAlphabetModel; returns the final record.
 
     With ``config.metrics`` set, a MetricsDB is attached next to ``reporter``. A TrainingError
@@ -730,6 +803,9 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
     Under ``mpirun -n N`` (``world``, found from the environment by default) the N ranks train
     together (see distributed.py); rank 0 alone reports, validates and writes files, and a
     failing rank stops all the others when it exits.
+
+    ``prepare_ahead``: prepare each batch (augmentation, preprocessing) on a background thread
+    while the step before it runs; the run's numbers are the same without it.
     """
     if not isinstance(config, TrainConfig):
         raise TrainingError(f"train needs a TrainConfig, not {type(config).__name__}")
@@ -748,7 +824,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
             # The database first: it records the end of the run even when a screen cannot.
             reporter = Reporters(database, reporter)
         with _Signals() as signals:
-            return _train(config, reporter, signals, world)
+            return _train(config, reporter, signals, world, prepare_ahead)
     except BaseException as exc:
         # the exit code a shell gives a process ended by the signal, as the command line does
         stopped_by = getattr(exc, "signal_number", signal.SIGINT)
@@ -760,8 +836,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
             database.close()
 
 
-def _train(config, reporter, signals, world):
-    run = _Run(config, reporter, signals, world)
+def _train(config, reporter, signals, world, prepare_ahead):
+    run = _Run(config, reporter, signals, world, prepare_ahead)
     run.setup()
     reporter = run.reporter
     reporter.on_start(RunInfo(
