@@ -254,6 +254,12 @@ class _BufferPool:
 # Below this many elements in a primitive's largest array one thread does all of it: handing a
 # slice to another thread costs tens of microseconds.
 _PARALLEL_MIN_ELEMENTS = 1 << 15
+# A primitive made of many short NumPy calls (GELU ~30, pooling ~14) splits only when each call
+# gets at least this many elements on every thread. Each call drops and retakes the GIL, and two
+# threads making short calls wait for each other at every one: on the second and third layers'
+# activations (73k and 16k elements a slice) GELU in two slices took 1.3-3 times as long as
+# on one thread (wall time, quiet machine), and pooling and GELU cost 15-80% more CPU time.
+_MIN_CALL_ELEMENTS = 1 << 17
 
 
 class _Threads:
@@ -279,13 +285,18 @@ class _Threads:
                 return self.saved[0]
             return self.blas[0].num_threads if self.blas else 1
 
-    def map(self, fn, *arrays):
-        """[fn(*slices) for each slice], the arrays sliced alike along their first axis."""
+    def map(self, fn, *arrays, call_elements=None):
+        """[fn(*slices) for each slice], the arrays sliced alike along their first axis.
+
+        ``call_elements``: for a primitive made of many short NumPy calls, how many elements
+        each call touches over the whole batch (see _MIN_CALL_ELEMENTS).
+        """
         n = len(arrays[0])
         threads = min(self.count(), n)
         if threads == 1:
             return [fn(*arrays)]
-        if max(a.size for a in arrays) < _PARALLEL_MIN_ELEMENTS:
+        if (max(a.size for a in arrays) < _PARALLEL_MIN_ELEMENTS
+                or call_elements is not None and call_elements < threads * _MIN_CALL_ELEMENTS):
             with self.blas_held():
                 return [fn(*arrays)]
         bounds = [n * t // threads for t in range(threads + 1)]
@@ -494,12 +505,13 @@ class NumpyBackend(Backend):
     # --- pooling -----------------------------------------------------------------------
     def max_pool2d(self, x, k):
         out = self._buffers.like(_window_part(x, 0, 0, k)[0])   # ceil mode: ceil(H/k) rows
-        self._threads.map(functools.partial(_max_pool, k=k), x, out)
+        self._threads.map(functools.partial(_max_pool, k=k), x, out, call_elements=out.size)
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
         dx = self._buffers.like(x)
-        self._threads.map(functools.partial(_max_pool_backward, k=k), x, y, g, dx)
+        self._threads.map(functools.partial(_max_pool_backward, k=k), x, y, g, dx,
+                          call_elements=y.size)
         return dx
 
     # --- activations -------------------------------------------------------------------
@@ -522,7 +534,7 @@ class NumpyBackend(Backend):
         else:
             # whole slices on reused scratch: pieces sized for the cache gained nothing here
             scratch = [self._buffers.like(x) for _ in range(3)]
-            self._threads.map(_gelu_float32, x, out, slope, *scratch)
+            self._threads.map(_gelu_float32, x, out, slope, *scratch, call_elements=x.size)
 
     def relu(self, x):
         return np.maximum(x, x.dtype.type(0))
