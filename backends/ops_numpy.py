@@ -254,11 +254,11 @@ class _BufferPool:
 # Below this many elements in a primitive's largest array one thread does all of it: handing a
 # slice to another thread costs tens of microseconds.
 _PARALLEL_MIN_ELEMENTS = 1 << 15
-# A primitive made of many short NumPy calls (GELU ~30, pooling ~14) splits only when each call
+# A primitive made of many short NumPy calls (GELU ~30, pooling 4-14) splits only when each call
 # gets at least this many elements on every thread. Each call drops and retakes the GIL, and two
 # threads making short calls wait for each other at every one: on the second and third layers'
 # activations (73k and 16k elements a slice) GELU in two slices took 1.3-3 times as long as
-# on one thread (wall time, quiet machine), and pooling and GELU cost 15-80% more CPU time.
+# on one thread (wall time, quiet machine), and the third layer's pooling cost 50-80% more CPU.
 _MIN_CALL_ELEMENTS = 1 << 17
 
 
@@ -288,8 +288,8 @@ class _Threads:
     def map(self, fn, *arrays, call_elements=None):
         """[fn(*slices) for each slice], the arrays sliced alike along their first axis.
 
-        ``call_elements``: for a primitive made of many short NumPy calls, how many elements
-        each call touches over the whole batch (see _MIN_CALL_ELEMENTS).
+        ``call_elements``: for a primitive made of many short NumPy calls, the work of each
+        call over the whole batch, in elements of a contiguous pass (see _MIN_CALL_ELEMENTS).
         """
         n = len(arrays[0])
         threads = min(self.count(), n)
@@ -505,13 +505,15 @@ class NumpyBackend(Backend):
     # --- pooling -----------------------------------------------------------------------
     def max_pool2d(self, x, k):
         out = self._buffers.like(_window_part(x, 0, 0, k)[0])   # ceil mode: ceil(H/k) rows
-        self._threads.map(functools.partial(_max_pool, k=k), x, out, call_elements=out.size)
+        # a call over a strided window part (runs of C numbers) costs about what a contiguous
+        # call over all of x does, so x's size stands for the size of each call
+        self._threads.map(functools.partial(_max_pool, k=k), x, out, call_elements=x.size)
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
         dx = self._buffers.like(x)
         self._threads.map(functools.partial(_max_pool_backward, k=k), x, y, g, dx,
-                          call_elements=y.size)
+                          call_elements=x.size)
         return dx
 
     # --- activations -------------------------------------------------------------------
