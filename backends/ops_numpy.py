@@ -13,8 +13,9 @@ an ordinary array of the right shape: ``to_numpy`` and ``reshape`` see NCHW sema
 
 Threads: convolution, pooling and GELU split their batch into one slice per thread and run the
 slices side by side (NumPy releases the GIL in its loops and BLAS calls), each slice's matrix
-products on a single BLAS thread. The backend uses as many threads as BLAS may
-(OPENBLAS_NUM_THREADS, threadpoolctl's limits, ``microconv bench --threads``).
+products on a single BLAS thread; pooling and GELU only where their many calls stay long.
+The backend uses as many threads as BLAS may (OPENBLAS_NUM_THREADS, threadpoolctl's limits,
+``microconv bench --threads``).
 """
 
 from __future__ import annotations
