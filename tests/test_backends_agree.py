@@ -165,6 +165,16 @@ def test_gelu_keeps_float32_relative_accuracy_far_left():
     assert_close(t.grad, [e[1] for e in exact], magnitude=4, what="GELU'")
 
 
+def test_numpy_gelu_of_a_strided_view_matches_its_copy():
+    """A view that is not one dense block takes the whole-array path, not the pieces."""
+    x = np.random.default_rng(0).uniform(-6, 6, (3, 8, 70, 70)).astype(np.float32)
+    be = ops_numpy.create()
+    view, dense = x[:, ::2, 1:, ::3], np.ascontiguousarray(x[:, ::2, 1:, ::3])
+    np.testing.assert_array_equal(be.gelu(view), be.gelu(dense))
+    g = np.ones_like(dense)
+    np.testing.assert_array_equal(be.gelu_backward(view, g), be.gelu_backward(dense, g))
+
+
 def test_numpy_gelus_tail_fit_is_within_1e_6():
     """The coefficients themselves, evaluated in float64: Phi(-a) to 1e-6 relative, a in [0, 37]
     (beyond, both are below float64's normal numbers)."""
