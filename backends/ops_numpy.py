@@ -126,10 +126,10 @@ def _gelu_float32_in_pieces(x, out, slope):
 
 def _gelu_float64(x, out, slope):
     """The same two arrays with math.erfc element by element: exact, for gradient checks."""
-    phi = _erfc64(x * -math.sqrt(0.5)).astype(np.float64) * 0.5          # Phi(x)
-    np.multiply(x, phi, out=out)
+    cdf = _erfc64(x * -math.sqrt(0.5)).astype(np.float64) * 0.5          # Phi(x)
+    np.multiply(x, cdf, out=out)
     np.multiply(x, np.exp(np.square(x) * -0.5) * _INV_SQRT_2PI, out=slope)
-    slope += phi
+    slope += cdf
 
 
 # --- convolution through channel-last im2col ----------------------------------------------
