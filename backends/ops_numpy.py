@@ -13,8 +13,9 @@ an ordinary array of the right shape: ``to_numpy`` and ``reshape`` see NCHW sema
 
 Threads: convolution, pooling and GELU split their batch into one slice per thread and run the
 slices side by side (NumPy releases the GIL in its loops and BLAS calls), each slice's matrix
-products on a single BLAS thread. The backend uses as many threads as BLAS may
-(OPENBLAS_NUM_THREADS, threadpoolctl's limits, ``microconv bench --threads``).
+products on a single BLAS thread; pooling and GELU only where their many calls stay long.
+The backend uses as many threads as BLAS may (OPENBLAS_NUM_THREADS, threadpoolctl's limits,
+``microconv bench --threads``).
 """
 
 from __future__ import annotations
@@ -33,61 +34,69 @@ from microconv.backends.base import Backend
 from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import ThreadpoolController
 
-_SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _erfc64 = np.frompyfunc(math.erfc, 1, 1)
 # Below this many channels an im2col row has short contiguous runs, and k*k slice copies
 # beat one big strided reshape (measured: 3x faster for the 1-channel first layer).
 _SLICE_IM2COL_BELOW_CHANNELS = 8
 
+# The upper normal tail, Phi(-a) = t * Q(t) * exp(-a^2/2) for a >= 0, with t = 1 / (1 + 0.325a)
+# mapping [0, inf) onto (0, 1] and Q a polynomial of degree 7 (highest power first). Fitted by
+# least squares weighted towards the largest relative error (Lawson's iteration) against
+# scipy.special.erfcx: relative error below 7e-7 for every a, so GELU keeps float32 relative
+# accuracy far into its negative tail. Fewer terms than a general erfc fit: each term is two
+# passes over the largest activations.
+_TAIL_T_SCALE = 0.325
+_TAIL_COEFFICIENTS = (0.03381678, -0.11351983, 0.08530882, 0.02604606, 0.09351631,
+                      0.11550388, 0.12967209, 0.12965615)
 
-_ERFC_COEFFICIENTS = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807,
-                      -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223)
 
+def _normal_tail(a, t, q):
+    """Phi(-a) = q * t for a >= 0 (float32): q = t * Q(t), then t = exp(-a^2/2); in place.
 
-def _erfc_positive(z):
-    """erfc(z) for z >= 0 with a relative error below 1.2e-7 (Numerical Recipes' Chebyshev fit).
-
-    Relative accuracy matters: GELU of a negative x is x/2 * erfc(|x|/sqrt 2), a tiny number.
-    Every step works in place on two temporaries: GELU runs on the largest activations, and
-    a fresh array per Horner step made it cost twice as much.
+    The two factors are left apart so that a caller multiplies q by a before the exponential:
+    their product is then not a subnormal number where GELU's own value is still a normal one.
     """
-    one = z.dtype.type
-    t = z * one(0.5)
+    one = a.dtype.type
+    np.multiply(a, one(_TAIL_T_SCALE), out=t)
     t += one(1.0)
-    np.reciprocal(t, out=t)                                  # t = 1 / (1 + z/2)
-    poly = t * one(_ERFC_COEFFICIENTS[0])
-    for c in _ERFC_COEFFICIENTS[1:-1]:
-        poly += one(c)
-        poly *= t
-    poly += one(_ERFC_COEFFICIENTS[-1])
-    poly -= np.square(z)
-    np.exp(poly, out=poly)
-    poly *= t                                                # t * exp(-z^2 + poly(t))
-    return poly
+    np.divide(one(1.0), t, out=t)           # np.reciprocal has no vector loop: 2x slower
+    np.multiply(t, one(_TAIL_COEFFICIENTS[0]), out=q)
+    for c in _TAIL_COEFFICIENTS[1:]:
+        q += one(c)
+        q *= t
+    np.square(a, out=t)
+    t *= one(-0.5)
+    np.exp(t, out=t)
 
 
-def _normal_cdf_times_2(x):
-    """1 + erf(x / sqrt 2) = 2 * Phi(x), the factor GELU needs.
+_SIGN_BIT = np.uint32(1 << 31)
 
-    float64 (used for gradient checks) calls math.erfc element by element, exactly, as
-    erfc(-x / sqrt 2), which keeps its precision far into the negative tail where 1 + erf
-    cancels to 0; float32 (used for training) uses the vectorised fit above, accurate to
-    float32 rounding.
+
+def _gelu_float32(x, out, slope, a, t, q):
+    """out = x * Phi(x) and slope = Phi(x) + x * phi(x), GELU's derivative, kept for the backward.
+
+    Both are built from the tail Phi(-|x|), without a mask or a select: relu(x) = (x + |x|)/2
+    exactly, so out = relu(x) - |x| Phi(-|x|) is exact arithmetic on a tiny number where x << 0
+    (1 + erf would cancel to 0 there); slope = 1/2 + sign(x) (1/2 - Phi(-|x|) + |x| phi(x)),
+    where the bracket is >= 0 and takes x's sign bit (np.copysign has no vector loop: it took
+    5 times as long).
     """
-    if x.dtype == np.float64:
-        return _erfc64(x * -_SQRT_HALF).astype(np.float64)
     one = x.dtype.type
-    z = np.abs(x)
-    z *= one(_SQRT_HALF)
-    tail = _erfc_positive(z)                                 # 2 * Phi(-|x|), exact in the tail
-    # tail where x < 0, else 2 - tail, by arithmetic: a masked copy (np.copyto's where=,
-    # np.where) branches per element and cost 8 times this on random signs.
-    out = np.multiply(tail, one(-2.0), out=z)
-    out += one(2.0)
-    out *= x >= 0
-    out += tail
-    return out
+    np.abs(x, out=a)
+    _normal_tail(a, t, q)
+    np.multiply(a, one(_INV_SQRT_2PI), out=slope)
+    slope -= q
+    slope *= t
+    slope += one(0.5)
+    q *= a
+    q *= t
+    np.add(x, a, out=out)
+    out *= one(0.5)
+    out -= q
+    sign = np.bitwise_and(x.view(np.uint32), _SIGN_BIT, out=t.view(np.uint32))
+    np.bitwise_or(slope.view(np.uint32), sign, out=slope.view(np.uint32))
+    slope += one(0.5)
 
 
 def _memory_order_flat(a):
@@ -96,46 +105,31 @@ def _memory_order_flat(a):
     return by_stride.reshape(-1) if by_stride.flags.c_contiguous else None
 
 
-_PIECE = 1 << 16      # elements per piece: 256 KiB of float32, so temporaries stay in L2
+_PIECE = 1 << 15      # elements per piece: the piece's six float32 arrays fit in L2 together
 
 
-def _in_pieces(fn, *arrays):
-    """Call fn on matching pieces of equally laid-out arrays (the last ones are outputs).
+def _gelu_float32_in_pieces(x, out, slope):
+    """_gelu_float32 on pieces of equally laid-out arrays, with three small scratch arrays.
 
-    A long chain of elementwise steps (GELU's erf has ~30) ran 25% faster on pieces that stay
-    in the CPU's cache, with temporaries too small for fresh, page-faulting memory, than on
-    the first layer's whole activations (short chains gained nothing: GELU's backward is
-    whole). Arrays laid out differently are processed whole.
+    The whole of a batch-256 first layer is 5.5 MB per array: in pieces that stay in cache the
+    ~30 passes cost less than on whole arrays.
     """
-    same_layout = all(a.shape == arrays[0].shape and a.strides == arrays[0].strides
-                      for a in arrays)
-    flats = [_memory_order_flat(a) for a in arrays] if same_layout else [None]
-    if any(f is None for f in flats) or arrays[0].size <= _PIECE:
-        fn(*arrays)
+    flats = [_memory_order_flat(v) for v in (x, out, slope)]
+    if any(f is None for f in flats) or not x.strides == out.strides == slope.strides:
+        _gelu_float32(x, out, slope, *(np.empty_like(x) for _ in range(3)))
         return
-    for start in range(0, flats[0].size, _PIECE):
-        fn(*(f[start:start + _PIECE] for f in flats))
+    scratch = [np.empty(min(_PIECE, x.size), x.dtype) for _ in range(3)]
+    for start in range(0, x.size, _PIECE):
+        pieces = [f[start:start + _PIECE] for f in flats]
+        _gelu_float32(*pieces, *(s[:len(pieces[0])] for s in scratch))
 
 
-def _gelu(x, out, cdf2):
-    """out = x * Phi(x), and cdf2 = 2 * Phi(x) kept for the backward."""
-    def piece(x, out, cdf2):
-        cdf2[...] = _normal_cdf_times_2(x)
-        np.multiply(x, cdf2, out=out)
-        out *= x.dtype.type(0.5)
-
-    _in_pieces(piece, x, out, cdf2)
-
-
-def _gelu_backward(x, g, cdf2, slope):
-    """slope = g * (Phi(x) + x * phi(x)), from cdf2 = 2 * Phi(x)."""
-    np.square(x, out=slope)
-    slope *= x.dtype.type(-0.5)
-    np.exp(slope, out=slope)
-    slope *= x
-    slope *= x.dtype.type(_INV_SQRT_2PI)
-    slope += cdf2 * x.dtype.type(0.5)
-    slope *= g
+def _gelu_float64(x, out, slope):
+    """The same two arrays with math.erfc element by element: exact, for gradient checks."""
+    cdf = _erfc64(x * -math.sqrt(0.5)).astype(np.float64) * 0.5          # Phi(x)
+    np.multiply(x, cdf, out=out)
+    np.multiply(x, np.exp(np.square(x) * -0.5) * _INV_SQRT_2PI, out=slope)
+    slope += cdf
 
 
 # --- convolution through channel-last im2col ----------------------------------------------
@@ -241,7 +235,11 @@ class _Memo:
         return entry[1] if entry is not None and entry[0]() is key_buffer else None
 
 
-_REUSE_BYTES = 1 << 20
+# Arrays from this size on come from the pool: malloc hands smaller ones back from its heap,
+# larger ones can cost page faults again (the second and third layers' activations and
+# gradients: 0-440 faults a training step with 1 MB here, varying from run to run; none with
+# 64 KB).
+_REUSE_BYTES = 1 << 16
 
 
 class _BufferPool:
@@ -286,6 +284,12 @@ class _BufferPool:
 # Below this many elements in a primitive's largest array one thread does all of it: handing a
 # slice to another thread costs tens of microseconds.
 _PARALLEL_MIN_ELEMENTS = 1 << 15
+# A primitive made of many short NumPy calls (GELU ~30, pooling 4-14) splits only when each call
+# gets at least this many elements on every thread. Each call drops and retakes the GIL, and two
+# threads making short calls wait for each other at every one: on the second and third layers'
+# activations (73k and 16k elements a slice) GELU in two slices took 1.3-3 times as long as
+# on one thread (wall time, quiet machine), and the third layer's pooling cost 50-80% more CPU.
+_MIN_CALL_ELEMENTS = 1 << 17
 
 
 class _Threads:
@@ -311,13 +315,18 @@ class _Threads:
                 return self.saved[0]
             return self.blas[0].num_threads if self.blas else 1
 
-    def map(self, fn, *arrays):
-        """[fn(*slices) for each slice], the arrays sliced alike along their first axis."""
+    def map(self, fn, *arrays, call_elements=None):
+        """[fn(*slices) for each slice], the arrays sliced alike along their first axis.
+
+        ``call_elements``: for a primitive made of many short NumPy calls, the work of each
+        call over the whole batch, in elements of a contiguous pass (see _MIN_CALL_ELEMENTS).
+        """
         n = len(arrays[0])
         threads = min(self.count(), n)
         if threads == 1:
             return [fn(*arrays)]
-        if max(a.size for a in arrays) < _PARALLEL_MIN_ELEMENTS:
+        if (max(a.size for a in arrays) < _PARALLEL_MIN_ELEMENTS
+                or call_elements is not None and call_elements < threads * _MIN_CALL_ELEMENTS):
             with self.blas_held():
                 return [fn(*arrays)]
         bounds = [n * t // threads for t in range(threads + 1)]
@@ -526,28 +535,36 @@ class NumpyBackend(Backend):
     # --- pooling -----------------------------------------------------------------------
     def max_pool2d(self, x, k):
         out = self._buffers.like(_window_part(x, 0, 0, k)[0])   # ceil mode: ceil(H/k) rows
-        self._threads.map(functools.partial(_max_pool, k=k), x, out)
+        # a call over a strided window part (runs of C numbers) costs about what a contiguous
+        # call over all of x does, so x's size stands for the size of each call
+        self._threads.map(functools.partial(_max_pool, k=k), x, out, call_elements=x.size)
         return out
 
     def max_pool2d_backward(self, x, y, g, k):
         dx = self._buffers.like(x)
-        self._threads.map(functools.partial(_max_pool_backward, k=k), x, y, g, dx)
+        self._threads.map(functools.partial(_max_pool_backward, k=k), x, y, g, dx,
+                          call_elements=x.size)
         return dx
 
     # --- activations -------------------------------------------------------------------
     def gelu(self, x):
-        out, cdf2 = self._buffers.like(x), self._buffers.like(x)
-        self._threads.map(_gelu, x, out, cdf2)
-        self._gelu_memo.remember(x, cdf2)   # 2 * Phi(x), for the backward
+        out, slope = self._buffers.like(x), self._buffers.like(x)
+        self._gelu_into(x, out, slope)
+        self._gelu_memo.remember(x, slope)   # GELU'(x), for the backward
         return out
 
     def gelu_backward(self, x, g):
-        cdf2 = self._gelu_memo.recall(x)
-        if cdf2 is None:
-            cdf2 = _normal_cdf_times_2(x)
-        slope = self._buffers.like(x)
-        self._threads.map(_gelu_backward, x, g, cdf2, slope)
-        return slope
+        slope = self._gelu_memo.recall(x)
+        if slope is None:
+            slope = self._buffers.like(x)
+            self._gelu_into(x, self._buffers.like(x), slope)
+        return np.multiply(g, slope, out=self._buffers.like(x))
+
+    def _gelu_into(self, x, out, slope):
+        if x.dtype == np.float64:
+            _gelu_float64(x, out, slope)
+        else:
+            self._threads.map(_gelu_float32_in_pieces, x, out, slope, call_elements=x.size)
 
     def relu(self, x):
         return np.maximum(x, x.dtype.type(0))

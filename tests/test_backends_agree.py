@@ -8,10 +8,13 @@ convolution kernel gradient was) fails here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from microconv.backends import ops_numpy
 from microconv.backends.base import PRIMITIVES
 from strategies import (
     KINK_GAP,
@@ -146,6 +149,40 @@ def test_max_pool2d_truncated_edge_windows(side, k, pooled):
 @given(small_shapes().flatmap(arrays), seeds)
 def test_gelu(x, seed):
     check_agree(mc.gelu, [x], seed, magnitude=4)
+
+
+def test_gelu_keeps_float32_relative_accuracy_far_left():
+    # GELU(x) for x << 0 is a tiny number (2e-32 at -12): 1 + erf(x / sqrt 2) would cancel to 0;
+    # x/2 * erfc(-x / sqrt 2) in double is the reference. The slope has no such tail to keep.
+    x = np.linspace(-12, 6, 1801).astype(np.float32)
+    t = mc.tensor(x, backend="numpy", requires_grad=True)
+    out = mc.gelu(t)
+    out.sum().backward()
+    exact = [(v / 2 * math.erfc(-v / math.sqrt(2)),
+              math.erfc(-v / math.sqrt(2)) / 2 + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi))
+             for v in x.astype(np.float64)]
+    np.testing.assert_allclose(out.numpy(), [e[0] for e in exact], rtol=2e-5)
+    assert_close(t.grad, [e[1] for e in exact], magnitude=4, what="GELU'")
+
+
+def test_numpy_gelu_of_a_strided_view_matches_its_copy():
+    """A view that is not one dense block takes the whole-array path, not the pieces."""
+    x = np.random.default_rng(0).uniform(-6, 6, (3, 8, 70, 70)).astype(np.float32)
+    be = ops_numpy.create()
+    view, dense = x[:, ::2, 1:, ::3], np.ascontiguousarray(x[:, ::2, 1:, ::3])
+    np.testing.assert_array_equal(be.gelu(view), be.gelu(dense))
+    g = np.ones_like(dense)
+    np.testing.assert_array_equal(be.gelu_backward(view, g), be.gelu_backward(dense, g))
+
+
+def test_numpy_gelus_tail_fit_is_within_1e_6():
+    """The coefficients themselves, evaluated in float64: Phi(-a) to 1e-6 relative, a in [0, 37]
+    (beyond, both are below float64's normal numbers)."""
+    a = np.linspace(0, 37, 20001)
+    t, q = np.empty_like(a), np.empty_like(a)
+    ops_numpy._normal_tail(a, t, q)
+    exact = np.array([math.erfc(v / math.sqrt(2)) / 2 for v in a])
+    np.testing.assert_allclose(q * t, exact, rtol=1e-6, atol=0)
 
 
 @given(relu_input(), seeds)

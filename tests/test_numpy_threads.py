@@ -1,14 +1,16 @@
 """The NumPy backend's threads: a primitive split into batch slices gives the serial numbers.
 
 The backend uses as many threads as BLAS may (set here through threadpoolctl, as ``microconv
-bench --threads`` does). Small arrays stay on one thread, so the per-op cases lower that bound
-to zero to send every drawn shape through the slices: uneven slices, and batches smaller than
-the thread count. Only the order of the sums over the batch (weight and bias gradients) may
-differ from the serial path, so every comparison is float32-tight.
+bench --threads`` does). Small arrays, and primitives whose many NumPy calls would each get few
+elements, stay on one thread, so the per-op cases lower both bounds to zero to send every drawn
+shape through the slices: uneven slices, and batches smaller than the thread count. Only the
+order of the sums over the batch (weight and bias gradients) may differ from the serial path,
+so every comparison is float32-tight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
@@ -52,12 +54,20 @@ def values_and_gradients(threads, build, inputs, seed=0):
         return out.numpy(), [leaf.grad for leaf in leaves]
 
 
+@contextlib.contextmanager
+def slices_for_every_size():
+    """Every primitive split into slices, however small its arrays or its NumPy calls."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ops_numpy, "_PARALLEL_MIN_ELEMENTS", 0)
+        patch.setattr(ops_numpy, "_MIN_CALL_ELEMENTS", 0)
+        yield
+
+
 def check_threads_agree(build, inputs, terms=1, magnitude=4.0):
     """Serial against 2 and 3 threads, with slices for every size, however small."""
     serial = values_and_gradients(1, build, inputs)
     for threads in THREAD_COUNTS:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(ops_numpy, "_PARALLEL_MIN_ELEMENTS", 0)
+        with slices_for_every_size():
             out, grads = values_and_gradients(threads, build, inputs)
         assert_close(out, serial[0], terms=terms, magnitude=magnitude,
                      what=f"forward, {threads} threads")
@@ -110,11 +120,11 @@ def assert_same_training(result, reference, what):
 
 
 def test_the_letter_model_trains_alike_on_one_two_and_three_threads():
-    """Real sizes, so every conv, pool and GELU runs in slices (no lowered bound)."""
+    """The letter model's real shapes, every conv, pool and GELU in slices."""
     with blas_threads(1):
         serial = training_steps(ops_numpy.create())
     for threads in THREAD_COUNTS:
-        with blas_threads(threads):
+        with blas_threads(threads), slices_for_every_size():
             assert_same_training(training_steps(ops_numpy.create()), serial, f"{threads} threads")
             assert blas_thread_count() == threads          # held to 1 only inside the slices
 
@@ -144,6 +154,27 @@ def test_two_threads_training_at_once(shared):
         for index in (0, 1):
             assert_same_training(together[index], alone[index], f"model {index + 1}")
         assert blas_thread_count() == 2
+
+
+@pytest.mark.parametrize("pooled_side, threads_used", [(13, 2), (6, 1)],
+                         ids=["first layer: in slices", "second layer: one thread"])
+def test_gelu_splits_only_where_each_call_is_long(monkeypatch, pooled_side, threads_used):
+    """GELU makes ~30 NumPy calls: on the second layer's activations (64x64x6x6, 74k elements a
+    thread) two threads would wait for each other at every call; on the first layer's
+    (64x32x13x13) each call still gets 173k elements a thread."""
+    names = set()
+
+    def recording(x, *rest):
+        names.add(threading.current_thread().name)
+        return gelu_float32(x, *rest)
+
+    gelu_float32 = ops_numpy._gelu_float32
+    monkeypatch.setattr(ops_numpy, "_gelu_float32", recording)
+    channels = {13: 32, 6: 64}[pooled_side]
+    x = np.ones((64, channels, pooled_side, pooled_side), dtype=np.float32)
+    with blas_threads(2):
+        ops_numpy.create().gelu(x)
+    assert len(names) == threads_used
 
 
 def test_an_error_in_a_slice_reaches_the_caller_and_restores_blas():
