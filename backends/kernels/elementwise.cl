@@ -73,8 +73,8 @@ __kernel void relu_backward(const int n, __global const real *x, __global const 
 
 /* two_cdf(x) = 1 + erf(x / sqrt 2) = 2 * Phi(x), the factor GELU needs, for 8 numbers.
  * In double precision (gradient checks) the built-in erfc is exact enough. In float, the
- * built-in erfc is a slow scalar call on some drivers (PoCL), so we use the same fit as the
- * NumPy backend: erfc(z) = t * exp(-z^2 + poly(t)), t = 1 / (1 + z/2), z >= 0, relative error
+ * built-in erfc is a slow scalar call on some drivers (PoCL), so a vector fit is used:
+ * erfc(z) = t * exp(-z^2 + poly(t)), t = 1 / (1 + z/2), z >= 0, relative error
  * below 1.2e-7 (Numerical Recipes' Chebyshev fit), and 2 * Phi(x) = erfc(|x| / sqrt 2) for
  * x < 0, 2 - erfc(|x| / sqrt 2) for x >= 0. Only exp is called, on a whole vector. */
 inline real8 two_cdf(real8 x)
