@@ -45,6 +45,7 @@ IMPULSE_SHARE = 0.001         # impulse; this share of impulses means salt-and-p
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
+PREPARED_BORDER = 3 / 24      # the border a prepared letter gets: see ``_prepare_gray_letter``
 SOFT_EDGE = 0.02              # a letter's frame holds its ink down to this share of the core
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
@@ -643,7 +644,7 @@ def _prepare_gray_letter(gray, box, mask, pen):
     ink_box = _mask_box(ink > SOFT_EDGE)
     if ink_box is None:               # the marked "ink" is no darker than the frame's paper
         return np.zeros((28, 28), dtype=np.uint8)
-    frame = square_box(ink_box)
+    frame = square_box(ink_box, PREPARED_BORDER)
     ink = _crop_padded(ink, frame, fill=0.0)
     # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
     # in quarter pixels of the result.
