@@ -10,8 +10,9 @@ mixes in because the handwritten data holds few). One sample is drawn like this:
 2. squeeze or stretch it horizontally (scale), slant it like italic writing, rotate it slightly;
 3. bend it with a smooth random displacement field (elastic distortion);
 4. frame it like EMNIST: the ink's bounding box, aspect kept, fills the central 24x24 of 28x28;
-5. draw it with a random pen width at 4x resolution, shrink to 28x28 (anti-aliased), blur,
-   and stretch the grey levels as the handwritten data's were (see its SOURCE.md).
+5. draw it with a random pen width at 4x resolution, shrink to 28x28 (anti-aliased) and
+   blur; set a random ink intensity, or, for the lower-case forms that training mixes into
+   the handwritten data, stretch the grey levels as the data's were (see ``BLUR``).
 
 The result is an upright uint8 image (row = y, col = x), ink bright on black, like EMNIST after
 the transpose fix. Everything comes from one ``numpy.random.Generator``, so a seed gives the
@@ -195,12 +196,16 @@ assert "".join(sorted(LOWERCASE)) == LETTERS
 CAPITALS = {letter: variants[:1] for letter, variants in SKELETONS.items()}
 FORMS = {"mixed": SKELETONS, "upper": CAPITALS, "lower": LOWERCASE}
 # Pen widths in pixels of the 28x28 result; lower-case forms, with their loops, get finer pens.
-# With BLUR and INK_STRETCH they give the lower-case letters the handwritten data's grey levels
-# (mean and spread, the shares of inked and of solid pixels, the stroke width) within a tenth.
 PEN = {"mixed": (1.8, 4.0), "upper": (1.8, 4.0), "lower": (1.6, 3.6)}
-BLUR = 0.8                      # Gaussian blur of the 28x28 drawing, in pixels
-INK_STRETCH = (0.2, 0.9)        # grey levels as the data's SOURCE.md: 0.2 of the maximum and
-                                # below become black, 0.9 and above full ink
+# Gaussian blur of the 28x28 drawing, in pixels. Lower-case letters, which training mixes
+# into the handwritten data, are then stretched as the data's grey levels were (its
+# SOURCE.md): 0.2 of the maximum and below become black, 0.9 and above full ink. With their
+# pens this gives them the data's grey levels (mean and spread, the shares of inked and of
+# solid pixels, the stroke width) within a tenth. The other sets, which stand in for the data
+# where there is none (training without files, the generated photo pages), keep a softer
+# drawing at a random ink strength.
+BLUR = {"mixed": 0.5, "upper": 0.5, "lower": 0.8}
+INK_STRETCH = (0.2, 0.9)
 
 
 def _densify(stroke, step=0.04):
@@ -298,10 +303,13 @@ def draw_letter(letter_index, rng, forms="mixed", variant=None):
         # corner of a wide line to show a notch (the dense points along a curve turn little).
         for px, py in pixels[_round_points(pixels)].tolist():
             draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=255)
-    small = image.resize((SIZE, SIZE), Image.LANCZOS).filter(ImageFilter.GaussianBlur(BLUR))
+    small = image.resize((SIZE, SIZE), Image.LANCZOS)
+    small = small.filter(ImageFilter.GaussianBlur(BLUR[forms]))
     pixels = np.asarray(small, dtype=np.float64)
+    if forms != "lower":
+        ink = rng.uniform(0.75, 1.0) * 255 / max(pixels.max(), 1.0)
+        return np.clip(pixels * ink, 0, 255).round().astype(np.uint8)
     pixels /= max(pixels.max(), 1.0)
-    # The data's last step: solid stroke cores, short soft edges, the maximum at 255.
     low, high = INK_STRETCH
     return np.round(np.clip((pixels - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
 
