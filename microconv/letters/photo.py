@@ -16,8 +16,8 @@ The steps, each a small function:
    letter's ink, split blobs where two letters touch by a thin stroke, part words at wide
    gaps; reading order is lines top to bottom, letters along each line.
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
-   square keeping the aspect ratio, add a border (3/24 of the side: the data's letter size),
-   bring the strokes to EMNIST's thickness, resize to 28x28, ink bright on black, upright.
+   square keeping the aspect ratio, add a border of 3/24 (the data's size), bring the strokes to
+   EMNIST's thickness, resize to 28x28, ink bright on black, upright.
 6. ``read_letters``, ``text_of`` and ``annotate``: classify each letter, give the text with
    its lines and words, draw boxes and answers; ``read_letters`` can also save each letter
    as a picture (``letter_crop``).
