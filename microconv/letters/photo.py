@@ -16,7 +16,7 @@ The steps, each a small function:
    letter's ink, split blobs where two letters touch by a thin stroke, part words at wide
    gaps; reading order is lines top to bottom, letters along each line.
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
-   square keeping the aspect ratio, add a border of 2/24 of the side, bring the strokes to
+   square keeping the aspect ratio, add a border of 3/24 (the data's size), bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
 6. ``read_letters``, ``text_of``, ``read_page`` and ``annotate``: classify each letter, give
    the text with its lines and words, draw boxes and answers; ``read_letters`` can also save
@@ -45,6 +45,8 @@ IMPULSE_SHARE = 0.001         # impulse; this share of impulses means salt-and-p
 NOISE_SIGMAS = 5.0            # ... and darker than the paper's own texture by 5 sigma
 WORK_SIDE = 112               # letters are thickened at 4x the final 28x28 resolution
 EMNIST_BORDER = 2 / 24        # border around the square frame, as a fraction of its side
+PREPARED_BORDER = 3 / 24      # ... and a prepared letter's, the data's letter size: see
+                              # ``_prepare_gray_letter``
 SOFT_EDGE = 0.02              # a letter's frame holds its ink down to this share of the core
 EMNIST_STROKE = 1.5           # pen width in pixels of the 28x28 result (letters span 24 of
                               # them); the one tuned number, see docs/seed.md
@@ -648,11 +650,13 @@ def _prepare_gray_letter(gray, box, mask, pen):
     core = float(np.percentile(darkness[own_ink], 90))
     ink = np.where(_grow(own_ink, 1), np.clip(darkness / max(core, 1e-3), 0.0, 1.0), 0.0)
     # EMNIST: crop to the ink (all of it, soft edges included), centre in a square keeping
-    # the aspect ratio, add the border.
+    # the aspect ratio, add the border. The data's letters were cropped at a fifth of their
+    # ink and blurred after framing; a photo's harder strokes with EMNIST's 2/24 border came
+    # out 1.2 pixels longer than theirs, with 3/24 as long (on the tuning letters).
     ink_box = _mask_box(ink > SOFT_EDGE)
     if ink_box is None:               # the marked "ink" is no darker than the frame's paper
         return np.zeros((28, 28), dtype=np.uint8)
-    frame = square_box(ink_box)
+    frame = square_box(ink_box, PREPARED_BORDER)
     ink = _crop_padded(ink, frame, fill=0.0)
     # Work at 4x28 pixels whatever the photo's resolution, so the stroke width can be set
     # in quarter pixels of the result.

@@ -10,8 +10,9 @@ mixes in because the handwritten data holds few). One sample is drawn like this:
 2. squeeze or stretch it horizontally (scale), slant it like italic writing, rotate it slightly;
 3. bend it with a smooth random displacement field (elastic distortion);
 4. frame it like EMNIST: the ink's bounding box, aspect kept, fills the central 24x24 of 28x28;
-5. draw it with a random pen width at 4x resolution, then shrink to 28x28 (anti-aliased) and
-   set a random ink intensity.
+5. draw it with a random pen width at 4x resolution, shrink to 28x28 (anti-aliased) and
+   blur; set a random ink intensity, or, for the lower-case forms that training mixes into
+   the handwritten data, stretch the grey levels as the data's were (see ``BLUR``).
 
 The result is an upright uint8 image (row = y, col = x), ink bright on black, like EMNIST after
 the transpose fix. Everything comes from one ``numpy.random.Generator``, so a seed gives the
@@ -124,9 +125,10 @@ def _bowl(cx=0.3, rx=0.3, start=-20, end=-380):
 LOWERCASE = {
     "A": [SKELETONS["A"][1],
           [_bowl() + [(0.6, X_HEIGHT), (0.6, 0.95), (0.72, 0.92)]],
-          [_bowl(start=-10, end=-370) + [(0.75, 0.42)]],
           [[(0.05, 0.52)] + arc(0.32, 0.62, 0.27, 0.17, -160, 0) + [(0.59, BASE)],
-           arc(0.32, 0.84, 0.27, 0.16, -10, -330)]],
+           arc(0.32, 0.84, 0.27, 0.16, -10, -330)],
+          [[(0.08, 0.55)] + arc(0.32, 0.6, 0.24, 0.14, -160, 0) + [(0.56, 0.94), (0.66, BASE)],
+           [(0.56, 0.7), (0.3, 0.7)] + arc(0.3, 0.85, 0.26, 0.15, -90, -260) + [(0.56, 0.9)]]],
     "B": [SKELETONS["B"][1],
           [[(0.0, 0.7), (0.3, 0.35), (0.5, 0.1), (0.45, 0.0), (0.33, 0.02), (0.2, 0.25),
             (0.1, 0.6), (0.1, BASE)] + arc(0.38, 0.8, 0.28, 0.2, 180, 480)]],
@@ -144,13 +146,15 @@ LOWERCASE = {
            [(0.0, 0.55), (0.5, 0.55)]]],
     "G": [SKELETONS["G"][1],
           [_bowl() + [(0.6, X_HEIGHT), (0.6, 1.4)] + arc(0.48, 1.4, 0.12, 0.08, 0, 180)
-           + [(0.45, 1.2), (0.85, 0.95)]]],
+           + [(0.45, 1.2), (0.85, 0.95)]],
+          [arc(0.33, 0.6, 0.24, 0.16, 0, 360, 20),
+           [(0.2, 0.74), (0.12, 0.86), (0.4, 0.96)] + arc(0.36, 1.2, 0.32, 0.2, -80, 250),
+           [(0.5, 0.5), (0.7, 0.44)]]],
     "H": [SKELETONS["H"][1],
           [[(0.0, 0.6), (0.25, 0.2)] + arc(0.15, 0.15, 0.1, 0.15, -10, -200) + [(0.0, BASE)],
            [(0.02, 0.75)] + arc(0.3, 0.72, 0.27, 0.25, -180, 0) + [(0.57, 0.95), (0.7, 0.92)]]],
     "I": [[[(0.5, X_HEIGHT), (0.5, BASE)], _dot(0.5, 0.2)],
-          [[(0.3, 0.6), (0.5, X_HEIGHT), (0.5, 0.95), (0.7, 0.88)]],
-          [[(0.5, X_HEIGHT), (0.5, BASE)]]],
+          [[(0.5, X_HEIGHT), (0.5, 0.92), (0.62, BASE), (0.72, 0.94)], _dot(0.5, 0.22)]],
     "J": [[[(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160), _dot(0.6, 0.2)],
           [[(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160)]],
     "K": [[[(0.0, 0.0), (0.0, BASE)], [(0.55, X_HEIGHT), (0.05, 0.75), (0.6, BASE)]],
@@ -181,14 +185,26 @@ LOWERCASE = {
           [arc(0.15, 0.725, 0.17, 0.275, -90, 90), arc(0.5, 0.725, 0.17, 0.275, -90, -270)]],
     "Y": [SKELETONS["Y"][1],
           [[(0.0, X_HEIGHT), (0.0, 0.8)] + arc(0.3, 0.8, 0.3, 0.2, 180, 0),
-           [(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160)]],
+           [(0.6, X_HEIGHT), (0.6, 1.25)] + arc(0.38, 1.25, 0.22, 0.2, 0, 160)],
+          [[(0.0, X_HEIGHT), (0.0, 0.8)] + arc(0.3, 0.8, 0.3, 0.2, 180, 0),
+           [(0.6, X_HEIGHT), (0.6, 1.3)] + arc(0.45, 1.3, 0.15, 0.12, 0, 180)
+           + [(0.35, 1.15), (0.8, 0.92)]]],
     "Z": [[[(0.0, X_HEIGHT), (0.6, X_HEIGHT), (0.0, BASE), (0.6, BASE)]]],
 }
 assert "".join(sorted(LOWERCASE)) == LETTERS
 CAPITALS = {letter: variants[:1] for letter, variants in SKELETONS.items()}
 FORMS = {"mixed": SKELETONS, "upper": CAPITALS, "lower": LOWERCASE}
 # Pen widths in pixels of the 28x28 result; lower-case forms, with their loops, get finer pens.
-PEN = {"mixed": (1.8, 4.0), "upper": (1.8, 4.0), "lower": (1.2, 3.0)}
+PEN = {"mixed": (1.8, 4.0), "upper": (1.8, 4.0), "lower": (1.6, 3.6)}
+# Gaussian blur of the 28x28 drawing, in pixels. Lower-case letters, which training mixes
+# into the handwritten data, are then stretched as the data's grey levels were (its
+# SOURCE.md): 0.2 of the maximum and below become black, 0.9 and above full ink. With their
+# pens this gives them the data's grey levels (mean and spread, the shares of inked and of
+# solid pixels, the stroke width) within a tenth. The other sets, which stand in for the data
+# where there is none (training without files, the generated photo pages), keep a softer
+# drawing at a random ink strength.
+BLUR = {"mixed": 0.5, "upper": 0.5, "lower": 0.8}
+INK_STRETCH = (0.2, 0.9)
 
 
 def _densify(stroke, step=0.04):
@@ -286,10 +302,15 @@ def draw_letter(letter_index, rng, forms="mixed", variant=None):
         # corner of a wide line to show a notch (the dense points along a curve turn little).
         for px, py in pixels[_round_points(pixels)].tolist():
             draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=255)
-    small = image.resize((SIZE, SIZE), Image.LANCZOS).filter(ImageFilter.GaussianBlur(0.5))
+    small = image.resize((SIZE, SIZE), Image.LANCZOS)
+    small = small.filter(ImageFilter.GaussianBlur(BLUR[forms]))
     pixels = np.asarray(small, dtype=np.float64)
-    ink = rng.uniform(0.75, 1.0) * 255 / max(pixels.max(), 1.0)
-    return np.clip(pixels * ink, 0, 255).round().astype(np.uint8)
+    if forms != "lower":
+        ink = rng.uniform(0.75, 1.0) * 255 / max(pixels.max(), 1.0)
+        return np.clip(pixels * ink, 0, 255).round().astype(np.uint8)
+    pixels /= max(pixels.max(), 1.0)
+    low, high = INK_STRETCH
+    return np.round(np.clip((pixels - low) / (high - low), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def generate(n, seed=0, forms="mixed", variant=None):
