@@ -186,7 +186,7 @@ def paper(gray, smooth=None):
     rough = _rough_paper(gray)
     rough_ink = 1.0 - gray / np.maximum(rough, 1.0) > WEAK_DARKNESS
     big = np.zeros_like(rough_ink)
-    for blob in ink_blobs(rough_ink, rough_ink, max(6, min(gray.shape) // 100)):
+    for blob in ink_blobs(rough_ink, rough_ink, _speck_floor(gray.shape)):
         big[blob.ys, blob.xs] = True
     if not big.any():
         return rough
@@ -382,10 +382,15 @@ def find_letters(image):
     return [letter.box for letter in find_letter_details(image)]
 
 
+def _speck_floor(shape):
+    """The fewest pixels a blob of ink needs to be more than a speck on a picture this size."""
+    return max(6, min(shape) // 100)
+
+
 def _find_in(gray, colour, crop=False):
     h, w = gray.shape
     weak, strong, _ = ink_maps(gray)
-    floor = max(6, min(h, w) // 100)                  # anything smaller is a speck
+    floor = _speck_floor(gray.shape)
     # Blobs cut by the photo's border are shading or partial objects, never a readable letter.
     blobs = [b for b in ink_blobs(weak, strong, floor // 2) if not _touches_border(b.box, w, h)]
     big = [b for b in blobs if b.size >= floor]
