@@ -463,9 +463,9 @@ def predict(
             table.add_row(str(i), str(letter["line"] + 1), letter["letter"], top3,
                           str(letter["ink_box"]))
         if len(entry["letters"]) == 1:
-            # One letter: also show it the way the network saw it.
-            gray = photo.read_image(path)
-            prepared = photo.letter_images(gray, photo.find_letter_details(gray))
+            # One letter: also show it the way the network saw it, found as read_page finds it.
+            gray, colour = photo.read_photo(path)
+            _, prepared = photo.found_letters(gray, colour)
             console.print(Columns([Panel(letter_art(prepared[0]), title="as the network sees "
                                          "it", expand=False), table]))
         else:
