@@ -77,6 +77,16 @@ def test_speckles_neither_become_letters_nor_stretch_boxes():
     assert ious[len(ious) // 10] >= 0.75                             # 90 % of boxes fit well
 
 
+def test_specks_joined_by_faint_shading_are_not_a_line_of_their_own():
+    """Page 33: far above the writing, coloured specks joined by faint shading make one blob
+    as big as a letter, but hardly any of its ink is strong: no letter, no extra line."""
+    page, letters, _ = read_layout(33)
+    assert page.style["noise"] == "coloured speckles"
+    pairs = pages.match_boxes(page.boxes, [x.ink_box for x in letters])
+    assert len(pairs) == len(letters) == len(page.letters)
+    assert sorted({x.line for x in letters}) == sorted(set(page.lines))
+
+
 def test_a_page_with_no_writing_gives_no_letters():
     page, _, _ = read_layout(20)
     paper_only = np.asarray(page.image, dtype=np.float32).copy()

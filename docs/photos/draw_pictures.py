@@ -78,12 +78,8 @@ def main():
         pen.text((left, bottom + 3), str(letter.word + 1), fill=colour, font=font)
     save(drawn.crop(writing), "4-lines-words-letters.png", width=900)
 
-    # 5. the first written line's letters as the network sees them (28 x 28, shown 3 times
-    # larger); a speck the reader took for a one-letter line outside the writing is left out
-    left, top, right, bottom = writing
-    inside = [x for x in letters if left <= x.ink_box[0] and x.ink_box[2] <= right
-              and top <= x.ink_box[1] and x.ink_box[3] <= bottom]
-    first = [x for x in inside if x.line == inside[0].line]
+    # 5. the first line's letters as the network sees them (28 x 28, shown 3 times larger)
+    first = [x for x in letters if x.line == 0]
     prepared = photo.letter_images(gray, first)
     strip = np.concatenate([np.pad(p, 2) for p in prepared], axis=1)
     save(Image.fromarray(strip).resize((strip.shape[1] * 3, strip.shape[0] * 3),

@@ -58,6 +58,8 @@ PAPER_WINDOW = 2.0            # the paper is what is left after removing dark fe
 SPLIT_WIDTH = 1.5             # a blob this many letter heights wide may be letters touching
 LONE_SPLIT_WIDTH = 2.5        # ... and this many when it is alone on a small picture
 LONE_MARK = 0.5               # a line of one mark smaller than this share of a letter is noise
+FAINT_MARK = 0.5              # ... and so is one whose share of strong ink is under this share
+                              # of the page's letters' (specks joined by faint shading)
 SMEAR = 0.6                   # a blob whose pen width is this share of its size is a smear
 CROP_MARGIN = 0.25            # a saved letter picture shows this share of its frame around it
 DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
@@ -402,6 +404,7 @@ def _find_in(gray, colour, crop=False):
     angle = _skew(letters, typical)
     lines = _lines(letters, angle)
     _attach_pieces(lines, pieces, colour, weak, typical)
+    strong_share = np.median([_strong_share(x, strong) for line in lines for x in line])
     found = []
     for line in lines:
         height = float(np.median([x.ink_box[3] - x.ink_box[1] for x in line]))
@@ -410,11 +413,17 @@ def _find_in(gray, colour, crop=False):
         wider_than = LONE_SPLIT_WIDTH if crop and len(lines) == len(line) == 1 else SPLIT_WIDTH
         line = [part for x in line for part in _split_touching(x, height, wider_than)]
         line = [x for x in line if _looks_like_writing(x, typical)]
-        if len(line) == 1 and line[0].ink.size < LONE_MARK * typical:
-            continue                  # a small mark alone on its line: specks clumped together
+        if len(line) == 1 and (line[0].ink.size < LONE_MARK * typical or
+                               _strong_share(line[0], strong) < FAINT_MARK * strong_share):
+            continue                  # a small or faint mark alone on its line: specks clumped
         if line:
             found += _words(line, angle, found[-1].line + 1 if found else 0)
     return found
+
+
+def _strong_share(letter, strong):
+    """The share of a letter's ink pixels that are strong ink."""
+    return float(strong[letter.ink.ys, letter.ink.xs].mean())
 
 
 def _touches_border(box, w, h):
