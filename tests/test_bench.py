@@ -9,7 +9,13 @@ import pytest
 from rich.console import Console
 
 from microconv import MicroconvError
-from microconv.cli.bench import profile_step, render_bench, render_profile, run_bench
+from microconv.cli.bench import (
+    profile_step,
+    render_bench,
+    render_profile,
+    run_bench,
+    time_interleaved,
+)
 
 TINY = {"batch_size": 4, "infer_batch_size": 4, "runs": 2, "warmup": 1, "min_run_seconds": 0}
 
@@ -45,6 +51,29 @@ def test_torch_comparison_is_reported_or_explained(result):
         assert result["ratios_to_torch"]["numpy"]["train"] > 0
     else:
         assert "PyTorch" in torch_entry["reason"]
+
+
+def test_every_contender_is_timed_first_and_last_equally_often():
+    """A contender always timed last (PyTorch is named last) would always meet the state the
+    others left; the rounds alternate the order so that each place is shared."""
+    timed = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def prepare(self):
+            pass
+
+        def time_one_run(self):
+            timed.append(self.name)
+
+        def summary(self):
+            return self.name
+
+    assert time_interleaved([Recorder("numpy"), Recorder("torch")], runs=4) == ["numpy", "torch"]
+    rounds = [timed[i:i + 2] for i in range(0, len(timed), 2)]
+    assert [r[0] for r in rounds].count("numpy") == [r[0] for r in rounds].count("torch") == 2
 
 
 def test_threads_limit_is_recorded():

@@ -6,7 +6,8 @@ SGD step (momentum 0.9). Inference is the same model without the loss, at batch 
 log-probabilities copied back to the host. Each backend is warmed up first (graph built,
 buffers allocated, caches filled), then timed over ``runs`` runs of several steps; we report
 the median run and the fastest and slowest ones. The runs of all backends (and PyTorch) are
-interleaved, so a change in the machine's load during the benchmark hits them alike.
+interleaved, in an order that reverses every round, so a change in the machine's load during
+the benchmark hits them alike and none is always timed first or last.
 
 PyTorch, when it happens to be importable, runs the same architecture with the same weights,
 batch, thread count and optimiser in the same process, so the ratios compare like with like.
@@ -174,12 +175,21 @@ class Contender:
         }
 
 
+def turns(contenders, runs):
+    """The contenders in the order of each of ``runs`` rounds: forwards, then backwards, and
+    so on. A contender timed right after another may find the caches, the CPU's clock or the
+    other program's load in a state the other left; alternating the order gives every
+    contender each place equally often, so no one is always timed first or always last."""
+    for round_index in range(runs):
+        yield contenders if round_index % 2 == 0 else contenders[::-1]
+
+
 def time_interleaved(contenders, runs):
-    """Prepare every contender, then run them in turn ``runs`` times; their summaries."""
+    """Prepare every contender, then time one run of each, ``runs`` rounds; their summaries."""
     for contender in contenders:
         contender.prepare()
-    for _ in range(runs):
-        for contender in contenders:
+    for round_order in turns(contenders, runs):
+        for contender in round_order:
             contender.time_one_run()
     return [contender.summary() for contender in contenders]
 
@@ -192,15 +202,15 @@ def cpu_ms_per_step(contenders, runs, steps=10):
     cores."""
     for contender in contenders:
         contender.prepare()
-    spent = [[] for _ in contenders]
-    for _ in range(runs):
-        for contender, times in zip(contenders, spent):
+    spent = {id(contender): [] for contender in contenders}
+    for round_order in turns(contenders, runs):
+        for contender in round_order:
             start = time.process_time()
             for _ in range(steps):
                 contender.step()
             contender.sync()
-            times.append(1000 * (time.process_time() - start) / steps)
-    return [statistics.median(times) for times in spent]
+            spent[id(contender)].append(1000 * (time.process_time() - start) / steps)
+    return [statistics.median(spent[id(contender)]) for contender in contenders]
 
 
 def random_letters(count, rng, classes=ConvoAlphabetModel.classes):
