@@ -58,9 +58,8 @@ def accuracy(model, images, labels):
 
 def measure(model, data_dir, rates, warmups, replay_shares, seeds, part="tune", epochs=(3,)):
     """{"before": {...}, "runs": [{"epochs", "lr", "warmup", "replay_share", "seed", "steps",
-    "seconds",
-    "new_hand", "handwritten"}, ...], "means": [...]}: accuracies before and after each
-    fine-tuning run, and their means over the seeds of each setting."""
+    "seconds", "new_hand", "handwritten"}, ...], "means": [...]}: accuracies before and after
+    each fine-tuning run, and their means over the seeds of each setting."""
     handwritten = pages.letter_pool(str(data_dir), part)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "my-letters"

@@ -237,6 +237,8 @@ def test_a_fine_tune_batch_holds_its_own_generated_and_replayed_rows():
     assert len(np.unique(batches)) == batches.size
     # the later share gives way, so one row of every batch stays the run's own data
     assert training.mixed_rows(20, 0.25, 0.75) == [5, 14]
+    with pytest.raises(TrainingError, match="replay_share must lie in"):
+        TrainConfig(replay_share=1.0).checked()
 def test_the_augmentation_grows_over_the_ramp():
     config = TrainConfig(augment_ramp=2.0)
     first, middle = (training.augmentation_at(config, step, 50) for step in (1, 51))
