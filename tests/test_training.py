@@ -279,7 +279,8 @@ def test_a_fine_tune_replays_the_first_data_and_resumes_exactly(tmp_path):
     train(small(tmp_path / "whole", epochs=1))
     recorder = Recorder()
     train(fine_tuned_on_emnist_files(tmp_path / "whole", replay_share=0.5), recorder)
-    assert "mixed in: 64 letters it learnt first (generated)" in recorder.info.dataset
+    assert recorder.info.dataset.endswith(
+        " + 64 letters it learnt first, replayed (generated): 128 training, 16 test images")
     assert recorder.info.train_size == 128 and recorder.info.batches_per_epoch == 4
     header = read_checkpoint(tmp_path / "whole" / "tuned.npz")[0]
     assert header["dataset"]["replayed"] == {"source": "generated", "seed": 7, "limit": 64}
@@ -310,7 +311,7 @@ def test_a_fine_tune_whose_first_data_is_gone_goes_on_alone_and_says_so(tmp_path
     final = train(small(tmp_path, resume=str(tmp_path / "run.npz"), replay_share=0.5), recorder)
     missing = [w for w in recorder.warnings if "cannot replay" in w]
     assert len(missing) == 1 and "\n" not in missing[0] and str(first) in missing[0]
-    assert "alone" in missing[0] and "mixed in" not in recorder.info.dataset
+    assert "alone" in missing[0] and "replayed" not in recorder.info.dataset
     assert final.steps == 8 and recorder.info.train_size == 64
 
 

@@ -347,11 +347,14 @@ def with_replay(data, config, header, fine_tuning):
     except MicroconvError as exc:
         return data, [f"cannot replay the letters {config.resume} learnt first ({exc}): "
                       "training on the new letters alone, which forgets more of them"]
-    return replace(data, train_images=np.concatenate([data.train_images, images]),
+    train_images = np.concatenate([data.train_images, images])
+    what = data.description.rsplit(": ", 1)[0]       # load_data's sentence ends with the sizes
+    return replace(data, train_images=train_images,
                    train_labels=np.concatenate([data.train_labels, labels]),
                    replayed=len(images), replay=plan,
-                   description=f"{data.description}; mixed in: {len(images)} letters it "
-                               f"learnt first ({plan['source']})"), []
+                   description=f"{what} + {len(images)} letters it learnt first, replayed "
+                               f"({plan['source']}): {len(train_images)} training, "
+                               f"{len(data.test_images)} test images"), []
 
 
 def mixed_rows(batch_size, *shares):
