@@ -12,9 +12,9 @@ from PIL import Image, ImageDraw
 
 from microconv.errors import DataError
 from microconv.letters import folders, photo, synth
-from microconv.letters.checkpoint import read_checkpoint
+from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
 from microconv.letters.data import load_split
-from microconv.letters.training import FINE_TUNE_LR, TrainConfig, train
+from microconv.letters.training import FINE_TUNE_LR, TrainConfig, resume_config, train
 
 
 def save_pictures(folder, images, labels, seed, names=string.ascii_lowercase):
@@ -164,10 +164,20 @@ def accuracy_on(model, folder):
     return json.loads(result.stdout)["accuracy"]
 
 
-def test_fine_tuning_on_ten_pictures_per_letter_reads_that_hand_better(capitals_model, tmp_path):
-    mine = save_pictures(tmp_path / "mine", *lower_case_letters(10, seed=21), seed=21)
-    others = save_pictures(tmp_path / "others" / "test", *lower_case_letters(3, seed=22),
-                           seed=22).parent              # other pictures of the same hand
+@pytest.fixture(scope="module")
+def my_hand(tmp_path_factory):
+    """(a folder of ten pictures a letter of one hand, a folder of three other pictures a letter
+    of the same hand to test on)."""
+    root = tmp_path_factory.mktemp("hand")
+    mine = save_pictures(root / "mine", *lower_case_letters(10, seed=21), seed=21)
+    others = save_pictures(root / "others" / "test", *lower_case_letters(3, seed=22),
+                           seed=22).parent
+    return mine, others
+
+
+def test_fine_tuning_on_ten_pictures_per_letter_reads_that_hand_better(capitals_model, my_hand,
+                                                                       tmp_path):
+    mine, others = my_hand
     before = accuracy_on(capitals_model, others)
     tuned = tmp_path / "tuned.npz"
     result = fine_tune(capitals_model, mine, tuned)
@@ -177,6 +187,29 @@ def test_fine_tuning_on_ten_pictures_per_letter_reads_that_hand_better(capitals_
     assert header["progress"]["epoch"] == 4 and header["dataset"]["source"] == str(mine)
     after = accuracy_on(tuned, others)
     assert before < 0.5 and after > before + 0.15, (before, after)
+
+
+def test_replaying_the_first_data_keeps_it_while_the_new_hand_is_learnt(capitals_model, my_hand,
+                                                                         tmp_path):
+    mine, others = my_hand
+    capitals = Path(read_checkpoint(capitals_model)[0]["dataset"]["source"])
+    first, new_hand = load_split(capitals, "test"), load_split(others, "test")
+
+    def accuracies(model):
+        classifier = load_checkpoint(model)
+        return [float((classifier.predict(images).argmax(axis=1) == labels).mean())
+                for images, labels in (first, new_hand)]
+
+    before = accuracies(capitals_model)
+    after = {}
+    for share in (0.0, 0.5):
+        out = tmp_path / f"{share}.npz"
+        train(resume_config(capitals_model, data_dir=str(mine), epochs=2, replay_share=share,
+                            out=str(out)))
+        after[share] = accuracies(out)
+    alone, mixed = after[0.0], after[0.5]
+    assert mixed[0] > alone[0] + 0.1, (before, after)      # the capitals kept better
+    assert mixed[1] > before[1] + 0.15, (before, after)    # the new hand still learnt
 
 
 def photos_of_words(folder, per_letter, seed):

@@ -1,13 +1,14 @@
 """The training loop: it learns, reports, checkpoints, resumes exactly and fails cleanly."""
 
 import functools
+import shutil
 
 import numpy as np
 import pytest
 from clitools import no_emnist, small_train_config, untrained_checkpoint  # noqa: F401 - a fixture
 
 from microconv.errors import DataError, TrainingError
-from microconv.letters import training
+from microconv.letters import synth, training
 from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
 from microconv.letters.records import Reporter
 from microconv.letters.training import TrainConfig, TrainingInterrupted, train
@@ -219,9 +220,25 @@ def test_an_epoch_is_as_long_as_the_data_with_generated_rows_in_every_batch():
     assert (batches[:, :5] < real).any() and (batches[:, :5] >= real).any()    # mixed
     np.testing.assert_array_equal(batches, training.epoch_batches(data, config, epoch=1))
     assert not np.array_equal(batches, training.epoch_batches(data, config, epoch=2))
-    assert training.generated_rows(1, 0.9) == 0 and training.generated_rows(64, 0.99) == 63
+    assert training.mixed_rows(1, 0.9) == [0] and training.mixed_rows(64, 0.99) == [63]
 
 
+def test_a_fine_tune_batch_holds_its_own_generated_and_replayed_rows():
+    own, made, replayed = 100, 25, 1000
+    total = own + made + replayed
+    data = training.Dataset(np.zeros((total, 28, 28), np.uint8), np.zeros(total, int), None,
+                            None, "", "", "", generated=made, replayed=replayed)
+    config = TrainConfig(batch_size=20, generated_share=0.25, replay_share=0.5)
+    batches = training.epoch_batches(data, config, epoch=1)
+    assert batches.shape == (own // 20, 20)                       # as long as the own data
+    assert ((batches < own).sum(axis=1) == 5).all()
+    assert (((batches >= own) & (batches < own + made)).sum(axis=1) == 5).all()
+    assert ((batches >= own + made).sum(axis=1) == 10).all()
+    assert len(np.unique(batches)) == batches.size
+    # the later share gives way, so one row of every batch stays the run's own data
+    assert training.mixed_rows(20, 0.25, 0.75) == [5, 14]
+    with pytest.raises(TrainingError, match="replay_share must lie in"):
+        TrainConfig(replay_share=1.0).checked()
 def test_the_augmentation_grows_over_the_ramp():
     config = TrainConfig(augment_ramp=2.0)
     first, middle = (training.augmentation_at(config, step, 50) for step in (1, 51))
@@ -248,6 +265,54 @@ def test_resuming_on_other_data_warns(tmp_path):
     train(small(tmp_path, epochs=2, limit=48, resume=str(tmp_path / "run.npz")), recorder)
     warnings = recorder.warnings
     assert len(warnings) == 1 and "64 training" in warnings[0] and "48 training" in warnings[0]
+
+
+def fine_tuned_on_emnist_files(folder, **settings):
+    """A run resuming folder/run.npz (trained on generated letters) on a small set of EMNIST
+    files, which fine-tunes it."""
+    data = synth.write_emnist_files(folder / "other", train_size=64, test_size=16, seed=9)
+    return small(folder, data_dir=str(data), resume=str(folder / "run.npz"),
+                 out=str(folder / "tuned.npz"), **settings)
+
+
+def test_a_fine_tune_replays_the_first_data_and_resumes_exactly(tmp_path):
+    train(small(tmp_path / "whole", epochs=1))
+    recorder = Recorder()
+    train(fine_tuned_on_emnist_files(tmp_path / "whole", replay_share=0.5), recorder)
+    assert recorder.info.dataset.endswith(
+        " + 64 letters it learnt first, replayed (generated): 128 training, 16 test images")
+    assert recorder.info.train_size == 128 and recorder.info.batches_per_epoch == 4
+    header = read_checkpoint(tmp_path / "whole" / "tuned.npz")[0]
+    assert header["dataset"]["replayed"] == {"source": "generated", "seed": 7, "limit": 64}
+
+    train(small(tmp_path / "part", epochs=1))
+
+    def stop(record):
+        if record.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(fine_tuned_on_emnist_files(tmp_path / "part", replay_share=0.5), Recorder(stop))
+    resumed = tmp_path / "part" / "tuned.npz"
+    recorder = Recorder()
+    train(training.resume_config(resumed), recorder)           # as `train --resume` does
+    assert [b.step for b in recorder.batches] == [6, 7, 8] and not recorder.warnings
+    _, expected, _ = read_checkpoint(tmp_path / "whole" / "tuned.npz")
+    _, got, _ = read_checkpoint(resumed)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_a_fine_tune_whose_first_data_is_gone_goes_on_alone_and_says_so(tmp_path):
+    first = synth.write_emnist_files(tmp_path / "first", train_size=64, test_size=16, seed=8)
+    train(small(tmp_path, data_dir=str(first)))
+    shutil.rmtree(first)
+    recorder = Recorder()
+    final = train(small(tmp_path, resume=str(tmp_path / "run.npz"), replay_share=0.5), recorder)
+    missing = [w for w in recorder.warnings if "cannot replay" in w]
+    assert len(missing) == 1 and "\n" not in missing[0] and str(first) in missing[0]
+    assert "alone" in missing[0] and "replayed" not in recorder.info.dataset
+    assert final.steps == 8 and recorder.info.train_size == 64
 
 
 def test_weights_without_training_state_are_fine_tuned(tmp_path):

@@ -40,7 +40,7 @@ import numpy as np
 
 from microconv import backends
 from microconv.engine.optim import SGD, Adam
-from microconv.errors import CheckpointError, MicroconvError, TrainingError
+from microconv.errors import CheckpointError, DataError, MicroconvError, TrainingError
 from microconv.letters import distributed, schema
 from microconv.letters.augment import DEFAULT as FULL_AUGMENTATION
 from microconv.letters.augment import augment
@@ -78,10 +78,11 @@ from microconv.letters.records import (
 
 DEFAULT_LR = {"adam": 3e-3, "sgd": 0.05}
 SCHEDULES = ("cosine", "constant")
-# Resuming onto other data (a folder of someone's own letters) fine-tunes: a small rate learns
-# the new hand and keeps most of what the first data taught (measured in docs/training.md: at
-# 2.5 and 5 times this rate the first data's accuracy fell 3 and 7 points further).
-FINE_TUNE_LR = {"adam": 2e-4, "sgd": 0.005}
+# Resuming onto other data (a folder of someone's own letters) fine-tunes at a small rate, which
+# learns the new hand and keeps most of what the first data taught. Half of every batch
+# replays that data (replay_share), which slows the new hand: Adam's rate is set so it learns
+# it at least as well as 0.0002 did on the folder alone, and forgets less (docs/training.md).
+FINE_TUNE_LR = {"adam": 3e-4, "sgd": 0.005}
 GENERATED_TRAIN = 13_000     # generated letters when no EMNIST files are found (~0.5 ms each)
 GENERATED_TEST = 2_600
 GENERATED_SHARE_SEED = 2_000_003    # the mixed-in lower-case letters draw from seed + this
@@ -136,7 +137,7 @@ class TrainConfig:
         None, "Stop after this many minutes, then evaluate and save.")
     batch_size: int = setting(64, "Images per training step.", min=1)
     lr: float | None = setting(
-        None, "Peak learning rate (default: 0.003 for adam, 0.05 for sgd; 0.0002 and 0.005 "
+        None, "Peak learning rate (default: 0.003 for adam, 0.05 for sgd; 0.0003 and 0.005 "
         "when --resume fine-tunes on other data), reached after --warmup steps and decayed to 0 "
         "on a cosine over the rest of the run.")
     warmup: int = setting(
@@ -155,6 +156,12 @@ class TrainConfig:
     generated_share: float = setting(
         0.25, "Share of every training batch made of generated lower-case letters "
         "(synth.LOWERCASE; 0: the data alone). An epoch stays as long as the data.",
+        min=0.0, max=0.99)
+    # A fine-tune on someone's own letters alone forgets the data the network first learnt;
+    # showing that data again keeps more of it (measured in docs/training.md).
+    replay_share: float = setting(
+        0.5, "When --resume fine-tunes on other data: share of every batch made of the data "
+        "the checkpoint was trained on, where that is found (0: the new data alone).",
         min=0.0, max=0.99)
     seed: int = setting(0, "Seed for weights, shuffling and augmentation.", min=0)
     limit: int | None = setting(
@@ -197,8 +204,9 @@ class TrainConfig:
             problems.append("lr must be positive")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must lie in [0, 1)")
-        if self.generated_share >= 1.0:       # the command line's max (0.99) is inclusive
-            problems.append("generated_share must lie in [0, 1)")
+        for name in ("generated_share", "replay_share"):   # the command line's max is inclusive
+            if getattr(self, name) >= 1.0:
+                problems.append(f"{name} must lie in [0, 1)")
         if problems:
             raise TrainingError("bad training settings: " + "; ".join(problems))
         return self
@@ -233,7 +241,14 @@ class Dataset:
     description: str
     class_names: str
     source: str          # the data folder's absolute path, or "generated"
-    generated: int = 0   # the last this many training images are the generated share
+    generated: int = 0   # after the run's own images: this many of the generated share
+    replayed: int = 0    # last: this many of the data a fine-tuned checkpoint first learnt
+    replay: dict | None = None     # where those come from (``replay_plan``)
+
+    @property
+    def own(self):
+        """How many training images are the run's own data (they come first)."""
+        return len(self.train_images) - self.generated - self.replayed
 
 
 def generated_split(split, seed, limit=None):
@@ -292,31 +307,98 @@ def with_generated_share(train, share, seed):
     return (np.concatenate([train[0], images]), np.concatenate([train[1], labels])), count
 
 
-def generated_rows(batch_size, share):
-    """How many rows of every batch come from the generated share (at least one stays data)."""
-    return min(round(batch_size * share), batch_size - 1)
+def replay_plan(header, fine_tuning):
+    """What a run resumed from a checkpoint replays, as {"source", "seed", "limit"}: when it
+    fine-tunes, the data the checkpoint was trained on (its folder, or "generated" with the
+    seed and limit that drew them); when it continues, what the checkpoint's run replayed.
+    None when there is nothing to replay or the checkpoint does not say what it learnt."""
+    trained_on = header.get("dataset") or {}
+    if not fine_tuning:
+        replayed = trained_on.get("replayed")
+        return replayed if isinstance(replayed, dict) and "source" in replayed else None
+    if "source" not in trained_on:
+        return None
+    saved = header.get("config") or {}
+    return {"source": trained_on["source"], "seed": saved.get("seed", 0),
+            "limit": saved.get("limit")}
+
+
+def replayed_letters(plan, dataset):
+    """(images, labels) of the training split a replay plan names; a MicroconvError when its
+    folder is gone or cannot be read."""
+    if plan["source"] == "generated":
+        return generated_split("train", plan["seed"], plan["limit"])
+    folder = Path(plan["source"])
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not found")
+    images, labels = load_split(folder, "train", dataset)
+    return images[:plan["limit"]], labels[:plan["limit"]]
+
+
+def with_replay(data, config, header, fine_tuning):
+    """The run's data with ``config.replay_share`` of every batch drawn from what the resumed
+    checkpoint first learnt (``replay_plan``), and the warnings to show: when that data
+    cannot be found the run goes on with its own data alone and says so."""
+    plan = replay_plan(header, fine_tuning) if config.replay_share > 0 else None
+    if plan is None:
+        return data, []
+    try:
+        images, labels = replayed_letters(plan, config.dataset)
+    except MicroconvError as exc:
+        return data, [f"cannot replay the letters {config.resume} learnt first ({exc}): "
+                      "training on the new letters alone, which forgets more of them"]
+    train_images = np.concatenate([data.train_images, images])
+    what = data.description.rsplit(": ", 1)[0]       # load_data's sentence ends with the sizes
+    return replace(data, train_images=train_images,
+                   train_labels=np.concatenate([data.train_labels, labels]),
+                   replayed=len(images), replay=plan,
+                   description=f"{what} + {len(images)} letters it learnt first, replayed "
+                               f"({plan['source']}): {len(train_images)} training, "
+                               f"{len(data.test_images)} test images"), []
+
+
+def mixed_rows(batch_size, *shares):
+    """How many rows of every batch each share takes, in order (at least one row stays the
+    run's own data: a later share gives way to an earlier one)."""
+    rows = []
+    for share in shares:
+        rows.append(min(round(batch_size * share), batch_size - 1 - sum(rows)))
+    return rows
+
+
+def batch_parts(data, config):
+    """(images, rows of every batch) of each part of the training split, in their order: the
+    run's own data, the generated share, the replayed data; empty parts left out."""
+    made, replayed = mixed_rows(config.batch_size, config.generated_share * bool(data.generated),
+                                config.replay_share * bool(data.replayed))
+    parts = [(data.own, config.batch_size - made - replayed), (data.generated, made),
+             (data.replayed, replayed)]
+    return [(size, rows) for size, rows in parts if size]
 
 
 def batches_per_epoch(data, config):
-    """An epoch holds as many images as the data, generated letters not counted (a short last
-    batch is dropped)."""
-    return (len(data.train_images) - data.generated) // config.batch_size
+    """An epoch holds as many images as the run's own data, the generated and replayed
+    letters not counted (a short last batch is dropped)."""
+    return data.own // config.batch_size
 
 
 def epoch_batches(data, config, epoch):
-    """The index batches of one epoch, shuffled by (seed, epoch); with a generated share each
-    batch takes ``generated_rows`` of its rows from the generated letters, mixed among the
-    others."""
+    """The index batches of one epoch, shuffled by (seed, epoch); with a generated or a
+    replayed part, each batch takes its rows of every part (``batch_parts``), mixed among
+    each other."""
     rng = epoch_rng(config.seed, epoch)
-    real = len(data.train_images) - data.generated
-    if not data.generated:
-        return batch_order(real, config.batch_size, rng)
-    made = generated_rows(config.batch_size, config.generated_share)
+    parts = batch_parts(data, config)
+    if len(parts) == 1:
+        return batch_order(data.own, config.batch_size, rng)
     count = batches_per_epoch(data, config)
-    real_rows = rng.permutation(real)[:count * (config.batch_size - made)]
-    made_rows = real + np.resize(rng.permutation(data.generated), count * made)
-    rows = np.concatenate([real_rows.reshape(count, -1), made_rows.reshape(count, -1)], axis=1)
-    return rng.permuted(rows, axis=1)
+    columns, start = [], 0
+    for k, (size, rows) in enumerate(parts):
+        order = rng.permutation(size)
+        # the own data: each image at most once; a mixed-in part: repeated when it is short
+        order = order[:count * rows] if k == 0 else np.resize(order, count * rows)
+        columns.append(start + order.reshape(count, rows))
+        start += size
+    return rng.permuted(np.concatenate(columns, axis=1), axis=1)
 
 
 def augmentation_at(config, step, epoch_length):
@@ -482,6 +564,8 @@ class _Run:
             header, params, optim_arrays = read_checkpoint(config.resume)
             self.model = build_model(header, params, self.backend)
             self.fine_tuning = self._other_data(header)
+            self.data, missing = with_replay(self.data, config, header, self.fine_tuning)
+            self.warnings += missing
             if self.fine_tuning and config.lr is None:
                 self.config = config = replace(config, lr=FINE_TUNE_LR[config.optimizer])
         else:
@@ -552,7 +636,7 @@ class _Run:
         return {
             "config": asdict(config),
             "dataset": {"name": config.dataset, "description": self.data.description,
-                        "source": self.data.source},
+                        "source": self.data.source, "replayed": self.data.replay},
             "class_names": self.data.class_names,
             "optimizer": optimizer_settings(config, self.optimizer),
             "progress": {"step": self.step, "epoch": self.epoch,
