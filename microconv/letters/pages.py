@@ -222,9 +222,9 @@ def _letter_alpha(image, height, tool, rng):
 
 
 def _write(lines, style, images, by_class, rng):
-    """Draw the letters: (coverage image, owner labels 1..N, text, the pool index of each
-    letter's image). Gaps are measured
-    between the letters' ink, in units of the line's letter height."""
+    """Draw the letters: (coverage image, owner labels 1..N, text, the index in ``images``
+    of each letter's image). Gaps are measured between the letters' ink, in units of the
+    line's letter height."""
     height = style["letter_height"]
     margin = int(rng.uniform(1.0, 2.5) * height)
     word_gap = (1.2, 1.8) if style["layout"] == "rows" else (0.8, 1.3)

@@ -612,10 +612,13 @@ def _join_broken(line, height, angle):
 
 
 def _pieces_of_one(a, b, height, angle):
+    """True when neighbours ``a`` and ``b`` look like the pieces of one letter (see
+    ``_join_broken``)."""
     (a_start, a_end), (b_start, b_end) = (_extent_along(x.ink, angle) for x in (a, b))
     overlap = min(a_end, b_end) - max(a_start, b_start)
     narrower = min(a_end - a_start, b_end - b_start)
-    if overlap < -BROKEN_GAP * narrower or max(a_end, b_end) - min(a_start, b_start) > BROKEN_WIDTH * height:
+    together = max(a_end, b_end) - min(a_start, b_start)
+    if overlap < -BROKEN_GAP * narrower or together > BROKEN_WIDTH * height:
         return False
     both = _joined([a.ink, b.ink])
     pen = _stroke_width(both.mask(both.box))
