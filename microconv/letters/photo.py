@@ -14,7 +14,8 @@ The steps, each a small function:
 4. ``find_letter_details``: drop specks and blobs cut by the image border, measure the
    slant of the writing, group letters into lines, attach dots and broken-off bits in the
    letter's ink, join the side-by-side pieces of a letter whose stroke broke, split blobs
-   where two letters touch by a thin stroke, part words at wide gaps; reading order is lines top to bottom, letters along each line.
+   where two letters touch by a thin stroke, part words at wide gaps; reading order is
+   lines top to bottom, letters along each line.
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
    square keeping the aspect ratio, add a border of 3/24 (the data's size), bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
