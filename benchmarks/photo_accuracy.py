@@ -10,7 +10,9 @@ Each page (``microconv.letters.pages``) is written to a PNG file and read by
 * the reader alone (the same for every checkpoint): true letters whose box was found
   (IoU >= 0.5 with one box read), the mean IoU of those boxes, and the error rate of the
   text the reader would give with a perfect network (lines, word gaps, order, missed,
-  merged and split letters); and the network alone: its accuracy on the letters found.
+  merged and split letters); and the network alone: its accuracy on the letters found, and
+  on the data set's own 28x28 images of the same letters (the page knows which image each
+  letter was drawn from), so the points lost between a letter and its photo show directly.
 
 The held-out pages (seeds from 1000) are never used to tune the reader; ``--part tune``
 measures the tuning pages instead.
@@ -29,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from microconv.errors import MicroconvError
 from microconv.letters import pages, photo
 from microconv.letters.checkpoint import load_checkpoint
@@ -42,6 +46,8 @@ def measure(checkpoints, part="held-out", count=30, data_dir=None):
     totals = {name: collections.Counter() for name in classifiers}
     by_style = {name: collections.defaultdict(collections.Counter) for name in classifiers}
     described = []
+    direct_images, direct_truth = [], []          # the data set's images of the letters found
+    pool = pages.letter_pool(None if data_dir is None else str(Path(data_dir)), part)[0]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for page in pages.pages(part, count, data_dir):
@@ -51,11 +57,16 @@ def measure(checkpoints, part="held-out", count=30, data_dir=None):
                               "size": list(page.image.size), **page.style})
             # read as `predict` reads the file; finding and preparing do not depend on the network
             letters, images = photo.found_letters(*photo.read_photo(path))
+            for true, _, _ in pages.match_boxes(page.boxes, [x.ink_box for x in letters]):
+                direct_images.append(pool[page.sources[true]])
+                direct_truth.append(page.letters[true])
             for name, classifier in classifiers.items():
                 counts = pages.score(page, photo.read_found(classifier, letters, images))
                 totals[name].update(counts)
                 for group in GROUPS:
                     by_style[name][f"{group}: {page.style[group]}"].update(counts)
+    for name, classifier in classifiers.items():
+        totals[name]["direct_right"] = _right(classifier, direct_images, direct_truth)
     return {"part": part, "data_dir": None if data_dir is None else str(data_dir),
             "seconds": time.perf_counter() - start, "pages": described,
             "checkpoints": {name: {"total": figures(totals[name]),
@@ -64,11 +75,22 @@ def measure(checkpoints, part="held-out", count=30, data_dir=None):
                             for name in classifiers}}
 
 
+def _right(classifier, images, truth):
+    """How many of the letters ``images`` the network reads as ``truth``, read as the photo
+    reader reads its letters."""
+    if not images:
+        return 0
+    log_probs = photo.read_prepared(classifier, np.stack(images))
+    return sum(photo.LETTERS[int(row.argmax())] == letter for row, letter in zip(log_probs, truth))
+
+
 def figures(counts):
     """Rates from the counts of ``pages.score``, next to the counts themselves."""
     letters = max(counts["letters"], 1)
     matched = max(counts["boxes_matched"], 1)
-    return {**counts,
+    direct = ({"network_accuracy_direct": counts["direct_right"] / matched}
+              if "direct_right" in counts else {})
+    return {**counts, **direct,
             "letters_right": 1 - counts["letter_errors"] / letters,
             "text_error_rate": counts["text_errors"] / max(counts["text_characters"], 1),
             "boxes_found": counts["boxes_matched"] / letters,
@@ -96,7 +118,8 @@ def summary(result):
                      f"({total['substitutions']} misread, {total['missed']} missed, "
                      f"{total['spurious']} spurious of {total['letters']}); text error rate "
                      f"{total['text_error_rate']:.1%}; network on found letters "
-                     f"{total['network_accuracy']:.1%}")
+                     f"{total['network_accuracy']:.1%} (their data-set images fed directly "
+                     f"{total['network_accuracy_direct']:.1%})")
         lines.append("  " + "  ".join(f"{style} {values['letters_right']:.0%}/"
                                       f"{values['boxes_found']:.0%}"
                                       for style, values in entry["by_style"].items()))

@@ -119,6 +119,18 @@ def test_letters_touching_by_a_thin_stroke_are_split():
     assert centre(boxes[0])[0] < 140 < centre(boxes[1])[0]
 
 
+def test_a_letter_whose_stroke_broke_is_one_letter_and_close_letters_stay_apart():
+    # a v drawn with a gap at its point (a faint pencil stroke), between two k's
+    broken_v = [[(160, 100), (179, 172)], [(187, 172), (206, 100)]]
+    strokes = letter_k(50, 100) + broken_v + letter_k(260, 100)
+    boxes = photo.find_letters(draw(paper(), strokes))
+    assert len(boxes) == 3
+    assert boxes[1][0] < 160 and boxes[1][2] > 206              # both halves in one frame
+    # two l's written close together are still two letters
+    assert len(photo.find_letters(draw(paper(), [[(150, 100), (150, 180)],
+                                                 [(172, 100), (172, 180)]]))) == 2
+
+
 def test_finder_takes_pil_images_and_rgb_arrays():
     gray = draw(paper(), letter_k(100, 100)).astype(np.uint8)
     rgb = np.stack([gray] * 3, axis=2)

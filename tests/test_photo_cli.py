@@ -154,3 +154,30 @@ def test_a_photo_in_memory_reads_like_the_file(model_file, page_file):
     assert in_memory == from_file
     gray, colour = photo.read_photo(path)
     assert photo.classify_letters(classifier, gray, colour=colour) == from_file
+
+
+def test_the_page_benchmark_feeds_the_network_the_data_set_image_of_each_letter_found(
+        monkeypatch):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "photo_accuracy", Path(__file__).parents[1] / "benchmarks" / "photo_accuracy.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    images, labels = pages.letter_pool(None, "tune")
+    label_of = {image.tobytes(): label for image, label in zip(images, labels)}
+
+    class KnowsThePool:
+        """Reads a pool image (unmoved) as its true letter, anything else as no letter."""
+        def predict(self, batch):
+            scores = np.zeros((len(batch), 26))
+            for row, image in zip(scores, batch):
+                if image.tobytes() in label_of:
+                    row[label_of[image.tobytes()]] = 50.0
+            return scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+
+    monkeypatch.setattr(benchmark, "load_checkpoint", lambda path: KnowsThePool())
+    total = benchmark.measure(["oracle"], "tune", 1)["checkpoints"]["oracle"]["total"]
+    assert total["boxes_matched"] > 20
+    assert total["network_accuracy_direct"] == 1.0        # the right image of every letter
+    assert total["network_accuracy"] < 0.5                # the photo's letters are not those

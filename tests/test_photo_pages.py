@@ -103,3 +103,10 @@ def test_letters_found_in_pieces_join_into_one():
         assert left <= box[0] and top <= box[1] and box[2] <= right and box[3] <= bottom
     assert len(one.ink.ys) == len(letters[0].ink.ys) + len(letters[1].ink.ys)
     assert one.line_size == max(right - left, bottom - top)
+
+
+def test_each_letter_of_a_page_names_the_pool_image_it_was_drawn_from():
+    page, _, _ = read_layout(9)
+    _, labels = pages.letter_pool(None, pages.part_of(page.seed))
+    assert len(page.sources) == len(page.letters) == len(page.boxes)
+    assert [pages.LETTERS[labels[i]] for i in page.sources] == list(page.letters)

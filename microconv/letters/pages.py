@@ -65,7 +65,8 @@ class Page:
 
     ``boxes[i]`` (left, top, right, bottom; right and bottom exclusive) is the tight box of
     the i-th letter of ``text`` with the spaces and newlines left out, and ``lines[i]`` its
-    line (0 = top line).
+    line (0 = top line), and ``sources[i]`` the index in ``letter_pool`` of the image it
+    was written from (to compare the reader's preparation with the letter it came from).
     """
     image: Image.Image
     text: str
@@ -73,6 +74,7 @@ class Page:
     lines: list
     seed: int
     style: dict = field(default_factory=dict)
+    sources: list = field(default_factory=list)
 
     @property
     def letters(self):
@@ -124,13 +126,13 @@ def make_page(seed, data_dir=None):
     style = _choose_style(seed, rng)
     words_per_line = _layout(style, rng)
     by_class = [np.nonzero(labels == c)[0] for c in range(len(LETTERS))]
-    ink_layer, owner, text = _write(words_per_line, style, images, by_class, rng)
+    ink_layer, owner, text, sources = _write(words_per_line, style, images, by_class, rng)
     ink_layer, owner = _fit(ink_layer, owner)
     picture, owner = _photograph(ink_layer, owner, style, rng)
     boxes = [_box(s) for s in ndimage.find_objects(owner)]
     lines = [line for line, words in enumerate(text.split("\n"))
              for _ in words.replace(" ", "")]
-    return Page(picture, text, boxes, lines, seed, style)
+    return Page(picture, text, boxes, lines, seed, style, sources)
 
 
 def pages(part, count, data_dir=None):
@@ -220,12 +222,13 @@ def _letter_alpha(image, height, tool, rng):
 
 
 def _write(lines, style, images, by_class, rng):
-    """Draw the letters: (coverage image, owner labels 1..N, text). Gaps are measured
-    between the letters' ink, in units of the line's letter height."""
+    """Draw the letters: (coverage image, owner labels 1..N, text, the index in ``images``
+    of each letter's image). Gaps are measured between the letters' ink, in units of the
+    line's letter height."""
     height = style["letter_height"]
     margin = int(rng.uniform(1.0, 2.5) * height)
     word_gap = (1.2, 1.8) if style["layout"] == "rows" else (0.8, 1.3)
-    placed, x_ends, text_lines = [], [], []
+    placed, x_ends, text_lines, sources = [], [], [], []
     y, previous_height = margin, 0.0
     for words in lines:
         line_height = height * words[0][0][1]
@@ -241,6 +244,7 @@ def _write(lines, style, images, by_class, rng):
                 alpha = _letter_alpha(images[pick], size, style["tool"], rng)
                 top = y + (line_height - alpha.shape[0]) / 2 + rng.normal(0, 0.05 * line_height)
                 placed.append((int(round(x)), int(round(top)), alpha))
+                sources.append(int(pick))
                 x += alpha.shape[1] + rng.uniform(0.1, 0.4) * line_height
             x += rng.uniform(*word_gap) * line_height
             text_words.append("".join(LETTERS[label] for label, _ in word))
@@ -259,7 +263,7 @@ def _write(lines, style, images, by_class, rng):
         region = coverage[top:top + h, left:left + w]
         coverage[top:top + h, left:left + w] = np.maximum(region, alpha)
         owner[top:top + h, left:left + w][alpha > INKED] = index
-    return coverage, owner, "\n".join(text_lines)
+    return coverage, owner, "\n".join(text_lines), sources
 
 
 def _fit(coverage, owner):

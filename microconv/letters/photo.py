@@ -13,8 +13,9 @@ The steps, each a small function:
 3. ``ink_blobs``: 8-connected blobs of ink that hold strongly dark ink (scipy.ndimage).
 4. ``find_letter_details``: drop specks and blobs cut by the image border, measure the
    slant of the writing, group letters into lines, attach dots and broken-off bits in the
-   letter's ink, split blobs where two letters touch by a thin stroke, part words at wide
-   gaps; reading order is lines top to bottom, letters along each line.
+   letter's ink, join the side-by-side pieces of a letter whose stroke broke, split blobs
+   where two letters touch by a thin stroke, part words at wide gaps; reading order is
+   lines top to bottom, letters along each line.
 5. ``prepare_letter``: the EMNIST recipe (Cohen et al. 2017): crop to the ink, centre in a
    square keeping the aspect ratio, add a border of 3/24 (the data's size), bring the strokes to
    EMNIST's thickness, resize to 28x28, ink bright on black, upright.
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from microconv.errors import DataError
 from microconv.letters.pictures import open_picture, picture_name, save_picture
@@ -60,6 +62,9 @@ LONE_SPLIT_WIDTH = 2.5        # ... and this many when it is alone on a small pi
 LONE_MARK = 0.5               # a line of one mark smaller than this share of a letter is noise
 FAINT_MARK = 0.5              # ... and so is one whose share of strong ink is under this share
                               # of the page's letters' (specks joined by faint shading)
+BROKEN_GAP = 0.2              # neighbours on a line are pieces of one broken letter when
+BROKEN_REACH = 2.5            # ... nearly overlapping, within this many pen widths, and
+BROKEN_WIDTH = 1.2            # ... together no wider than this share of the letter height
 SMEAR = 0.6                   # a blob whose pen width is this share of its size is a smear
 CROP_MARGIN = 0.25            # a saved letter picture shows this share of its frame around it
 DOT_REACH = 0.6               # a dot is at most this share of a letter's height above it
@@ -411,6 +416,7 @@ def _find_in(gray, colour, crop=False):
         # A crop holding one blob is most likely one letter (a picture of a data set, or
         # one saved by read_letters): only a blob wider than any letter is cut.
         wider_than = LONE_SPLIT_WIDTH if crop and len(lines) == len(line) == 1 else SPLIT_WIDTH
+        line = _join_broken(line, height, angle)
         line = [part for x in line for part in _split_touching(x, height, wider_than)]
         line = [x for x in line if _looks_like_writing(x, typical)]
         if len(line) == 1 and (line[0].ink.size < LONE_MARK * typical or
@@ -588,6 +594,43 @@ def _words(line, angle, number):
     for letter, word in zip(line, words):
         letter.line, letter.word, letter.line_size = number, int(word), size   # one pen a line
     return line
+
+
+def _join_broken(line, height, angle):
+    """Join neighbours on a line that are the pieces of one letter whose stroke broke (a
+    faint pencil line, a gap in the pen's ink): side by side, with their extents along the
+    writing overlapping or nearly so (the gap under BROKEN_GAP of the narrower piece), their
+    ink within BROKEN_REACH pen widths of each other, and together no wider than
+    BROKEN_WIDTH of the line's letter height. Two letters stand further apart or make a
+    wider pair."""
+    joined = []
+    for letter in line:
+        if joined and _pieces_of_one(joined[-1], letter, height, angle):
+            joined[-1] = Letter(_joined([joined[-1].ink, letter.ink]))
+        else:
+            joined.append(letter)
+    return joined
+
+
+def _pieces_of_one(a, b, height, angle):
+    """True when neighbours ``a`` and ``b`` look like the pieces of one letter (see
+    ``_join_broken``)."""
+    (a_start, a_end), (b_start, b_end) = (_extent_along(x.ink, angle) for x in (a, b))
+    overlap = min(a_end, b_end) - max(a_start, b_start)
+    narrower = min(a_end - a_start, b_end - b_start)
+    together = max(a_end, b_end) - min(a_start, b_start)
+    if overlap < -BROKEN_GAP * narrower or together > BROKEN_WIDTH * height:
+        return False
+    both = _joined([a.ink, b.ink])
+    pen = _stroke_width(both.mask(both.box))
+    gap = cKDTree(np.column_stack([a.ink.ys, a.ink.xs])).query(
+        np.column_stack([b.ink.ys, b.ink.xs]), distance_upper_bound=BROKEN_REACH * pen + 1)[0]
+    return bool(np.min(gap) <= BROKEN_REACH * pen)
+
+
+def _extent_along(ink, angle):
+    along = _along_across(ink, angle)[0]
+    return float(along.min()), float(along.max()) + 1
 
 
 def _split_touching(letter, typical_height, wider_than=SPLIT_WIDTH):
