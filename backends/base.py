@@ -11,6 +11,8 @@ gradient goes where is decided once, in ``microconv/engine/ops.py``.
 
 from __future__ import annotations
 
+import contextlib
+
 
 class Backend:
     name = "?"
@@ -22,6 +24,12 @@ class Backend:
     def describe(self):
         """One line naming the device and driver, for the dashboard and ``microconv backends``."""
         return self.name
+
+    def shared_by_threads(self):
+        """A block, entered on the main thread, in which other threads use this backend too:
+        whatever decides how its arithmetic is split stays as it is for the whole block, so
+        each thread gets the numbers it would get alone."""
+        return contextlib.nullcontext()
 
     # --- moving data -------------------------------------------------------------------
     def from_numpy(self, array):

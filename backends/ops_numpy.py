@@ -366,7 +366,7 @@ class _Threads:
             yield
             return
         with self.lock:
-            if self.running == 0:
+            if self.running == 0 and self.saved is None:
                 self.saved = [blas.num_threads for blas in self.blas]
                 for blas in self.blas:
                     blas.set_num_threads(1)
@@ -376,7 +376,11 @@ class _Threads:
         finally:
             with self.lock:
                 self.running -= 1
-                if self.running == 0:
+                # OpenBLAS (0.3.30) ignores a change of its thread count asked from any other
+                # thread than the main one (measured: set to 2 by a worker, it stayed at 1): a
+                # block ending elsewhere leaves BLAS held, its count still in saved, until the
+                # main thread ends one.
+                if self.running == 0 and threading.current_thread() is threading.main_thread():
                     for blas, threads in zip(self.blas, self.saved):
                         blas.set_num_threads(threads)
                     self.saved = None
@@ -432,6 +436,10 @@ class NumpyBackend(Backend):
 
     def describe(self):
         return f"NumPy {np.__version__} on the CPU"
+
+    def shared_by_threads(self):
+        # BLAS held to one thread throughout: only the main thread can change its count.
+        return self._threads.blas_held()
 
     def from_numpy(self, array):
         return np.array(array, order="C", copy=True)
