@@ -141,4 +141,5 @@ class Backend:
 
 
 PRIMITIVES = tuple(name for name, value in vars(Backend).items()
-                   if callable(value) and not name.startswith("_") and name != "describe")
+                   if callable(value) and not name.startswith("_")
+                   and name not in ("describe", "shared_by_threads"))

@@ -15,7 +15,9 @@ One run, step by step:
    the next batch while a step runs (``prepared_ahead``). Under ``mpirun -n N`` each process
    computes its rows of every batch and the gradients are averaged between backward and
    update (distributed.py).
-4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
+4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint;
+   both on a second thread, from a copy of that step's parameters, while the next steps run
+   (``validate_beside``; the records and checkpoints are those of validating in turn).
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
    checkpoint with those metrics in its header.
 
