@@ -405,7 +405,7 @@ def kept_letters(n, seed=0, forms="mixed"):
     images, labels = generated_letters(n, seed, forms)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda f: np.savez(f, images=images, labels=labels))
+        write_atomically(path, lambda f: np.savez_compressed(f, images=images, labels=labels))
     except (OSError, MicroconvError):
         pass
     return images, labels
