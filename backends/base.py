@@ -11,8 +11,6 @@ gradient goes where is decided once, in ``microconv/engine/ops.py``.
 
 from __future__ import annotations
 
-import contextlib
-
 
 class Backend:
     name = "?"
@@ -24,12 +22,6 @@ class Backend:
     def describe(self):
         """One line naming the device and driver, for the dashboard and ``microconv backends``."""
         return self.name
-
-    def shared_by_threads(self):
-        """A block, entered on the main thread, in which other threads use this backend too:
-        whatever decides how its arithmetic is split stays as it is for the whole block, so
-        each thread gets the numbers it would get alone."""
-        return contextlib.nullcontext()
 
     # --- moving data -------------------------------------------------------------------
     def from_numpy(self, array):
@@ -141,5 +133,4 @@ class Backend:
 
 
 PRIMITIVES = tuple(name for name, value in vars(Backend).items()
-                   if callable(value) and not name.startswith("_")
-                   and name not in ("describe", "shared_by_threads"))
+                   if callable(value) and not name.startswith("_") and name != "describe")

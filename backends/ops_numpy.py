@@ -366,8 +366,9 @@ class _Threads:
             yield
             return
         with self.lock:
-            if self.running == 0 and self.saved is None:
-                self.saved = [blas.num_threads for blas in self.blas]
+            if self.running == 0:
+                if self.saved is None:
+                    self.saved = [blas.num_threads for blas in self.blas]
                 for blas in self.blas:
                     blas.set_num_threads(1)
             self.running += 1
@@ -436,10 +437,6 @@ class NumpyBackend(Backend):
 
     def describe(self):
         return f"NumPy {np.__version__} on the CPU"
-
-    def shared_by_threads(self):
-        # BLAS held to one thread throughout: only the main thread can change its count.
-        return self._threads.blas_held()
 
     def from_numpy(self, array):
         return np.array(array, order="C", copy=True)

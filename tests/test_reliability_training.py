@@ -11,7 +11,6 @@ import functools
 import os
 import re
 import signal
-import time
 import warnings
 
 import numpy as np
@@ -113,41 +112,9 @@ def test_ctrl_c_during_validation_saves(tmp_path):
     reporter = Snapshots(tmp_path / "run.npz",
                          on_validation=lambda r: r.step == 2 and interrupt())
     with pytest.raises(TrainingInterrupted) as caught:
-        train(small(tmp_path), reporter, validate_beside=False)
+        train(small(tmp_path), reporter)
     assert caught.value.step == 2 and reporter.final.interrupted
     assert read_checkpoint(tmp_path / "run.npz")[0]["progress"]["step"] == 2
-
-
-def test_ctrl_c_while_a_validation_runs_beside_the_steps_saves_the_latest_step(tmp_path,
-                                                                                monkeypatch):
-    """Ctrl-C lands in a step while the validation of an earlier step writes its checkpoint
-    on another thread: that checkpoint is finished first, then the interrupted step's replaces
-    it, holding the parameters a run without interrupt has at that step."""
-    whole = Snapshots(tmp_path / "whole" / "run.npz")
-    train(small(tmp_path / "whole", epochs=2, eval_every=1), whole, validate_beside=False)
-    real_validate = training._Run.validate
-
-    def validate_then_interrupt(self, snapshot):
-        if snapshot.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)     # lands in the main thread's next steps
-            time.sleep(0.3)                         # while this validation is still running
-        return real_validate(self, snapshot)
-
-    monkeypatch.setattr(training._Run, "validate", validate_then_interrupt)
-    out = tmp_path / "part" / "run.npz"
-    reporter = Snapshots(out)
-    with pytest.raises(TrainingInterrupted) as caught:
-        train(small(tmp_path / "part", epochs=2, eval_every=1), reporter)
-    step = caught.value.step
-    assert step >= 2 and reporter.final.interrupted and 2 in reporter.saved
-    assert max(reporter.saved) == step and out.read_bytes() == reporter.saved[step]
-    header, params, _ = read_checkpoint(out)
-    assert header["progress"]["step"] == step
-    expected_file = tmp_path / "expected.npz"
-    expected_file.write_bytes(whole.saved[step])
-    _, expected, _ = read_checkpoint(expected_file)
-    for name in expected:
-        np.testing.assert_array_equal(params[name], expected[name], err_msg=name)
 
 
 def test_ctrl_c_during_the_final_evaluation_saves(tmp_path, monkeypatch):

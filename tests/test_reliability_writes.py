@@ -179,14 +179,15 @@ def test_a_checkpoint_path_that_is_a_folder_is_refused_before_training(tmp_path)
 class FullDisk:
     """A SQLite connection whose ``number``-th batch row fails as a full disk does."""
 
-    def __init__(self, real, number):
-        self.real, self.number = real, number
+    def __init__(self, real, number, out, seen):
+        self.real, self.number, self.out, self.seen = real, number, out, seen
         self.batches = 0
 
     def execute(self, sql, *args):
         if sql.startswith("INSERT INTO batches"):
             self.batches += 1
             if self.batches == self.number:
+                self.seen["bytes"] = self.out.read_bytes()
                 raise sqlite3.OperationalError("database or disk is full")
         return self.real.execute(sql, *args)
 
@@ -195,16 +196,16 @@ class FullDisk:
 
 
 def test_metrics_database_filling_up_stops_training_cleanly(tmp_path, monkeypatch):
-    out, database = tmp_path / "run.npz", tmp_path / "metrics.db"
+    out, database, seen = tmp_path / "run.npz", tmp_path / "metrics.db", {}
     connect = sqlite3.connect
     monkeypatch.setattr(metrics.sqlite3, "connect",
-                        lambda *a, **k: FullDisk(connect(*a, **k), 3))
+                        lambda *a, **k: FullDisk(connect(*a, **k), 3, out, seen))
     result = cli("train", "--limit", 64, "--batch-size", 16, "--epochs", 1, "--eval-every", 2,
                  "--validation-size", 16, "--out", out, "--metrics", database,
                  "--no-dashboard", "--no-augment")
     assert_one_line_error(result, "cannot write the metrics database", str(database),
                           "database or disk is full")
-    # the checkpoint of step 2, finished (on the validation's thread) before the run ended
+    assert out.read_bytes() == seen["bytes"]
     assert read_checkpoint(out)[0]["progress"]["step"] == 2
     assert leftovers(tmp_path) == []
 

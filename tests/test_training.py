@@ -1,14 +1,12 @@
 """The training loop: it learns, reports, checkpoints, resumes exactly and fails cleanly."""
 
 import functools
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from clitools import no_emnist, small_train_config, untrained_checkpoint  # noqa: F401 - a fixture
 
-from microconv.errors import CheckpointError, DataError, TrainingError
+from microconv.errors import DataError, TrainingError
 from microconv.letters import training
 from microconv.letters.checkpoint import load_checkpoint, read_checkpoint
 from microconv.letters.records import Reporter
@@ -133,94 +131,6 @@ def test_preparing_batches_ahead_changes_no_number(tmp_path):
     _, in_turn, _ = read_checkpoint(tmp_path / "False" / "run.npz")
     for name in ahead:
         np.testing.assert_array_equal(ahead[name], in_turn[name], err_msg=name)
-
-
-class Ordered(Recorder):
-    """A Recorder that also keeps every validation and checkpoint record in arrival order."""
-
-    def on_validation(self, record):
-        super().on_validation(record)
-        self.events.append(("validation", record.step))
-
-
-def test_validating_beside_the_steps_changes_no_number(tmp_path):
-    """Each validation and its checkpoint run on a second thread while the next steps run:
-    the records, their order, the checkpoints and the final results are those of validating
-    between the steps."""
-    settings = dict(epochs=3, eval_every=2, generated_share=0.25, warmup=3, dropout=0.25)
-    runs = {}
-    for beside in (True, False):
-        recorder = Ordered()
-        final = train(small(tmp_path / str(beside), **settings), recorder,
-                      validate_beside=beside)
-        _, params, optimizer_state = read_checkpoint(tmp_path / str(beside) / "run.npz")
-        runs[beside] = recorder, final, params, optimizer_state
-    beside, in_turn = runs[True][0], runs[False][0]
-    assert beside.events == in_turn.events
-    assert beside.events[1:-1] == [(kind, step) for step in (2, 4, 6, 8, 10, 12)
-                                   for kind in ("validation", "checkpoint")] + [
-                                       ("checkpoint", 12)]
-    fields = ("step", "epoch", "loss", "accuracy", "top2_accuracy", "best_accuracy",
-              "sample_label", "sample_top3", "most_confused")
-    assert ([[getattr(v, f) for f in fields] for v in beside.validations]
-            == [[getattr(v, f) for f in fields] for v in in_turn.validations])
-    assert [(b.step, b.loss) for b in beside.batches] == [(b.step, b.loss) for b in in_turn.batches]
-    assert runs[True][1].extra["accuracy"] == runs[False][1].extra["accuracy"]
-    assert runs[True][1].extra["confusion"] == runs[False][1].extra["confusion"]
-    for name in runs[True][2]:
-        np.testing.assert_array_equal(runs[True][2][name], runs[False][2][name], err_msg=name)
-    for name in runs[True][3]:
-        np.testing.assert_array_equal(runs[True][3][name], runs[False][3][name], err_msg=name)
-
-
-def test_a_checkpoint_written_beside_the_steps_holds_its_own_step(tmp_path, monkeypatch):
-    """The steps after a validation change the parameters while its checkpoint is written:
-    each file must hold its own step's parameters and progress, as validating in turn saves."""
-    real_validate = training._Run.validate
-
-    def slow_validate(self, snapshot):
-        time.sleep(0.2)                 # several steps run meanwhile
-        return real_validate(self, snapshot)
-
-    class Files(Recorder):
-        def on_checkpoint(self, record):
-            super().on_checkpoint(record)
-            copy = Path(record.path).with_name(f"step{record.step}-{len(self.events)}.npz")
-            copy.write_bytes(Path(record.path).read_bytes())
-            self.files.append(copy)
-
-    saved = {}
-    for beside in (True, False):
-        monkeypatch.setattr(training._Run, "validate", slow_validate if beside else real_validate)
-        recorder = Files()
-        recorder.files = []
-        train(small(tmp_path / str(beside), epochs=4, eval_every=5), recorder,
-              validate_beside=beside)
-        saved[beside] = [read_checkpoint(path) for path in recorder.files]
-    assert len(saved[True]) == len(saved[False]) == 4         # steps 5, 10, 15 and the end
-    for (header, params, optimizer), (expected_header, expected, expected_optimizer) in zip(
-            saved[True], saved[False]):
-        for part in (header, expected_header):
-            del part["progress"]["elapsed_s"]
-        assert header["progress"] == expected_header["progress"]
-        assert header["metrics"] == expected_header["metrics"]
-        for name in expected:
-            np.testing.assert_array_equal(params[name], expected[name], err_msg=name)
-        for name in expected_optimizer:
-            np.testing.assert_array_equal(optimizer[name], expected_optimizer[name])
-
-
-def test_a_failing_validation_beside_the_steps_stops_the_run_with_its_error(tmp_path,
-                                                                           monkeypatch):
-    def disk_full(path, *args, **kwargs):
-        raise CheckpointError(f"cannot write {path}: No space left on device")
-
-    monkeypatch.setattr(training, "save_checkpoint", disk_full)
-    recorder = Recorder()
-    with pytest.raises(CheckpointError, match="No space left"):
-        train(small(tmp_path, epochs=2, eval_every=2), recorder)
-    assert 2 <= len(recorder.batches) < 8
-    assert "No space left" in recorder.final.extra["error"]
 
 
 def test_a_failure_preparing_a_batch_ahead_stops_the_run_with_its_own_error(tmp_path,

@@ -15,9 +15,7 @@ One run, step by step:
    the next batch while a step runs (``prepared_ahead``). Under ``mpirun -n N`` each process
    computes its rows of every batch and the gradients are averaged between backward and
    update (distributed.py).
-4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint;
-   both on a second thread, from a copy of that step's parameters, while the next steps run
-   (``validate_beside``; the records and checkpoints are those of validating in turn).
+4. Every ``eval_every`` steps: validate on a fixed subset of the test split, write a checkpoint.
 5. At the end: evaluate on the whole test split (clean and perturbed) and write the final
    checkpoint with those metrics in its header.
 
@@ -34,7 +32,6 @@ import signal
 import threading
 import time
 import typing
-from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -410,31 +407,6 @@ class Batch:
     labels: np.ndarray          # their classes (rows,)
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """Where the run stood at the end of one step, and its optimiser's state, copied (the
-    parameters are copied into the run's classifier): what a validation and a checkpoint
-    describe, unchanged by the steps that run meanwhile."""
-    step: int
-    epoch: int                  # the epoch and batch a resumed run continues from
-    batch_in_epoch: int
-    epoch_of_step: int          # the epoch the step belonged to
-    elapsed_s: float
-    optimizer_state: dict
-
-
-def in_callers_errstate(function):
-    """``function``, made to run under the calling thread's NumPy error handling wherever it
-    runs (NumPy keeps that setting per thread)."""
-    errors = np.geterr()
-
-    def run(*args):
-        with np.errstate(**errors):
-            return function(*args)
-
-    return run
-
-
 def prepared_ahead(prepare, plans, ahead=True):
     """prepare(plan) for each plan in turn; with ``ahead``, the next one is prepared on a
     background thread while the caller works on the current one.
@@ -446,11 +418,16 @@ def prepared_ahead(prepare, plans, ahead=True):
     if not ahead:
         yield from map(prepare, plans)
         return
-    prepare = in_callers_errstate(prepare)
+    errors = np.geterr()        # NumPy's error handling is per thread: follow the caller's
+
+    def in_caller_errstate(plan):
+        with np.errstate(**errors):
+            return prepare(plan)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="microconv-batches") as thread:
         pending = None
         for plan in plans:
-            following = thread.submit(prepare, plan)
+            following = thread.submit(in_caller_errstate, plan)
             if pending is not None:
                 yield pending.result()
             pending = following
@@ -461,14 +438,11 @@ def prepared_ahead(prepare, plans, ahead=True):
 class _Run:
     """The state of one training run; ``train`` below is the whole public interface."""
 
-    def __init__(self, config, reporter, signals, world, prepare_ahead=True,
-                 validate_beside=True):
+    def __init__(self, config, reporter, signals, world, prepare_ahead=True):
         self.config = config
         self.reporter = reporter or Reporter()
         self.signals = signals
         self.prepare_ahead = prepare_ahead   # the next batch on a background thread
-        self.validate_beside = validate_beside   # validations beside the steps that follow
-        self.validation_running = None   # the Future of the validation beside the steps
         self.world = world               # the ranks of an MPI run; one process by default
         self.rows = world.rows(config.batch_size)    # this rank's share of every batch
         self.rows_per_step = self.rows.stop - self.rows.start
@@ -518,12 +492,7 @@ class _Run:
         self.optimizer = make_optimizer(config, self.model)
         if header is not None:
             self._restore(header, optim_arrays)
-        # Validations and the final evaluation read a copy of the parameters (see snapshot),
-        # so a validation may run beside the steps that follow it.
-        inference_model = build_model({"architecture": self.model.architecture,
-                                       "model_options": self.model.options},
-                                      self.model.state_dict(), self.backend)
-        self.classifier = Classifier(inference_model, self.preprocessing,
+        self.classifier = Classifier(self.model, self.preprocessing,
                                      {"class_names": self.data.class_names})
         self.validation = validation_indices(len(self.data.test_images), config.validation_size,
                                              config.seed)
@@ -578,17 +547,7 @@ class _Run:
         """The training graph, built once: every step assigns new inputs to its two leaves."""
         self.graph = LetterGraph(self.model, self.rows_per_step, train=True)
 
-    def snapshot(self):
-        """The run as its latest step left it, copied: the parameters into the classifier's
-        model, the rest into a _Snapshot. A validation and its checkpoint describe that step
-        even while later steps run."""
-        self.classifier.model.load_state_dict(self.model.state_dict())
-        return _Snapshot(step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                         epoch_of_step=self.epoch_of_last_step(),
-                         elapsed_s=round(self.elapsed(), 3),
-                         optimizer_state=self.optimizer.state_dict())
-
-    def header(self, snapshot, metrics=None):
+    def header(self, metrics=None):
         config = self.config
         return {
             "config": asdict(config),
@@ -596,36 +555,31 @@ class _Run:
                         "source": self.data.source},
             "class_names": self.data.class_names,
             "optimizer": optimizer_settings(config, self.optimizer),
-            "progress": {"step": snapshot.step, "epoch": snapshot.epoch,
-                         "batch_in_epoch": snapshot.batch_in_epoch,
-                         "elapsed_s": snapshot.elapsed_s,
+            "progress": {"step": self.step, "epoch": self.epoch,
+                         "batch_in_epoch": self.batch_in_epoch,
+                         "elapsed_s": round(self.elapsed(), 3),
                          "best_accuracy": self.best_accuracy,
                          "time_to_target_s": self.time_to_target},
             # Every random draw is a function of (seed, epoch) or (seed, step), so the seed and
             # the step counter are the whole RNG state.
             "rng": {"scheme": "numpy default_rng([seed, stream, step or epoch])",
-                    "seed": config.seed, "next_step": snapshot.step + 1},
+                    "seed": config.seed, "next_step": self.step + 1},
             "metrics": metrics or ({"validation": self.last_validation}
                                    if self.last_validation else {}),
         }
 
-    def save(self, snapshot, metrics=None):
-        """Write the checkpoint of a snapshot (the classifier's model holds its parameters);
-        returns its record, for the caller to report."""
-        model = self.classifier.model
-        bad = first_bad_parameter(model)
+    def save(self, metrics=None):
+        bad = first_bad_parameter(self.model)
         if bad is not None:
-            raise TrainingError(f"parameter {bad} is not finite at step {snapshot.step}; "
+            raise TrainingError(f"parameter {bad} is not finite at step {self.step}; "
                                 f"{self.config.out} keeps the last good checkpoint")
-        save_checkpoint(self.config.out, model, self.preprocessing,
-                        header=self.header(snapshot, metrics),
-                        optimizer_state=snapshot.optimizer_state)
-        return CheckpointRecord(str(self.config.out), snapshot.step, self.elapsed())
+        save_checkpoint(self.config.out, self.model, self.preprocessing,
+                        header=self.header(metrics),
+                        optimizer_state=self.optimizer.state_dict())
+        self.reporter.on_checkpoint(CheckpointRecord(str(self.config.out), self.step,
+                                                     self.elapsed()))
 
-    def validate(self, snapshot):
-        """Validate a snapshot's parameters (in the classifier's model): the run's best
-        accuracy, time to target and last validation take its result; returns its record,
-        for the caller to report."""
+    def validate(self):
         images = self.data.test_images[self.validation]
         labels = self.data.test_labels[self.validation]
         classes = len(self.data.class_names)
@@ -636,48 +590,17 @@ class _Run:
             self.time_to_target = round(self.elapsed(), 3)
         matrix = confusion_matrix(log_probs.argmax(axis=1), labels, classes)
         # Show a different validation letter each time.
-        which = (snapshot.step // self.config.eval_every) % len(labels)
+        which = (self.step // self.config.eval_every) % len(labels)
         probs = np.exp(log_probs[which])
         top3 = tuple((int(c), float(probs[c])) for c in np.argsort(-probs, kind="stable")[:3])
-        self.last_validation = {"step": snapshot.step, **result}
-        return ValidationRecord(
-            step=snapshot.step, epoch=snapshot.epoch_of_step, loss=result["loss"],
+        self.last_validation = {"step": self.step, **result}
+        self.reporter.on_validation(ValidationRecord(
+            step=self.step, epoch=self.epoch_of_last_step(), loss=result["loss"],
             accuracy=result["accuracy"],
             top2_accuracy=result["top2_accuracy"], best_accuracy=self.best_accuracy,
             elapsed_s=self.elapsed(), sample_image=images[which].copy(),
             sample_label=int(labels[which]), sample_top3=top3,
-            most_confused=tuple(most_confused(matrix, top=5)))
-
-    def validate_and_save(self, snapshot):
-        return self.validate(snapshot), self.save(snapshot)
-
-    def start_validation(self, beside):
-        """Validate the latest step and write its checkpoint: on the thread ``beside`` while
-        the next steps run, or here and now when it is None. One at a time: the one before
-        is reported first, so records reach the reporters in the order of their steps."""
-        self.report_validation()
-        snapshot = self.snapshot()
-        if beside is None:
-            self.report(*self.validate_and_save(snapshot))
-            return
-        with self.signals.held_back():      # an interrupt must find the running one recorded
-            self.validation_running = beside.submit(in_callers_errstate(self.validate_and_save),
-                                                    snapshot)
-
-    def report_validation(self, wait=True):
-        """Report the validation running beside the steps, once it is done (``wait``: wait for
-        it); raises its error, if any, here."""
-        running = self.validation_running
-        if running is None or not (wait or running.done()):
-            return
-        futures.wait([running])         # an interrupt here leaves it to the interrupt's handler
-        with self.signals.held_back():
-            self.validation_running = None
-            self.report(*running.result())
-
-    def report(self, validation, checkpoint):
-        self.reporter.on_validation(validation)
-        self.reporter.on_checkpoint(checkpoint)
+            most_confused=tuple(most_confused(matrix, top=5))))
 
     def prepare(self, planned):
         """A planned step's batch as the graph takes it: this rank's rows of the images,
@@ -767,35 +690,19 @@ class _Run:
         if self.finished() or self.world.any(self.past_time_limit()):
             return
         batches = prepared_ahead(self.prepare, self.planned_steps(), self.prepare_ahead)
-        with contextlib.closing(batches), self.validation_thread() as beside:
+        with contextlib.closing(batches):
             for batch in batches:
                 self.one_step(batch)
                 if self.step % config.eval_every == 0:
                     self.world.check_parameters_agree(self.model, self.step)
                     if self.world.is_root:
-                        self.start_validation(beside)
-                else:
-                    self.report_validation(wait=False)
+                        self.validate()
+                        self.save()
                 self.end_epoch_when_done()
                 if self.finished() or self.out_of_time:
                     break
-            self.report_validation()
 
-    @contextlib.contextmanager
-    def validation_thread(self):
-        """A thread for validations beside the steps, or None: validate between them (asked
-        so, or on a device backend, whose queue and kernels serve one thread)."""
-        if not (self.validate_beside and self.backend.host_memory):
-            yield None
-            return
-        # The thread's last validation ends before the backend stops being shared.
-        with (self.backend.shared_by_threads(),
-              ThreadPoolExecutor(max_workers=1, thread_name_prefix="microconv-validation")
-              as thread):
-            yield thread
-
-    def finish(self, snapshot):
-        """Evaluate a snapshot on the whole test split and write the final checkpoint."""
+    def finish(self):
         result = evaluate(self.classifier, self.data.test_images, self.data.test_labels,
                           seed=self.config.seed, class_names=self.data.class_names)
         result["time_to_target_s"] = self.time_to_target
@@ -807,7 +714,7 @@ class _Run:
                                                    "perturbed_top2_accuracy", "per_class",
                                                    "most_confused")},
                    "validation": self.last_validation, "time_to_target_s": self.time_to_target}
-        self.reporter.on_checkpoint(self.save(snapshot, metrics))
+        self.save(metrics)
         return result
 
 
@@ -885,7 +792,7 @@ def check_run_paths(config):
 
 def train(config: TrainConfig, reporter: Reporter | None = None,
           world: distributed.SingleProcess | None = None, *,
-          prepare_ahead: bool = True, validate_beside: bool = True) -> FinalRecord:
+          prepare_ahead: bool = True) -> FinalRecord:
     """Train (or continue training) the ConvoAlphabetModel; returns the final record.
 
     With ``config.metrics`` set, a MetricsDB is attached next to ``reporter``. A TrainingError
@@ -898,9 +805,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
     failing rank stops all the others when it exits.
 
     ``prepare_ahead``: prepare each batch (augmentation, preprocessing) on a background thread
-    while the step before it runs; ``validate_beside``: run each validation and its checkpoint
-    on another thread, from a copy of the parameters, while the next steps run (on backends
-    whose arrays live in host memory). The run's numbers are the same without either.
+    while the step before it runs; the run's numbers are the same without it.
     """
     if not isinstance(config, TrainConfig):
         raise TrainingError(f"train needs a TrainConfig, not {type(config).__name__}")
@@ -919,7 +824,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
             # The database first: it records the end of the run even when a screen cannot.
             reporter = Reporters(database, reporter)
         with _Signals() as signals:
-            return _train(config, reporter, signals, world, prepare_ahead, validate_beside)
+            return _train(config, reporter, signals, world, prepare_ahead)
     except BaseException as exc:
         # the exit code a shell gives a process ended by the signal, as the command line does
         stopped_by = getattr(exc, "signal_number", signal.SIGINT)
@@ -931,8 +836,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None,
             database.close()
 
 
-def _train(config, reporter, signals, world, prepare_ahead, validate_beside):
-    run = _Run(config, reporter, signals, world, prepare_ahead, validate_beside)
+def _train(config, reporter, signals, world, prepare_ahead):
+    run = _Run(config, reporter, signals, world, prepare_ahead)
     run.setup()
     reporter = run.reporter
     reporter.on_start(RunInfo(
@@ -957,19 +862,15 @@ def _train(config, reporter, signals, world, prepare_ahead, validate_beside):
             world.check_parameters_agree(run.model, run.step)
             if not world.is_root:
                 return ending(test_accuracy=None, test_top2_accuracy=None, checkpoint=None)
-            snapshot = run.snapshot()
             if run.last_validation is None or run.last_validation["step"] != run.step:
-                reporter.on_validation(run.validate(snapshot))
-            result = run.finish(snapshot)
+                run.validate()
+            result = run.finish()
     except KeyboardInterrupt:
         path = None
         with signals.held_back(forget=True):       # a second Ctrl-C must not lose the save
             try:
                 if world.is_root:
-                    # The validation beside the steps writes its checkpoint first, then this
-                    # one replaces it: the file on disk describes the latest step.
-                    run.report_validation()
-                    reporter.on_checkpoint(run.save(run.snapshot()))
+                    run.save()
                     path = str(config.out)
             except MicroconvError as exc:
                 reporter.on_warning(f"could not save a checkpoint after the interrupt: {exc}")
@@ -979,8 +880,6 @@ def _train(config, reporter, signals, world, prepare_ahead, validate_beside):
     except MicroconvError as exc:
         # A fault (non-finite values, a failed write, a device error): the checkpoint on disk
         # is the last good one; reporters (and the metrics database) record the error.
-        with contextlib.suppress(MicroconvError):
-            run.report_validation()     # the last good checkpoint may still be being written
         try:
             reporter.on_end(ending(test_accuracy=None, test_top2_accuracy=None,
                                    checkpoint=None, extra={"error": str(exc)}))
