@@ -400,7 +400,7 @@ def kept_letters(n, seed=0, forms="mixed"):
         if (images.shape, images.dtype, labels.shape, labels.dtype) == (
                 (n, ROWS, COLS), np.uint8, (n,), np.int64):
             return images, labels
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
         pass
     images, labels = generated_letters(n, seed, forms)
     try:
