@@ -367,7 +367,8 @@ class _Threads:
             return
         with self.lock:
             if self.running == 0:
-                self.saved = [blas.num_threads for blas in self.blas]
+                if self.saved is None:
+                    self.saved = [blas.num_threads for blas in self.blas]
                 for blas in self.blas:
                     blas.set_num_threads(1)
             self.running += 1
@@ -376,7 +377,11 @@ class _Threads:
         finally:
             with self.lock:
                 self.running -= 1
-                if self.running == 0:
+                # OpenBLAS (0.3.30) ignores a change of its thread count asked from any other
+                # thread than the main one (measured: set to 2 by a worker, it stayed at 1): a
+                # block ending elsewhere leaves BLAS held, its count still in saved, until the
+                # main thread ends one.
+                if self.running == 0 and threading.current_thread() is threading.main_thread():
                     for blas, threads in zip(self.blas, self.saved):
                         blas.set_num_threads(threads)
                     self.saved = None

@@ -228,3 +228,28 @@ def test_slices_still_run_in_a_forked_child():
         os.waitpid(pid, 0)
         os.close(read)
     assert answer == b"ok"
+
+
+def test_a_block_ending_on_another_thread_leaves_the_backend_its_threads():
+    """The main thread holds BLAS first, a worker's block ends last: OpenBLAS takes a thread
+    count from the main thread only, so the worker must not be the one to restore it, or the
+    backend would run every later primitive on one thread."""
+    with blas_threads(2):
+        threads = ops_numpy._shared_threads()
+        inside, release = threading.Event(), threading.Event()
+
+        def hold_until_released():
+            with threads.blas_held():
+                inside.set()
+                release.wait()
+
+        with threads.blas_held():
+            worker = threading.Thread(target=hold_until_released)
+            worker.start()
+            inside.wait()
+        release.set()
+        worker.join()
+        assert threads.count() == 2
+        with threads.blas_held():
+            assert blas_thread_count() == 1         # held again by the next block
+        assert blas_thread_count() == 2 and threads.count() == 2

@@ -59,8 +59,8 @@ from microconv.letters.data import (
     describe_source,
     find_data_dir,
     find_emnist_file,
-    generated_letters,
     is_picture_folder,
+    kept_letters,
     load_split,
 )
 from microconv.letters.evaluate import confusion_matrix, evaluate, most_confused, scores
@@ -256,7 +256,7 @@ def generated_split(split, seed, limit=None):
     up to GENERATED_TRAIN / GENERATED_TEST of them, the test ones from a seed of their own."""
     count, split_seed = ((GENERATED_TRAIN, seed) if split == "train"
                          else (GENERATED_TEST, seed + 1_000_003))
-    return generated_letters(min(limit or count, count), split_seed)
+    return kept_letters(min(limit or count, count), split_seed)
 
 
 def load_data(config):
@@ -303,7 +303,7 @@ def with_generated_share(train, share, seed):
     count = round(len(train[0]) * share)
     if count == 0:
         return train, 0
-    images, labels = generated_letters(count, seed + GENERATED_SHARE_SEED, forms="lower")
+    images, labels = kept_letters(count, seed + GENERATED_SHARE_SEED, forms="lower")
     return (np.concatenate([train[0], images]), np.concatenate([train[1], labels])), count
 
 
