@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 from optional import REQUIRE_OPENCL, skip_unless_required
 
@@ -11,6 +12,19 @@ settings.register_profile("dev", max_examples=15, deadline=None)
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+@pytest.fixture(autouse=True, scope="session")
+def private_user_cache(tmp_path_factory):
+    """Runs keep generated letters in the user cache (data.kept_letters); the tests keep
+    theirs in a folder of their own, so that a test run never fills or reads the user's."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
 
 REQUIRED_BACKENDS = {"opencl": REQUIRE_OPENCL}      # the backends CI installs
 
