@@ -47,7 +47,7 @@ def measure(checkpoints, part="held-out", count=30, data_dir=None):
     by_style = {name: collections.defaultdict(collections.Counter) for name in classifiers}
     described = []
     direct_images, direct_truth = [], []          # the data set's images of the letters found
-    pool = pages.letter_pool(None if data_dir is None else str(Path(data_dir)), part)[0]
+    pool = pages.letter_pool(data_dir, part)[0]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for page in pages.pages(part, count, data_dir):

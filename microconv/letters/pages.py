@@ -90,14 +90,18 @@ def part_of(seed):
 # Letters to write with
 
 
-@functools.lru_cache(maxsize=4)
 def letter_pool(data_dir, part):
     """(images, labels) to write the ``part`` pages with: upright uint8 letters, ink bright.
 
     With a data folder (``data_dir``): the first half of each class's test letters for
     "tune", the second half for "held-out". With None: generated letters, from a different
-    seed for each part.
+    seed for each part. A folder given as a string or a Path is loaded once.
     """
+    return _letter_pool(None if data_dir is None else str(Path(data_dir)), part)
+
+
+@functools.lru_cache(maxsize=4)
+def _letter_pool(data_dir, part):
     _check_part(part)
     if data_dir is not None:
         images, labels = load_emnist(data_dir, split="test")
@@ -121,8 +125,7 @@ def make_page(seed, data_dir=None):
     for generated letters.
     """
     rng = np.random.default_rng(seed)
-    images, labels = letter_pool(None if data_dir is None else str(Path(data_dir)),
-                                 part_of(seed))
+    images, labels = letter_pool(data_dir, part_of(seed))
     style = _choose_style(seed, rng)
     words_per_line = _layout(style, rng)
     by_class = [np.nonzero(labels == c)[0] for c in range(len(LETTERS))]
