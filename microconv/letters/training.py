@@ -238,12 +238,18 @@ class Dataset:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
-    description: str
+    origin: str          # what the images are and where they come from, in words
     class_names: str
     source: str          # the data folder's absolute path, or "generated"
     generated: int = 0   # after the run's own images: this many of the generated share
     replayed: int = 0    # last: this many of the data a fine-tuned checkpoint first learnt
     replay: dict | None = None     # where those come from (``replay_plan``)
+
+    @property
+    def description(self):
+        """The origin and the sizes, as runs, checkpoints and the dashboard show them."""
+        return (f"{self.origin}: {len(self.train_images)} training, "
+                f"{len(self.test_images)} test images")
 
     @property
     def own(self):
@@ -292,9 +298,7 @@ def load_data(config):
     if config.generated_share > 0 and config.dataset == "letters":
         train, added = with_generated_share(train, config.generated_share, config.seed)
         description += f" + {added} generated lower-case letters"
-    return Dataset(train[0], train[1], test[0], test[1],
-                   f"{description}: {len(train[0])} training, {len(test[0])} test images", names,
-                   source, added)
+    return Dataset(train[0], train[1], test[0], test[1], description, names, source, added)
 
 
 def with_generated_share(train, share, seed):
@@ -347,14 +351,11 @@ def with_replay(data, config, header, fine_tuning):
     except MicroconvError as exc:
         return data, [f"cannot replay the letters {config.resume} learnt first ({exc}): "
                       "training on the new letters alone, which forgets more of them"]
-    train_images = np.concatenate([data.train_images, images])
-    what = data.description.rsplit(": ", 1)[0]       # load_data's sentence ends with the sizes
-    return replace(data, train_images=train_images,
+    return replace(data, train_images=np.concatenate([data.train_images, images]),
                    train_labels=np.concatenate([data.train_labels, labels]),
                    replayed=len(images), replay=plan,
-                   description=f"{what} + {len(images)} letters it learnt first, replayed "
-                               f"({plan['source']}): {len(train_images)} training, "
-                               f"{len(data.test_images)} test images"), []
+                   origin=f"{data.origin} + {len(images)} letters it learnt first, replayed "
+                          f"({plan['source']})"), []
 
 
 def mixed_rows(batch_size, *shares):
