@@ -173,3 +173,18 @@ def test_time_to_accuracy_from_the_command_line(letters_folder):
     assert decoded["config"]["batch_size"] == 32 and "numpy" in decoded["contenders"]
     missing = cli("bench", "--time-to-accuracy", "--data-dir", letters_folder / "nowhere")
     assert_one_line_error(missing, "nowhere", "does not exist")
+
+
+def test_a_wider_torch_model_starts_as_microconv_weights_do():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (optional)")
+    from microconv.cli.bench import torch_model
+    torch.manual_seed(0)
+    wide = torch_model(torch, width=2)
+    convs = [layer for layer in wide if isinstance(layer, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 256]
+    assert wide(torch.zeros(3, 1, 28, 28)).shape == (3, 26)
+    # microconv draws weights with variance 1 / inputs (LeCun), three times PyTorch's default
+    weight = convs[1].weight.detach().numpy()
+    inputs = 64 * 3 * 3
+    assert abs(weight.var() * inputs - 1.0) < 0.05
+    assert abs(weight).max() <= (3.0 / inputs) ** 0.5

@@ -35,7 +35,7 @@ import threadpoolctl
 from microconv import backends as backend_registry
 from microconv.engine.optim import SGD
 from microconv.errors import MicroconvError
-from microconv.letters.model import ConvoAlphabetModel, LetterGraph
+from microconv.letters.model import INIT_GAIN, ConvoAlphabetModel, LetterGraph
 from microconv.letters.preprocess import Preprocessing
 
 INFER_BATCH_SIZE = 256
@@ -290,18 +290,29 @@ def backend_contenders(name, batch_size, infer_batch_size, warmup=2, seed=0,
 
 # --- PyTorch, when it happens to be installed -----------------------------------------------
 
-def torch_model(torch, weights=None):
-    """The ConvoAlphabetModel in PyTorch layers, optionally with microconv's weights."""
+def torch_model(torch, weights=None, width=1):
+    """The ConvoAlphabetModel in PyTorch layers, optionally with microconv's weights.
+
+    ``width`` multiplies the channels and hidden units of every layer (1: the model itself;
+    microconv's weights fit only that one). Without weights, each layer starts as microconv's
+    do: PyTorch's default draw, the weights times INIT_GAIN.
+    """
     nn = torch.nn
+    c1, c2, c3, f1, f2 = (round(width * n) for n in (32, 64, 128, 64, 128))
     model = nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
-        nn.Conv2d(32, 64, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
-        nn.Conv2d(64, 128, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
+        nn.Conv2d(1, c1, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
+        nn.Conv2d(c1, c2, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
+        nn.Conv2d(c2, c3, 3), nn.MaxPool2d(2, ceil_mode=True), nn.GELU(),
         nn.Flatten(),
-        nn.Linear(512, 64), nn.GELU(),
-        nn.Linear(64, 128), nn.GELU(),
-        nn.Linear(128, 26), nn.LogSoftmax(dim=1),
+        nn.Linear(4 * c3, f1), nn.GELU(),
+        nn.Linear(f1, f2), nn.GELU(),
+        nn.Linear(f2, 26), nn.LogSoftmax(dim=1),
     )
+    if weights is None:
+        with torch.no_grad():
+            for layer in model:
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    layer.weight *= INIT_GAIN
     if weights is not None:
         layer_index = {"c1": 0, "c2": 3, "c3": 6, "fc1": 10, "fc2": 12, "fc3": 14}
         state = {}

@@ -97,15 +97,18 @@ def _microconv_run(config, thresholds):
     return watch.summary()
 
 
-def _torch_run(config, thresholds):
-    """The training loop of ``microconv train`` in PyTorch, minus checkpoints and checks."""
+def torch_run(config, thresholds, model=None):
+    """The training loop of ``microconv train`` in PyTorch, minus checkpoints and checks; the
+    stopwatch's summary. ``model``: a PyTorch model to train (``bench.torch_model``), by
+    default the ConvoAlphabetModel starting from microconv's initial weights."""
     import torch
 
     started = time.perf_counter()
     watch = _Stopwatch(thresholds)
     data = load_data(config)
     prep = Preprocessing()
-    model = torch_model(torch, ConvoAlphabetModel("numpy", seed=config.seed).state_dict())
+    if model is None:
+        model = torch_model(torch, ConvoAlphabetModel("numpy", seed=config.seed).state_dict())
     # microconv's Adam has PyTorch's defaults: betas (0.9, 0.999), eps 1e-8
     optimizer = torch.optim.Adam(model.parameters(), lr=optimizer_base_lr(config),
                                  weight_decay=config.weight_decay)
@@ -186,7 +189,7 @@ def time_to_accuracy(data_dir, backends=("numpy",), compare_torch=False, threads
             if config.dropout:
                 result["skipped"]["torch"] = "the PyTorch model has no dropout"
             else:
-                runners[f"torch {torch.__version__}"] = lambda: _torch_run(config, thresholds)
+                runners[f"torch {torch.__version__}"] = lambda: torch_run(config, thresholds)
     runs = {name: [] for name in runners}
     with blas_threads(threads):
         result["blas"] = blas_info()
