@@ -140,18 +140,27 @@ def _channels_last(x):
 
 
 def _im2col(x_nhwc, k, cols):
-    """Fill cols (N,OH,OW,k,k,C) from x (N,H,W,C) and return it as the (N*OH*OW, k*k*C) matrix:
-    row (n, r, s) holds the window under output (r, s), ordered (i, j, c), so each run of C
-    numbers is read contiguously."""
-    n, oh, ow, _, _, c = cols.shape
+    """Fill cols (N,OH,OW,k*k*C+1) from x (N,H,W,C) and return it as the (N*OH*OW, k*k*C+1)
+    matrix: row (n, r, s) holds the window under output (r, s), ordered (i, j, c), so each run
+    of C numbers is read contiguously, then a 1 that multiplies the bias.
+
+    The bias rides in the product as one more column: that saves a pass over the output in the
+    forward and one over the gradient for the bias's, which matters where the product itself is
+    short (measured in the training step, one thread, thread CPU: the first layer's forward
+    1.6-1.8 -> 1.1-1.3 ms, its backward 1.2-1.5 -> 1.0-1.2 ms; the other layers within noise).
+    """
+    n, oh, ow, width = cols.shape
+    c = (width - 1) // (k * k)
+    windows_part = cols[..., :-1].reshape(n, oh, ow, k, k, c)     # a view: one axis split
     if c >= _SLICE_IM2COL_BELOW_CHANNELS:
         windows = sliding_window_view(x_nhwc, (k, k), axis=(1, 2))   # (N,OH,OW,C,k,k), a view
-        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        np.copyto(windows_part, windows.transpose(0, 1, 2, 4, 5, 3))
     else:
         for i in range(k):
             for j in range(k):
-                cols[:, :, :, i, j, :] = x_nhwc[:, i:i + oh, j:j + ow, :]
-    return cols.reshape(n * oh * ow, k * k * c)
+                windows_part[:, :, :, i, j, :] = x_nhwc[:, i:i + oh, j:j + ow, :]
+    cols[..., -1] = 1
+    return cols.reshape(n * oh * ow, width)
 
 
 def _col2im_product(g_rows, w_rows, k, out):
@@ -175,6 +184,12 @@ def _weight_rows(w):
     """(O,C,k,k) -> (O, k*k*C), the weight in the column order of _im2col."""
     o = w.shape[0]
     return w.transpose(0, 2, 3, 1).reshape(o, -1)
+
+
+def _cols_shape(x_shape, k):
+    """The im2col buffer for an (N,C,H,W) input: (N,OH,OW,k*k*C+1), the bias's column last."""
+    n, c, h, w = x_shape
+    return (n, h - k + 1, w - k + 1, k * k * c + 1)
 
 
 # --- pooling over k*k strided views ---------------------------------------------------------
@@ -432,7 +447,7 @@ class NumpyBackend(Backend):
     def __init__(self):
         self._buffers = _BufferPool()
         self._threads = _shared_threads()
-        self._im2col_memo = _Memo()     # conv input -> its (N,OH,OW,k,k,C) windows, for dw
+        self._im2col_memo = _Memo()     # conv input -> its im2col buffer, for dw and db
         self._gelu_memo = _Memo()       # GELU input -> 2 * Phi(x), for the backward
 
     def describe(self):
@@ -489,15 +504,13 @@ class NumpyBackend(Backend):
 
     # --- convolution -------------------------------------------------------------------
     def conv2d(self, x, w, b):
-        n, c, h, wd = x.shape
         o, _, k, _ = w.shape
-        cols = self._buffers.empty((n, h - k + 1, wd - k + 1, k, k, c), x.dtype)
-        out = self._buffers.empty((n, h - k + 1, wd - k + 1, o), x.dtype)
-        w_rows_t = _weight_rows(w).T
+        cols = self._buffers.empty(_cols_shape(x.shape, k), x.dtype)
+        out = self._buffers.empty(cols.shape[:3] + (o,), x.dtype)
+        w_rows_t = np.concatenate([_weight_rows(w), b[:, None]], axis=1).T    # (k*k*C+1, O)
 
         def conv_slice(x_nhwc, cols, out):
             np.matmul(_im2col(x_nhwc, k, cols), w_rows_t, out=out.reshape(-1, o))
-            out += b
 
         self._threads.map(conv_slice, _channels_last(x), cols, out)
         self._im2col_memo.remember(x, cols)           # the weight gradient needs it again
@@ -508,33 +521,31 @@ class NumpyBackend(Backend):
         o, _, k, _ = w.shape
         w_rows = _weight_rows(w)
         cols = self._im2col_memo.recall(x)
-        fresh_cols = cols is None or cols.shape[3] != k
+        fresh_cols = cols is None or cols.shape != _cols_shape(x.shape, k)
         if fresh_cols:
-            cols = self._buffers.empty((n, h - k + 1, wd - k + 1, k, k, c), x.dtype)
+            cols = self._buffers.empty(_cols_shape(x.shape, k), x.dtype)
         dx = self._buffers.empty((n, h, wd, c), x.dtype) if needs[0] else None
 
         def backward_slice(x_nhwc, g_nhwc, cols, dx=None):
             g_rows = g_nhwc.reshape(-1, o)            # (N*OH*OW, O); free for NHWC memory
-            dw_cols = db = None
             if dx is not None:
                 _col2im_product(g_rows, w_rows, k, dx)
-            if needs[1]:
-                rows = _im2col(x_nhwc, k, cols) if fresh_cols else cols.reshape(len(g_rows), -1)
-                # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's 9 columns
-                dw_cols = rows.T @ g_rows                                   # (k*k*C, O)
-            if needs[2]:
-                # a matrix-vector product: 10x faster than sum(axis=0) over rows of only O numbers
-                db = np.ones(len(g_rows), dtype=g_rows.dtype) @ g_rows
-            return dw_cols, db
+            if not (needs[1] or needs[2]):
+                return None
+            rows = _im2col(x_nhwc, k, cols) if fresh_cols else cols.reshape(len(g_rows), -1)
+            # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's columns;
+            # its last row, from the column of 1s, is the bias gradient
+            return rows.T @ g_rows                                          # (k*k*C+1, O)
 
         arrays = (_channels_last(x), _channels_last(g), cols) + ((dx,) if needs[0] else ())
         parts = self._threads.map(backward_slice, *arrays)
         dw = db = None
-        if needs[1]:
-            dw_cols = functools.reduce(np.add, (part[0] for part in parts))
-            dw = np.ascontiguousarray(dw_cols.reshape(k, k, c, o).transpose(3, 2, 0, 1))
-        if needs[2]:
-            db = functools.reduce(np.add, (part[1] for part in parts))
+        if needs[1] or needs[2]:
+            dw_cols = functools.reduce(np.add, parts)
+            if needs[1]:
+                dw = np.ascontiguousarray(dw_cols[:-1].reshape(k, k, c, o).transpose(3, 2, 0, 1))
+            if needs[2]:
+                db = dw_cols[-1].copy()
         return (None if dx is None else dx.transpose(0, 3, 1, 2)), dw, db
 
     # --- pooling -----------------------------------------------------------------------
