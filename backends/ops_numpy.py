@@ -105,11 +105,17 @@ def _memory_order_flat(a):
     return by_stride.reshape(-1) if by_stride.flags.c_contiguous else None
 
 
-_PIECE = 1 << 15      # elements per piece: the piece's six float32 arrays fit in L2 together
+# Elements per piece. Each of GELU's ~30 NumPy calls drops and retakes the GIL, so in two slices
+# longer calls wait less for each other, while a piece whose six arrays leave the cache pushes
+# out what the next primitives read. Measured in the training step (batch 64, medians of
+# alternating runs): against 2^15, the first layer's GELU in two slices 3.0 -> 2.4 ms and the
+# step 0.95-0.96x at two threads, 0.995x at one; against 2^18, the one-thread step 0.96-0.97x.
+_PIECE = 1 << 16
 
 
-def _gelu_float32_in_pieces(x, out, slope):
-    """_gelu_float32 on pieces of equally laid-out arrays, with three small scratch arrays.
+def _gelu_float32_in_pieces(x, out, slope, empty=np.empty):
+    """_gelu_float32 on pieces of equally laid-out arrays, with three scratch arrays of one
+    piece from ``empty`` (the backend's buffer pool).
 
     The whole of a batch-256 first layer is 5.5 MB per array: in pieces that stay in cache the
     ~30 passes cost less than on whole arrays.
@@ -118,7 +124,7 @@ def _gelu_float32_in_pieces(x, out, slope):
     if any(f is None for f in flats) or not x.strides == out.strides == slope.strides:
         _gelu_float32(x, out, slope, *(np.empty_like(x) for _ in range(3)))
         return
-    scratch = [np.empty(min(_PIECE, x.size), x.dtype) for _ in range(3)]
+    scratch = empty((3, min(_PIECE, x.size)), x.dtype)
     for start in range(0, x.size, _PIECE):
         pieces = [f[start:start + _PIECE] for f in flats]
         _gelu_float32(*pieces, *(s[:len(pieces[0])] for s in scratch))
@@ -580,7 +586,8 @@ class NumpyBackend(Backend):
         if x.dtype == np.float64:
             _gelu_float64(x, out, slope)
         else:
-            self._threads.map(_gelu_float32_in_pieces, x, out, slope, call_elements=x.size)
+            self._threads.map(functools.partial(_gelu_float32_in_pieces, empty=self._buffers.empty),
+                              x, out, slope, call_elements=x.size)
 
     def relu(self, x):
         return np.maximum(x, x.dtype.type(0))
