@@ -114,8 +114,7 @@ _PIECE = 1 << 16
 
 
 def _gelu_float32_in_pieces(x, out, slope, empty=np.empty):
-    """_gelu_float32 on pieces of equally laid-out arrays, with three scratch arrays of one
-    piece from ``empty`` (the backend's buffer pool).
+    """_gelu_float32 on pieces of equally laid-out arrays, with scratch from ``empty``.
 
     The whole of a batch-256 first layer is 5.5 MB per array: in pieces that stay in cache the
     ~30 passes cost less than on whole arrays.
@@ -145,18 +144,21 @@ def _channels_last(x):
     return x.transpose(0, 2, 3, 1)
 
 
-# The bias rides in the convolution's product as one more column of im2col, all 1s: that saves
-# a pass over the output in the forward and one over the gradient for the bias's, which matters
-# where the product itself is short (measured in the training step, one thread, thread CPU: the
-# first layer's forward 1.6-1.8 -> 1.1-1.3 ms, its backward 1.2-1.5 -> 1.0-1.2 ms; the other
-# layers within noise).
+# Where the convolution's product is short (the first layer's 9 columns), the bias rides in it
+# as one more column of im2col, all 1s: that saves a pass over the output in the forward and
+# one over the gradient for the bias's (measured in the training step, one thread, thread CPU:
+# the first layer's forward 1.4-1.8 -> 1.1-1.3 ms, its backward 1.1-1.5 -> 0.9-1.2 ms). On the
+# longer products (288 and 576 columns) the column cost more than the passes: the second
+# layer's backward 8.75 -> 9.13 ms, its pooling after the forward 0.41 -> 0.54 ms.
+_BIAS_COLUMN_BELOW = 16         # columns of im2col; nothing between 9 and 288 was measured
+
+
 def _im2col(x_nhwc, k, cols):
-    """Fill cols (N,OH,OW,k*k*C+1) from x (N,H,W,C) and return it as the (N*OH*OW, k*k*C+1)
-    matrix: row (n, r, s) holds the window under output (r, s), ordered (i, j, c), so each run
-    of C numbers is read contiguously, then a 1 that multiplies the bias."""
+    """Fill cols from x (N,H,W,C); return it as a matrix whose row (n, r, s) holds the window
+    under output (r, s) ordered (i, j, c) (runs of C numbers), then the bias's 1 if it rides."""
     n, oh, ow, width = cols.shape
-    c = (width - 1) // (k * k)
-    windows_part = cols[..., :-1].reshape(n, oh, ow, k, k, c)     # a view: one axis split
+    c = x_nhwc.shape[3]
+    windows_part = cols[..., :k * k * c].reshape(n, oh, ow, k, k, c)     # a view: one axis split
     if c >= _SLICE_IM2COL_BELOW_CHANNELS:
         windows = sliding_window_view(x_nhwc, (k, k), axis=(1, 2))   # (N,OH,OW,C,k,k), a view
         np.copyto(windows_part, windows.transpose(0, 1, 2, 4, 5, 3))
@@ -164,7 +166,8 @@ def _im2col(x_nhwc, k, cols):
         for i in range(k):
             for j in range(k):
                 windows_part[:, :, :, i, j, :] = x_nhwc[:, i:i + oh, j:j + ow, :]
-    cols[..., -1] = 1
+    if width > k * k * c:
+        cols[..., -1] = 1
     return cols.reshape(n * oh * ow, width)
 
 
@@ -192,9 +195,9 @@ def _weight_rows(w):
 
 
 def _cols_shape(x_shape, k):
-    """The im2col buffer for an (N,C,H,W) input: (N,OH,OW,k*k*C+1), the bias's column last."""
+    """im2col's (N,OH,OW,k*k*C) for an (N,C,H,W) input, plus the bias's column if it rides."""
     n, c, h, w = x_shape
-    return (n, h - k + 1, w - k + 1, k * k * c + 1)
+    return (n, h - k + 1, w - k + 1, k * k * c + (k * k * c < _BIAS_COLUMN_BELOW))
 
 
 # --- pooling over k*k strided views ---------------------------------------------------------
@@ -288,11 +291,6 @@ class _BufferPool:
             array = np.empty(shape, dtype)
             arrays.append(array)
             return array
-
-    def zeros(self, shape, dtype):
-        array = self.empty(shape, dtype)
-        array.fill(0)
-        return array
 
     def like(self, a):
         """An array shaped and laid out like a (channel-last or not)."""
@@ -512,10 +510,14 @@ class NumpyBackend(Backend):
         o, _, k, _ = w.shape
         cols = self._buffers.empty(_cols_shape(x.shape, k), x.dtype)
         out = self._buffers.empty(cols.shape[:3] + (o,), x.dtype)
-        w_rows_t = np.concatenate([_weight_rows(w), b[:, None]], axis=1).T    # (k*k*C+1, O)
+        w_rows = _weight_rows(w)
+        bias_column = cols.shape[3] > w_rows.shape[1]
+        w_rows_t = (np.concatenate([w_rows, b[:, None]], axis=1) if bias_column else w_rows).T
 
         def conv_slice(x_nhwc, cols, out):
             np.matmul(_im2col(x_nhwc, k, cols), w_rows_t, out=out.reshape(-1, o))
+            if not bias_column:
+                out += b
 
         self._threads.map(conv_slice, _channels_last(x), cols, out)
         self._im2col_memo.remember(x, cols)           # the weight gradient needs it again
@@ -538,9 +540,12 @@ class NumpyBackend(Backend):
             if not (needs[1] or needs[2]):
                 return None
             rows = _im2col(x_nhwc, k, cols) if fresh_cols else cols.reshape(len(g_rows), -1)
-            # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's columns;
-            # its last row, from the column of 1s, is the bias gradient
-            return rows.T @ g_rows                                          # (k*k*C+1, O)
+            # cols^T @ g rather than g^T @ cols: twice as fast for the first layer's columns
+            sums = rows.T @ g_rows          # (k*k*C, O), and db as a last row with the bias column
+            if rows.shape[1] > k * k * c:
+                return sums
+            # a matrix-vector product: 10x faster than sum(axis=0) over rows of only O numbers
+            return np.concatenate([sums, np.ones((1, len(g_rows)), g_rows.dtype) @ g_rows])
 
         arrays = (_channels_last(x), _channels_last(g), cols) + ((dx,) if needs[0] else ())
         parts = self._threads.map(backward_slice, *arrays)
