@@ -108,8 +108,9 @@ def _memory_order_flat(a):
 # Elements per piece. Each of GELU's ~30 NumPy calls drops and retakes the GIL, so in two slices
 # longer calls wait less for each other, while a piece whose six arrays leave the cache pushes
 # out what the next primitives read. Measured in the training step (batch 64, medians of
-# alternating runs): against 2^15, the first layer's GELU in two slices 3.0 -> 2.4 ms and the
-# step 0.95-0.96x at two threads, 0.995x at one; against 2^18, the one-thread step 0.96-0.97x.
+# alternating runs): against 2^15, the first layer's GELU in two slices 3.0 -> 2.4 and 2.1 ->
+# 1.7 ms, the step 0.95-0.995x at two threads, 0.995x at one; against 2^18, the one-thread step
+# 0.96-0.97x.
 _PIECE = 1 << 16
 
 
