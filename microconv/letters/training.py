@@ -40,7 +40,7 @@ import numpy as np
 
 from microconv import backends
 from microconv.engine.optim import SGD, Adam
-from microconv.errors import CheckpointError, DataError, MicroconvError, TrainingError
+from microconv.errors import CheckpointError, MicroconvError, TrainingError
 from microconv.letters import distributed, schema
 from microconv.letters.augment import DEFAULT as FULL_AUGMENTATION
 from microconv.letters.augment import augment
@@ -332,10 +332,7 @@ def replayed_letters(plan, dataset):
     folder is gone or cannot be read."""
     if plan["source"] == "generated":
         return generated_split("train", plan["seed"], plan["limit"])
-    folder = Path(plan["source"])
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not found")
-    images, labels = load_split(folder, "train", dataset)
+    images, labels = load_split(plan["source"], "train", dataset)
     return images[:plan["limit"]], labels[:plan["limit"]]
 
 
