@@ -23,6 +23,7 @@ from microconv.cli.time_to_accuracy import torch_run
 from microconv.letters.training import TrainConfig
 
 WHOLE_TEST_SPLIT = 10 ** 9          # a validation size that takes every test image
+ONLY_AT_THE_END = 10 ** 9           # validating every this many steps: at the last step only
 
 
 def measure(data_dir, width, epochs, seed=0):
@@ -31,9 +32,9 @@ def measure(data_dir, width, epochs, seed=0):
 
     torch.manual_seed(seed)
     model = torch_model(torch, width=width)
-    # One validation, at the last step, on the whole test split; no threshold to stop at.
+    # No threshold to stop at: the run ends after its one validation.
     config = TrainConfig(data_dir=str(data_dir), epochs=epochs, seed=seed,
-                         validation_size=WHOLE_TEST_SPLIT, eval_every=WHOLE_TEST_SPLIT).checked()
+                         validation_size=WHOLE_TEST_SPLIT, eval_every=ONLY_AT_THE_END).checked()
     started = time.perf_counter()
     summary = torch_run(config, thresholds=(), model=model)
     step, _, accuracy = summary["validations"][-1]
